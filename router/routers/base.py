@@ -1,0 +1,84 @@
+"""The router estimator contract shared by every family.
+
+A router maps query embeddings X (n, d) to predicted quality per model (n, m). It follows
+scikit-learn's conventions: ``__init__`` only stores parameters, ``fit`` validates inputs, sets
+trailing-underscore state and returns self, and predictions raise ``NotFittedError`` before fit.
+Routers see arrays only; text never reaches them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+
+class BaseRouter(BaseEstimator):
+    """Base class: subclasses implement ``_fit`` and ``_predict_scores``.
+
+    fit(X, Y, C=None, mask=None):
+        X (n, d) float features; Y (n, m) scores with NaN where unknown; C (n, m) $ cost with NaN
+        where unknown (optional); mask (n, m) bool, True where Y is observed (default: ~isnan(Y)).
+    predict_scores(X) -> (n, m) predicted score per model, in the column order of Y.
+    """
+
+    def fit(self, X, Y, C=None, mask=None):
+        X, Y, C, mask = check_fit_inputs(X, Y, C, mask)
+        self.n_features_in_ = X.shape[1]
+        self.n_models_ = Y.shape[1]
+        # Mean observed cost per model: the per-query cost is unknown at serving time.
+        with np.errstate(invalid="ignore"):
+            known = np.isfinite(C)
+            self.model_costs_ = np.where(known.any(axis=0), np.nansum(np.where(known, C, 0), 0) /
+                                         np.maximum(known.sum(0), 1), 0.0)
+        self._fit(X, Y, C, mask)
+        return self
+
+    def predict_scores(self, X) -> np.ndarray:
+        check_is_fitted(self, "n_models_")
+        X = check_features(X, self.n_features_in_)
+        return np.asarray(self._predict_scores(X), dtype=np.float64)
+
+    def route(self, X, lam: float = 0.0, costs=None) -> np.ndarray:
+        """Index of the chosen model per query: argmax of predicted score - lam * cost."""
+        scores = self.predict_scores(X)
+        costs = self.model_costs_ if costs is None else np.asarray(costs, dtype=np.float64)
+        return np.argmax(scores - lam * costs, axis=1)
+
+    # subclasses ---------------------------------------------------------------------------
+    def _fit(self, X, Y, C, mask) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _predict_scores(self, X) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def check_features(X, n_features: int | None = None) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_queries, n_features), got shape {X.shape}")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(f"X has {X.shape[1]} features but the router was fitted with {n_features}")
+    if not np.isfinite(X).all():
+        raise ValueError("X contains NaN or infinite values")
+    return X
+
+
+def check_fit_inputs(X, Y, C=None, mask=None):
+    """Validate and align fit inputs; returns (X float32, Y float64, C float64, mask bool)."""
+    X = check_features(X)
+    Y = np.asarray(Y, dtype=np.float64)
+    if Y.ndim != 2 or Y.shape[0] != X.shape[0]:
+        raise ValueError(f"Y must be (n_queries, n_models) with n_queries={X.shape[0]}, got shape {Y.shape}")
+    if Y.shape[1] < 2:
+        raise ValueError(f"routing needs at least 2 models, Y has {Y.shape[1]}")
+    mask = ~np.isnan(Y) if mask is None else np.asarray(mask, dtype=bool) & ~np.isnan(Y)
+    if mask.shape != Y.shape:
+        raise ValueError(f"mask shape {mask.shape} != Y shape {Y.shape}")
+    if not mask.any(axis=0).all():
+        empty = np.flatnonzero(~mask.any(axis=0)).tolist()
+        raise ValueError(f"models at columns {empty} have no observed score")
+    C = np.full(Y.shape, np.nan) if C is None else np.asarray(C, dtype=np.float64)
+    if C.shape != Y.shape:
+        raise ValueError(f"C shape {C.shape} != Y shape {Y.shape}")
+    return X, Y, C, mask
