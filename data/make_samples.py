@@ -43,6 +43,21 @@ def mmlu_pro_fixture(n: int = 300, seed: int = 0) -> None:
     wide.filter(pl.col("question_id").is_in(ids.implode())).write_csv(out / "correct_wide.csv")
 
 
+def pairwise_fixture() -> None:
+    """RouteLLM's MMLU anatomy logs (Apache-2.0) as pairwise preferences: the correct answer wins."""
+    weak, strong = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
+    df = pl.read_csv(SHARED / "routellm/mmlu/mmlu_anatomy.csv")
+    winner = (
+        pl.when(pl.col(strong) & ~pl.col(weak)).then(pl.lit("model_b"))
+        .when(pl.col(weak) & ~pl.col(strong)).then(pl.lit("model_a"))
+        .when(pl.col(weak) & pl.col(strong)).then(pl.lit("tie"))
+        .otherwise(pl.lit("tie (bothbad)"))
+    )
+    df.select("prompt", pl.lit(weak).alias("model_a"), pl.lit(strong).alias("model_b"),
+              winner.alias("winner")).write_csv(ROOT / "tests/fixtures/pairwise_mmlu_anatomy.csv")
+
+
 if __name__ == "__main__":
     nq_sample()
     mmlu_pro_fixture()
+    pairwise_fixture()

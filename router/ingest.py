@@ -442,10 +442,11 @@ def apply_prices(lf: pl.LazyFrame, prices: dict[str, tuple[float, float]]) -> pl
 
 def detect_format(path: Path) -> LogFormat:
     names = set(_schema(read_table(path), path).names())
-    if {S.MODEL, S.SCORE} <= names:
-        return "long"
     if set(PAIRWISE_COLUMNS) <= names:
         return "pairwise"
+    # A 'model' or 'score' column means long format, so a missing one is reported as missing.
+    if names & {S.MODEL, S.SCORE}:
+        return "long"
     return "wide"
 
 

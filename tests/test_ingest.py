@@ -1,0 +1,173 @@
+"""Each adapter on real files: long (JSONL/CSV/Parquet, plain and gzip, glob, directory), wide
+(RouterBench, MMLU-Pro with a separate questions table), pairwise, and the price table."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+
+import numpy as np
+import polars as pl
+import pytest
+
+from router import ingest, labels
+from router import schema as S
+from router.validate import validate_logs
+from tests.conftest import FIXTURES, MMLU_SPEC, NQ_SAMPLE, shared
+
+
+@pytest.fixture(scope="module")
+def nq_frame() -> pl.DataFrame:
+    return pl.read_ndjson(NQ_SAMPLE)
+
+
+def _matrices(source, **kw) -> labels.RoutingData:
+    lf = ingest.scan_logs(source, **kw)
+    validate_logs(lf)
+    return labels.build_routing_data(lf)
+
+
+def test_long_jsonl_sample(nq):
+    assert nq.n_queries == 500 and nq.n_models == 6
+    assert nq.mask.all()
+    assert nq.has_cost and (nq.costs > 0).all()
+    assert set(nq.tasks) == {"nq"}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "csv.gz", "jsonl.gz", "parquet"])
+def test_long_formats_give_identical_matrices(tmp_path, nq_frame, nq, fmt):
+    path = tmp_path / f"logs.{fmt}"
+    if fmt == "csv":
+        nq_frame.write_csv(path)
+    elif fmt == "parquet":
+        nq_frame.write_parquet(path)
+    else:
+        raw = tmp_path / "raw"
+        (nq_frame.write_csv if fmt.startswith("csv") else nq_frame.write_ndjson)(raw)
+        with open(raw, "rb") as src, gzip.open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    got = _matrices(path)
+    assert got.models == nq.models
+    np.testing.assert_array_equal(got.query_ids, nq.query_ids)
+    np.testing.assert_allclose(got.scores, nq.scores)
+    np.testing.assert_allclose(got.costs, nq.costs)
+
+
+def test_glob_and_directory_concatenate_files(tmp_path, nq_frame, nq):
+    half = nq_frame.height // 2
+    nq_frame[:half].write_ndjson(tmp_path / "part-1.jsonl")
+    nq_frame[half:].write_parquet(tmp_path / "part-2.parquet")
+    (tmp_path / "notes.txt").write_text("not a log file")
+    by_dir = _matrices(tmp_path)
+    by_glob = _matrices(str(tmp_path / "part-*"))
+    for got in (by_dir, by_glob):
+        assert got.n_queries == 500
+        np.testing.assert_allclose(got.scores, nq.scores)
+
+
+def test_optional_columns_are_carried(tmp_path, nq_frame):
+    extra = nq_frame.with_columns(
+        pl.lit("2026-11-01T12:00:00Z").alias("timestamp"),
+        pl.lit(120).alias("latency_ms"),
+        pl.when(pl.col("query_id").str.extract(r"(\d+)").cast(pl.Int64) < 400)
+        .then(pl.lit("train")).otherwise(pl.lit("TEST")).alias("split"),
+    )
+    extra.write_csv(tmp_path / "logs.csv")
+    lf = ingest.scan_logs(tmp_path / "logs.csv")
+    schema = lf.collect_schema()
+    assert schema[S.TIMESTAMP] == pl.Datetime("us", "UTC")
+    assert schema[S.LATENCY_MS] == pl.Float64
+    data = labels.build_routing_data(lf)
+    assert sorted(np.unique(data.splits)) == ["test", "train"]  # normalised to lower case
+    assert (data.splits == "train").sum() == 400
+    assert str(data.timestamps[0]).startswith("2026-11-01T12:00")
+
+
+def test_wide_routerbench_with_costs_and_split_from_file_names():
+    data = _matrices(shared("routerbench_subset", "routerbench_zs"), wide=ingest.WideSpec(id_column=""))
+    assert data.n_queries == 3178 and data.n_models == 11
+    assert "gpt-4-1106-preview" in data.models and "oracle_model_to_route_to" not in data.models
+    assert dict(zip(*np.unique(data.splits, return_counts=True))) == {"test": 953, "train": 2225}
+    assert set(np.unique(data.tasks)) == {"arc-challenge", "mbpp", "winogrande"}
+    test = data.subset(data.splits == "test")
+    gpt4 = data.models.index("gpt-4-1106-preview")
+    assert labels.model_means(test.scores, test.mask)[gpt4] == pytest.approx(0.8796, abs=1e-3)
+    assert np.nanmean(test.costs[:, gpt4]) == pytest.approx(0.0050, abs=1e-4)
+    # ~20 RouterBench rows have empty scores: masked and counted, not dropped
+    assert 0 < (~data.mask).sum() < 200
+
+
+def test_wide_with_separate_questions_file(mmlu_small):
+    assert mmlu_small.n_queries == 300 and mmlu_small.n_models == 31
+    assert "gpt4o_repo_json" in mmlu_small.models
+    assert mmlu_small.tasks is not None and len(set(mmlu_small.tasks)) > 5
+    assert all(isinstance(p, str) and len(p) > 10 for p in mmlu_small.prompts)
+    assert 0 < (~mmlu_small.mask).sum() < 100  # empty cells = no record for that model
+
+
+def test_wide_mmlu_pro_reproduces_readme_figures():
+    spec = ingest.WideSpec(id_column="question_id", prompt_column="question", task_column="category",
+                           prompts_file=str(shared("mmlu_pro", "questions.csv.gz")))
+    data = _matrices(shared("mmlu_pro", "correct_wide.csv.gz"), format="wide", wide=spec)
+    complete = data.select_models(data.complete_models())
+    assert data.n_queries == 12_032 and data.n_models == 31 and complete.n_models == 27
+    means = labels.model_means(complete.scores, complete.mask)
+    assert complete.models[int(np.argmax(means))] == "gpt4o_repo_json"
+    assert means.max() == pytest.approx(0.721, abs=5e-4)
+    assert np.mean(labels.oracle_scores(complete.scores, complete.mask)) == pytest.approx(0.942, abs=5e-4)
+
+
+def test_pairwise_preferences_become_win_scores():
+    path = FIXTURES / "pairwise_mmlu_anatomy.csv"
+    pairs = ingest.scan_pairwise_pairs(path)
+    assert pairs.height == 135
+    data = _matrices(path)  # auto-detected as pairwise
+    assert data.n_queries == 135 and data.models == ("gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1")
+    raw = pl.read_csv(shared("routellm", "mmlu", "mmlu_anatomy.csv"))
+    gpt4_right = raw["gpt-4-1106-preview"].to_numpy()
+    mixtral_right = raw["mistralai/Mixtral-8x7B-Instruct-v0.1"].to_numpy()
+    # win = 1, tie = 0.5 each, both wrong = 0 each: the mean win score is derivable by hand
+    expected_gpt4 = np.mean(np.where(gpt4_right & ~mixtral_right, 1.0, np.where(gpt4_right & mixtral_right, 0.5, 0.0)))
+    assert labels.model_means(data.scores, data.mask)[0] == pytest.approx(expected_gpt4)
+
+
+def test_pairwise_rejects_unknown_winner(tmp_path):
+    bad = pl.read_csv(FIXTURES / "pairwise_mmlu_anatomy.csv").with_columns(
+        pl.when(pl.int_range(pl.len()) == 7).then(pl.lit("gpt-5")).otherwise(pl.col("winner")).alias("winner"))
+    bad.write_csv(tmp_path / "prefs.csv")
+    with pytest.raises(S.LogValidationError, match=r"(?s)prefs\.csv.*'winner'.*unrecognised winner.*row=8.*gpt-5"):
+        ingest.scan_logs(tmp_path / "prefs.csv")
+
+
+def test_price_table_costs_token_counts(tmp_path, nq_frame):
+    prices = ingest.load_prices(shared("llmrouter_nq", "llm_candidates", "default_llm.json"))
+    assert prices["qwen/qwen2.5-7b-instruct"] == (0.2, 0.2)  # by full name and short key
+    assert prices["qwen2.5-7b-instruct"] == (0.2, 0.2)
+    logs = nq_frame.head(12).drop("cost").with_columns(
+        pl.lit(1000).alias("input_tokens"), pl.lit(500).alias("output_tokens"))
+    # one row keeps an explicit cost, which the price table must not override
+    logs = logs.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(0.5).otherwise(None).alias("cost"))
+    logs.write_parquet(tmp_path / "tok.parquet")
+    out = ingest.scan_logs(tmp_path / "tok.parquet", prices=prices).collect()
+    row = out.filter(pl.col("model") == "qwen/qwen2.5-7b-instruct", pl.col(S.SOURCE_ROW) != 1)
+    assert row["cost"][0] == pytest.approx((1000 * 0.2 + 500 * 0.2) / 1e6)
+    assert out.filter(pl.col(S.SOURCE_ROW) == 1)["cost"][0] == 0.5
+    unpriced = out.filter(~pl.col("model").is_in(list(prices)))
+    assert unpriced["cost"].null_count() == unpriced.height  # unknown model: cost stays unknown
+
+
+def test_price_table_yaml_and_errors(tmp_path):
+    (tmp_path / "p.yaml").write_text("m1: {input: 1.5, output: 3}\n")
+    assert ingest.load_prices(tmp_path / "p.yaml") == {"m1": (1.5, 3.0)}
+    (tmp_path / "bad.json").write_text(json.dumps({"m1": {"input": "cheap"}}))
+    with pytest.raises(S.LogValidationError, match=r"bad\.json.*m1.*no numeric input/output price"):
+        ingest.load_prices(tmp_path / "bad.json")
+
+
+def test_missing_path_is_named(tmp_path):
+    with pytest.raises(S.LogValidationError, match="nowhere.jsonl: no such file"):
+        ingest.scan_logs(tmp_path / "nowhere.jsonl")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(S.LogValidationError, match="matched no log files"):
+        ingest.scan_logs(tmp_path / "empty_dir")

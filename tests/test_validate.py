@@ -1,0 +1,103 @@
+"""Every validation error names the file, the column and offending rows, on real rows made bad."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from router import ingest
+from router.schema import LogValidationError
+from router.validate import validate_logs
+from tests.conftest import NQ_SAMPLE
+
+
+@pytest.fixture()
+def rows() -> pl.DataFrame:
+    return pl.read_ndjson(NQ_SAMPLE).head(60)
+
+
+def _check(tmp_path, df: pl.DataFrame, name: str = "logs.csv"):
+    path = tmp_path / name
+    (df.write_parquet if name.endswith(".parquet") else df.write_csv)(path)
+    return validate_logs(ingest.scan_logs(path), source=str(path))
+
+
+def test_valid_rows_pass_and_are_counted(tmp_path, rows):
+    stats = _check(tmp_path, rows)
+    assert (stats.rows, stats.queries, stats.models, stats.missing_scores, stats.duplicate_rows) == (60, 10, 6, 0, 0)
+
+
+def test_missing_required_column(tmp_path, rows):
+    with pytest.raises(LogValidationError, match=r"logs\.csv, column 'score': missing required column 'score'"):
+        _check(tmp_path, rows.drop("score"))
+
+
+def test_non_numeric_score_names_row(tmp_path, rows):
+    bad = rows.with_columns(pl.col("score").cast(pl.String))
+    bad = bad.with_columns(pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("n/a")).otherwise(pl.col("score"))
+                           .alias("score"))
+    with pytest.raises(LogValidationError) as err:
+        _check(tmp_path, bad)
+    msg = str(err.value)
+    assert "logs.csv" in msg and "column 'score'" in msg and "non-numeric score (1 row)" in msg
+    assert "row=5" in msg and "query_id='nq-0'" in msg and "expected a number" in msg
+
+
+def test_nan_score(tmp_path, rows):
+    bad = rows.with_columns(pl.when(pl.int_range(pl.len()) == 9).then(float("nan")).otherwise(pl.col("score"))
+                            .alias("score"))
+    with pytest.raises(LogValidationError, match=r"(?s)logs\.parquet, column 'score': NaN score \(1 row\).*row=10"):
+        _check(tmp_path, bad, "logs.parquet")
+
+
+def test_negative_cost(tmp_path, rows):
+    bad = rows.with_columns(pl.when(pl.int_range(pl.len()) == 2).then(-0.01).otherwise(pl.col("cost")).alias("cost"))
+    with pytest.raises(LogValidationError, match=r"(?s)column 'cost': negative cost \(1 row\).*row=3.*cost=-0\.01"):
+        _check(tmp_path, bad)
+
+
+def test_conflicting_duplicates(tmp_path, rows):
+    dup = rows.head(1).with_columns((1 - pl.col("score")).alias("score"))
+    with pytest.raises(LogValidationError) as err:
+        _check(tmp_path, pl.concat([rows, dup]))
+    msg = str(err.value)
+    assert "duplicate (query_id, model) rows with different scores" in msg and "column 'score'" in msg
+    assert "row=1" in msg and "row=61" in msg
+
+
+def test_identical_duplicates_are_merged_and_counted(tmp_path, rows):
+    stats = _check(tmp_path, pl.concat([rows, rows.head(3)]))
+    assert stats.duplicate_rows == 3 and stats.rows == 63
+
+
+def test_query_id_with_two_prompts(tmp_path, rows):
+    bad = rows.with_columns(pl.when(pl.int_range(pl.len()) == 1).then(pl.lit("a different question"))
+                            .otherwise(pl.col("prompt")).alias("prompt"))
+    with pytest.raises(LogValidationError, match=r"(?s)column 'prompt': one query_id has different prompts.*"
+                                                 r"query_id='nq-0'.*a different question"):
+        _check(tmp_path, bad)
+
+
+def test_empty_input(tmp_path, rows):
+    with pytest.raises(LogValidationError, match=r"logs\.parquet: no rows"):
+        _check(tmp_path, rows.head(0), "logs.parquet")
+
+
+def test_unknown_split_value(tmp_path, rows):
+    bad = rows.with_columns(pl.lit("validation").alias("split"))
+    with pytest.raises(LogValidationError, match=r"column 'split': unknown split.*expected one of train, test, ood"):
+        _check(tmp_path, bad)
+
+
+def test_incomplete_rows_are_masked_not_dropped(tmp_path, rows):
+    from router.labels import build_routing_data
+
+    sparse = rows.with_columns(pl.when(pl.int_range(pl.len()) % 7 == 0).then(None).otherwise(pl.col("score"))
+                               .alias("score"))
+    path = tmp_path / "sparse.csv"
+    sparse.write_csv(path)
+    lf = ingest.scan_logs(path)
+    stats = validate_logs(lf)
+    data = build_routing_data(lf)
+    assert stats.missing_scores == 9
+    assert data.n_queries == 10 and (~data.mask).sum() == 9
