@@ -1,0 +1,187 @@
+"""The serving-time decision rule and its calibration.
+
+A router predicts a score per model; the choice is ``argmax(pred - lam * cost)`` where ``lam``
+is the willingness to pay (quality units per $). With ties going to the cheaper model, the cost
+of each query's choice can only fall as ``lam`` grows, so spend is monotone in ``lam`` and a
+budget can be met by bisection. ``calibrate`` turns a user's target (a $ budget per query, or a
+share of calls to one model) into a ``lam`` on held-out queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_BISECT_STEPS = 60  # halvings between two grid points: far below any meaningful lambda change
+
+
+def _check(pred_scores, model_costs) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred_scores, dtype=np.float64)
+    costs = np.asarray(model_costs, dtype=np.float64)
+    if pred.ndim != 2:
+        raise ValueError(f"pred_scores must be (n_queries, n_models), got shape {pred.shape}")
+    if costs.shape != (pred.shape[1],):
+        raise ValueError(f"model_costs must have shape ({pred.shape[1]},), got {costs.shape}")
+    if not np.isfinite(pred).all():
+        raise ValueError("pred_scores contains NaN or infinite values")
+    if not np.isfinite(costs).all() or (costs < 0).any():
+        raise ValueError(f"model_costs must be finite and >= 0, got {costs.tolist()}")
+    return pred, costs
+
+
+def choose(pred_scores: np.ndarray, model_costs: np.ndarray, lam: float = 0.0) -> np.ndarray:
+    """Index of the chosen model per query: argmax of ``pred - lam * cost``.
+
+    Exact ties go to the cheaper model (then the lower index): at a breakpoint both are equally
+    good, and preferring the cheaper one keeps spend non-increasing in ``lam``.
+    """
+    pred, costs = _check(pred_scores, model_costs)
+    if not (np.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    util = pred - lam * costs
+    tied = util >= util.max(axis=1, keepdims=True)
+    return np.where(tied, costs, np.inf).argmin(axis=1)
+
+
+def lambda_grid(pred_scores: np.ndarray, model_costs: np.ndarray, n: int = 50) -> np.ndarray:
+    """Sorted lambdas: 0, then ``n - 1`` geometrically spaced values up to the point where the
+    cheapest model wins every query.
+
+    The low end is the first lambda at which any query's choice changes, so no grid point is
+    wasted where nothing moves. Returns ``[0.0]`` when the costs cannot change a choice (all
+    equal, or the cheapest model already wins everywhere).
+    """
+    pred, costs = _check(pred_scores, model_costs)
+    if n < 2:
+        raise ValueError(f"n must be >= 2, got {n}")
+    c_min = costs.min()
+    dearer = costs > c_min
+    if not dearer.any() or len(pred) == 0:
+        return np.array([0.0])
+    cheap_best = pred[:, ~dearer].max(axis=1, keepdims=True)
+    # lambda at which the best cheapest model catches up with each dearer model, per query
+    catch_up = (pred[:, dearer] - cheap_best) / (costs[dearer] - c_min)
+    hi = float(catch_up.max())
+    if hi <= 0:
+        return np.array([0.0])
+    hi *= 1 + 1e-9  # past the last breakpoint despite rounding
+    start = choose(pred, costs, 0.0)
+    c_start = costs[start]
+    # First switch per query: to a cheaper model j at (pred_start - pred_j) / (c_start - c_j).
+    gap_c = c_start[:, None] - costs[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        switch = np.where(gap_c > 0, (pred[np.arange(len(pred)), start][:, None] - pred) / gap_c, np.inf)
+    positive = switch[switch > 0]
+    lo = float(positive.min()) if positive.size else hi
+    lo = min(max(lo, hi * 1e-9), hi)
+    if lo >= hi:
+        return np.array([0.0, hi])
+    return np.concatenate([[0.0], np.geomspace(lo, hi, n - 1)])
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A calibrated lambda and what it achieves on the calibration queries.
+
+    ``cost`` is the mean model cost of the choices ($ per query, from ``model_costs``);
+    ``shares`` the share of calls per model; ``share`` the share of the targeted model (None for
+    a budget target); ``reachable`` the range the target could take on these queries.
+    """
+
+    lam: float
+    cost: float
+    shares: tuple[float, ...]
+    share: float | None
+    target: str
+    reachable: tuple[float, float]
+
+
+def calibrate(
+    pred_scores: np.ndarray,
+    model_costs: np.ndarray,
+    *,
+    budget: float | None = None,
+    model: int | None = None,
+    share: float | None = None,
+    n_grid: int = 50,
+) -> Calibration:
+    """Find lambda on calibration queries for a $ budget per query, or a share of calls to ``model``.
+
+    - ``budget``: the smallest lambda (hence the highest predicted quality) whose mean spend
+      (``model_costs`` of the choices) is <= budget. Spend is non-increasing in lambda, so the
+      first grid point within budget and the point before it bracket the answer, and bisection
+      pins it down.
+    - ``model`` + ``share``: the lambda whose share of calls to model index ``model`` is closest
+      to ``share`` (ties to the smaller lambda), searched at the first grid interval that
+      brackets the target. Share is monotone for the dearest and the cheapest model; for a model
+      in between it can rise then fall, and the first crossing is returned.
+
+    Raises ValueError naming the reachable range when the target cannot be met.
+    """
+    pred, costs = _check(pred_scores, model_costs)
+    if len(pred) == 0:
+        raise ValueError("calibration needs at least one query")
+    if (budget is None) == (share is None):
+        raise ValueError("give exactly one target: budget=, or model= with share=")
+    grid = lambda_grid(pred, costs, n_grid)
+
+    def result(lam: float, target: str, reachable: tuple[float, float]) -> Calibration:
+        picks = choose(pred, costs, lam)
+        shares = np.bincount(picks, minlength=len(costs)) / len(picks)
+        return Calibration(
+            lam=float(lam), cost=float(costs[picks].mean()), shares=tuple(float(s) for s in shares),
+            share=None if model is None else float(shares[model]), target=target, reachable=reachable,
+        )
+
+    if budget is not None:
+        if model is not None:
+            raise ValueError("model= is for a share target; a budget target takes no model")
+        def spend(lam: float) -> float:
+            return float(costs[choose(pred, costs, lam)].mean())
+
+        values = np.array([spend(lam) for lam in grid])
+        reachable = (float(values[-1]), float(values[0]))
+        target = f"spend <= {budget:.6g} $/query"
+        if budget < values[-1]:
+            raise ValueError(f"budget {budget:.6g} $/query is unreachable: spend on these queries ranges "
+                             f"over [{reachable[0]:.6g}, {reachable[1]:.6g}] $/query")
+        if values[0] <= budget:
+            return result(0.0, target, reachable)
+        i = int(np.flatnonzero(values <= budget)[0])  # first grid point within budget
+        lo, hi = grid[i - 1], grid[i]  # spend(lo) > budget >= spend(hi)
+        for _ in range(_BISECT_STEPS):
+            mid = 0.5 * (lo + hi)
+            if spend(mid) <= budget:
+                hi = mid
+            else:
+                lo = mid
+        return result(hi, target, reachable)
+
+    if model is None or not 0 <= int(model) < len(costs):
+        raise ValueError(f"model must be a model index in [0, {len(costs) - 1}], got {model!r}")
+    model = int(model)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1], got {share!r}")
+    def share_at(lam: float) -> float:
+        return float((choose(pred, costs, lam) == model).mean())
+
+    values = np.array([share_at(lam) for lam in grid])
+    reachable = (float(values.min()), float(values.max()))
+    target = f"share of model {model} = {share:.6g}"
+    if not reachable[0] <= share <= reachable[1]:
+        raise ValueError(f"a share of {share:.6g} for model {model} is unreachable: over lambda its "
+                         f"share ranges over [{reachable[0]:.6g}, {reachable[1]:.6g}]")
+    side = np.sign(values - share)
+    if side[0] == 0:
+        return result(0.0, target, reachable)
+    i = int(np.flatnonzero(side != side[0])[0])  # first grid point on or past the target
+    lo, hi = grid[i - 1], grid[i]
+    for _ in range(_BISECT_STEPS):  # keep lo on the starting side of the target, hi past it
+        mid = 0.5 * (lo + hi)
+        if np.sign(share_at(mid) - share) == side[0]:
+            lo = mid
+        else:
+            hi = mid
+    best = min((lo, hi), key=lambda lam: (abs(share_at(lam) - share), lam))
+    return result(best, target, reachable)

@@ -1,0 +1,594 @@
+"""Metrics of routed choices and the evaluation report (pure functions, no I/O).
+
+Conventions
+- Evaluation uses only test queries on which every model was scored (an incomplete query has no
+  oracle and would favour routers that pick the observed model); the dropped count is reported.
+- Cost of a choice: the realised cost of that answer when the logs have it, else the model's mean
+  training cost (what the router used to decide).
+- Best single model: the best *training* mean (what a user would deploy without a router, ties to
+  the cheaper model); the hindsight best on test is reported beside it, never used for gap closed.
+- Oracle: per-query best score (ties to the cheaper model for its cost). Random: a uniform choice,
+  whose expected quality/cost is the mean over models.
+- gap_closed = (router - best_single) / (oracle - best_single); NaN when oracle == best single.
+
+Curves
+- The cost-quality curve sweeps lambda over ``decision.lambda_grid`` and records (mean cost,
+  mean quality) of the choices on the test queries.
+- AIQ (RouterBench): mean height of the router's non-decreasing convex hull over its cost range
+  (see ``aiq``).
+- Two-model pools (RouteLLM): APGR and CPT(x%) over the curve of strong-call share (see
+  ``strong_share_curve``, ``apgr``, ``cpt``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from router.decision import choose, lambda_grid
+from router.labels import RoutingData, best_model_labels, model_means
+
+# --------------------------------------------------------------------------- basic metrics
+
+
+def realised_costs(costs: np.ndarray, model_costs: np.ndarray) -> np.ndarray:
+    """Per-answer cost: the logged cost where known, else the model's mean cost."""
+    costs = np.asarray(costs, dtype=np.float64)
+    return np.where(np.isfinite(costs), costs, np.asarray(model_costs, dtype=np.float64)[None, :])
+
+
+def mean_model_costs(data: RoutingData) -> np.ndarray:
+    """Mean known cost per model; 0 where a model's cost is unknown (as ``BaseRouter`` does)."""
+    known = np.isfinite(data.costs)
+    sums = np.where(known, data.costs, 0.0).sum(axis=0)
+    return np.where(known.any(axis=0), sums / np.maximum(known.sum(axis=0), 1), 0.0)
+
+
+def complete_rows(data: RoutingData) -> np.ndarray:
+    """Boolean mask of queries scored by every model."""
+    return data.mask.all(axis=1)
+
+
+def quality_cost(choices: np.ndarray, scores: np.ndarray, costs: np.ndarray) -> tuple[float, float]:
+    """Mean score and mean cost of the chosen answers (``scores``/``costs`` complete, (n, m))."""
+    rows = np.arange(len(choices))
+    return float(scores[rows, choices].mean()), float(costs[rows, choices].mean())
+
+
+def oracle_choices(scores: np.ndarray, costs: np.ndarray) -> np.ndarray:
+    """Per-query best model, ties to the cheaper one (complete ``scores``)."""
+    return best_model_labels(scores, np.ones(scores.shape, dtype=bool), costs)
+
+
+def routing_share(choices: np.ndarray, n_models: int) -> np.ndarray:
+    """Share of queries routed to each model, (m,) summing to 1."""
+    choices = np.asarray(choices, dtype=np.int64)
+    if len(choices) == 0:
+        return np.zeros(n_models)
+    return np.bincount(choices, minlength=n_models)[:n_models] / len(choices)
+
+
+def gap_closed(router: float, best_single: float, oracle: float) -> float:
+    """(router - best_single) / (oracle - best_single); NaN when the oracle gains nothing."""
+    gap = oracle - best_single
+    return float((router - best_single) / gap) if abs(gap) > 1e-12 else math.nan
+
+
+def best_single_index(train: RoutingData, model_costs: np.ndarray | None = None) -> int:
+    """Model with the best training mean; ties to the cheaper model, then the lower index."""
+    costs = mean_model_costs(train) if model_costs is None else np.asarray(model_costs, dtype=np.float64)
+    return _best_index(model_means(train.scores, train.mask), costs)
+
+
+def _best_index(means: np.ndarray, costs: np.ndarray) -> int:
+    means = np.nan_to_num(means, nan=-np.inf)
+    tied = np.flatnonzero(means == means.max())
+    return int(tied[np.argmin(costs[tied])])
+
+
+# --------------------------------------------------------------------------- AIQ
+
+
+def nondecreasing_hull(costs, qualities) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (cost, quality) of the non-decreasing upper convex hull of the points.
+
+    The upper hull is what mixing two operating points at random can reach; it is cut at its
+    highest point, because spending more never has to buy less quality (one can always spend
+    less). Points on or below the hull are dropped.
+    """
+    c = np.asarray(costs, dtype=np.float64)
+    q = np.asarray(qualities, dtype=np.float64)
+    if c.shape != q.shape or c.ndim != 1 or len(c) == 0:
+        raise ValueError(f"costs and qualities must be equal-length 1-D arrays, got {c.shape} and {q.shape}")
+    if not (np.isfinite(c).all() and np.isfinite(q).all()):
+        raise ValueError("costs and qualities must be finite")
+    order = np.lexsort((-q, c))  # by cost, best quality first at equal cost
+    c, q = c[order], q[order]
+    keep = np.r_[True, c[1:] != c[:-1]]
+    c, q = c[keep], q[keep]
+    hull: list[int] = []
+    for k in range(len(c)):
+        # pop the last vertex while it lies on or below the segment from the one before to k
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            if (c[b] - c[a]) * (q[k] - q[a]) - (q[b] - q[a]) * (c[k] - c[a]) >= 0:
+                hull.pop()
+            else:
+                break
+        hull.append(k)
+    hc, hq = c[hull], q[hull]
+    top = int(np.argmax(hq))
+    return hc[: top + 1], hq[: top + 1]
+
+
+def aiq(costs, qualities, cost_range: tuple[float, float] | None = None) -> float:
+    """Average Improvement in Quality (RouterBench): mean height of the non-decreasing convex hull.
+
+    AIQ = 1 / (c_max - c_min) * integral over [c_min, c_max] of hull(c) dc, where the hull is
+    ``nondecreasing_hull`` of the router's own (cost, quality) points, flat after its highest
+    point, and [c_min, c_max] is the range of those points' costs (RouterBench's paper; its code
+    divides by c_max instead and extends all routers to a common c_max). ``cost_range`` gives a
+    common range instead; the hull is flat to its right and cannot start left of the cheapest
+    point. A single cost gives the best quality at that cost.
+    """
+    hc, hq = nondecreasing_hull(costs, qualities)
+    lo, hi = (float(hc[0]), float(np.max(costs))) if cost_range is None else map(float, cost_range)
+    if lo < hc[0] - 1e-12 * max(1.0, abs(hc[0])) or hi < lo:
+        raise ValueError(f"cost_range {cost_range} must satisfy cheapest point {hc[0]:.6g} <= lo <= hi")
+    if hi <= lo:
+        return float(np.interp(lo, hc, hq))
+    x = np.concatenate([[lo], hc[(hc > lo) & (hc < hi)], [hi]])
+    y = np.interp(x, hc, hq)  # np.interp is flat past the last vertex
+    return float(np.trapezoid(y, x) / (hi - lo))
+
+
+# --------------------------------------------------------------------------- two-model pools
+
+
+def strong_share_curve(advantage, strong_scores, weak_scores) -> tuple[np.ndarray, np.ndarray]:
+    """Quality against the share of calls to the strong model (RouteLLM's threshold sweep).
+
+    Queries are sent to the strong model in decreasing order of ``advantage`` (predicted strong
+    minus weak score); at share k/n the k most favoured go strong. Queries with equal advantage
+    cannot be ordered by the router, so inside a tie group the curve is the expected quality of
+    a random order (linear between the group's ends). Returns shares (n+1,) from 0 to 1 and the
+    mean quality at each.
+    """
+    d = np.asarray(advantage, dtype=np.float64)
+    gain = np.asarray(strong_scores, dtype=np.float64) - np.asarray(weak_scores, dtype=np.float64)
+    n = len(d)
+    if n == 0 or gain.shape != d.shape:
+        raise ValueError(f"advantage and scores must be equal-length and non-empty, got {d.shape} and {gain.shape}")
+    order = np.argsort(-d, kind="stable")
+    ds = d[order]
+    cum = np.concatenate([[0.0], np.cumsum(gain[order])])
+    ends = np.flatnonzero(np.r_[True, ds[1:] != ds[:-1], True])  # tie-group boundaries in 0..n
+    k = np.arange(n + 1)
+    cum = np.interp(k, ends, cum[ends])
+    return k / n, float(np.mean(weak_scores)) + cum / n
+
+
+def _pgr(qualities, weak: float, strong: float) -> np.ndarray | None:
+    gap = strong - weak
+    return None if gap <= 1e-12 else (np.asarray(qualities, dtype=np.float64) - weak) / gap
+
+
+def apgr(shares, qualities, weak: float, strong: float) -> float:
+    """Average Performance Gap Recovered (RouteLLM).
+
+    PGR(s) = (quality(s) - weak) / (strong - weak) at strong-call share s; APGR is its integral
+    over s in [0, 1] (trapezoid over the given points, which must span 0..1). RouteLLM's code
+    integrates ~10 threshold points; ``strong_share_curve`` gives every share k/n. 0.5 is a
+    random router; NaN when strong <= weak on these queries.
+    """
+    pgr = _pgr(qualities, weak, strong)
+    if pgr is None:
+        return math.nan
+    s = np.asarray(shares, dtype=np.float64)
+    return float(np.trapezoid(pgr, s) / (s[-1] - s[0]))
+
+
+def cpt(shares, qualities, weak: float, strong: float, level: float) -> float:
+    """Call-Performance Threshold CPT(level) (RouteLLM): the smallest share of strong-model calls
+    at which PGR reaches ``level`` (0.5 for CPT(50%)), linear between curve points (a random mix
+    of two neighbouring thresholds realises it). NaN when strong <= weak or never reached.
+    """
+    pgr = _pgr(qualities, weak, strong)
+    if pgr is None:
+        return math.nan
+    s = np.asarray(shares, dtype=np.float64)
+    hit = np.flatnonzero(pgr >= level - 1e-12)
+    if hit.size == 0:
+        return math.nan
+    i = int(hit[0])
+    if i == 0:
+        return float(s[0])
+    t = (level - pgr[i - 1]) / (pgr[i] - pgr[i - 1])
+    return float(s[i - 1] + t * (s[i] - s[i - 1]))
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+@dataclass(frozen=True)
+class Baselines:
+    """What every router is compared with, on the evaluated (complete) test queries."""
+
+    models: tuple[str, ...]
+    n_train: int
+    n_test: int
+    n_eval: int
+    n_dropped_incomplete: int
+    has_cost: bool
+    best_single: int  # index, chosen on train
+    hindsight_best: int  # index, best on test
+    single_quality: np.ndarray  # (m,) test mean per model
+    single_cost: np.ndarray  # (m,) test mean realised cost per model (NaN without costs)
+    oracle_quality: float
+    oracle_cost: float
+    random_quality: float
+    random_cost: float
+    model_costs: np.ndarray  # (m,) mean training cost per model used for decisions
+
+
+@dataclass(frozen=True)
+class _EvalSet:
+    rows: np.ndarray  # complete test rows
+    scores: np.ndarray
+    costs: np.ndarray  # realised; NaN everywhere when there is no cost information
+    tasks: np.ndarray | None
+
+
+def _eval_set(test: RoutingData, model_costs: np.ndarray, has_cost: bool) -> _EvalSet:
+    rows = np.flatnonzero(complete_rows(test))
+    if len(rows) == 0:
+        raise ValueError(
+            f"none of the {test.n_queries} test queries has a score for every model; evaluate on "
+            "models scored everywhere (RoutingData.select_models(data.complete_models()))"
+        )
+    scores = test.scores[rows]
+    costs = realised_costs(test.costs[rows], model_costs) if has_cost else np.full(scores.shape, np.nan)
+    tasks = None if test.tasks is None else np.array(
+        ["(none)" if t is None else str(t) for t in test.tasks[rows]], dtype=object)
+    return _EvalSet(rows=rows, scores=scores, costs=costs, tasks=tasks)
+
+
+def _resolve_costs(train: RoutingData, test: RoutingData, model_costs) -> tuple[np.ndarray, bool]:
+    costs = mean_model_costs(train) if model_costs is None else np.asarray(model_costs, dtype=np.float64)
+    if costs.shape != (train.n_models,):
+        raise ValueError(f"model_costs must have shape ({train.n_models},), got {costs.shape}")
+    if train.models != test.models:
+        raise ValueError(f"train and test have different models: {train.models} vs {test.models}")
+    return costs, bool(test.has_cost or train.has_cost or np.any(costs != 0))
+
+
+def baselines(train: RoutingData, test: RoutingData, model_costs: np.ndarray | None = None) -> Baselines:
+    """Best single (train-chosen and hindsight), oracle and random on the complete test queries."""
+    costs, has_cost = _resolve_costs(train, test, model_costs)
+    ev = _eval_set(test, costs, has_cost)
+    single_q = ev.scores.mean(axis=0)
+    single_c = ev.costs.mean(axis=0)
+    oracle_q, oracle_c = quality_cost(oracle_choices(ev.scores, np.nan_to_num(ev.costs, nan=0.0)),
+                                      ev.scores, ev.costs)
+    return Baselines(
+        models=tuple(test.models), n_train=train.n_queries, n_test=test.n_queries, n_eval=len(ev.rows),
+        n_dropped_incomplete=test.n_queries - len(ev.rows), has_cost=has_cost,
+        best_single=best_single_index(train, costs), hindsight_best=_best_index(single_q, costs),
+        single_quality=single_q, single_cost=single_c, oracle_quality=oracle_q, oracle_cost=oracle_c,
+        random_quality=float(single_q.mean()), random_cost=float(single_c.mean()), model_costs=costs,
+    )
+
+
+# --------------------------------------------------------------------------- one router
+
+
+@dataclass(frozen=True)
+class RouterResult:
+    """One router on the test queries at its operating ``lam``, plus its curves.
+
+    ``choices`` are model indices for the evaluated test rows (``baselines.n_eval`` of them).
+    ``aiq`` is None without costs; ``apgr``/``cpt50``/``cpt80``/``strong_model``/``weak_model``
+    are None unless the pool has exactly two models.
+    """
+
+    lam: float
+    quality: float
+    cost: float
+    gap_closed: float
+    choices: np.ndarray
+    routing_share: np.ndarray
+    ci: dict
+    per_task: dict
+    curve: dict  # {"lam": [...], "cost": [...], "quality": [...]}
+    aiq: float | None
+    baselines: Baselines = field(repr=False)
+    apgr: float | None = None
+    cpt50: float | None = None
+    cpt80: float | None = None
+    strong_model: str | None = None
+    weak_model: str | None = None
+
+    def to_dict(self) -> dict:
+        models = self.baselines.models
+        out = {
+            "lam": _num(self.lam),
+            "quality": _num(self.quality),
+            "cost": _num(self.cost),
+            "gap_closed": _num(self.gap_closed),
+            "ci": _jsonable(self.ci),
+            "routing_share": {m: _num(s) for m, s in zip(models, self.routing_share)},
+            "per_task": _jsonable(self.per_task),
+            "curve": _jsonable(self.curve),
+        }
+        if self.baselines.has_cost:
+            out["aiq"] = _num(self.aiq)
+        if len(models) == 2:
+            out.update(apgr=_num(self.apgr), cpt50=_num(self.cpt50), cpt80=_num(self.cpt80),
+                       strong_model=self.strong_model, weak_model=self.weak_model)
+        return out
+
+
+def bootstrap_ci(
+    router_scores: np.ndarray,
+    best_scores: np.ndarray,
+    oracle_scores: np.ndarray,
+    *,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict:
+    """Percentile bootstrap over test queries for router quality and gap closed.
+
+    Each resample draws the queries with replacement and recomputes router, best-single and
+    oracle means on the same draw (the best single model stays the one chosen on train). With
+    the same seed and test set every router sees the same resamples, so intervals compare fairly.
+    """
+    n = len(router_scores)
+    rng = np.random.default_rng(seed)
+    stack = np.stack([router_scores, best_scores, oracle_scores])  # (3, n)
+    means = np.empty((n_boot, 3))
+    chunk = max(1, 2_000_000 // max(n, 1))  # bounds the (chunk, n) index array's memory
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(size, n))
+        means[start:start + size] = stack[:, idx].mean(axis=2).T
+    r, b, o = means.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gaps = np.where(np.abs(o - b) > 1e-12, (r - b) / (o - b), np.nan)
+    tail = 100 * (1 - level) / 2
+
+    def bounds(v: np.ndarray) -> list[float]:
+        if not np.isfinite(v).any():
+            return [math.nan, math.nan]
+        return [float(x) for x in np.nanpercentile(v, [tail, 100 - tail])]
+
+    return {"level": level, "n_boot": n_boot, "seed": seed, "quality": bounds(r), "gap_closed": bounds(gaps)}
+
+
+def per_task_breakdown(
+    tasks: np.ndarray, router_scores: np.ndarray, best_scores: np.ndarray, oracle_scores: np.ndarray
+) -> dict:
+    """{task: {n, router, best_single, oracle}} mean qualities per task, tasks sorted."""
+    out = {}
+    for t in sorted(set(tasks.tolist())):
+        rows = tasks == t
+        out[t] = {"n": int(rows.sum()), "router": float(router_scores[rows].mean()),
+                  "best_single": float(best_scores[rows].mean()), "oracle": float(oracle_scores[rows].mean())}
+    return out
+
+
+def cost_quality_curve(pred: np.ndarray, scores: np.ndarray, costs: np.ndarray,
+                       model_costs: np.ndarray, lams: np.ndarray) -> dict:
+    """(lam, mean cost, mean quality) of the choices at each lambda."""
+    points = [quality_cost(choose(pred, model_costs, lam), scores, costs) for lam in lams]
+    return {"lam": [float(x) for x in lams], "cost": [c for _, c in points], "quality": [q for q, _ in points]}
+
+
+def evaluate_router(
+    pred_scores_test: np.ndarray,
+    test: RoutingData,
+    train: RoutingData,
+    model_costs: np.ndarray | None = None,
+    lam: float = 0.0,
+    *,
+    n_lambdas: int = 50,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> RouterResult:
+    """Score one router's predictions on the test queries (rows of ``pred_scores_test`` align with
+    ``test``; incomplete queries are dropped here). ``model_costs`` defaults to the mean training
+    cost per model (``BaseRouter.model_costs_``)."""
+    pred = np.asarray(pred_scores_test, dtype=np.float64)
+    if pred.shape != test.scores.shape:
+        raise ValueError(f"pred_scores_test must have shape {test.scores.shape} (test queries x models), "
+                         f"got {pred.shape}")
+    base = baselines(train, test, model_costs)
+    costs = base.model_costs
+    ev = _eval_set(test, costs, base.has_cost)
+    pred = pred[ev.rows]
+    choices = choose(pred, costs, lam)
+    quality, cost = quality_cost(choices, ev.scores, ev.costs)
+    rows = np.arange(len(choices))
+    r_scores = ev.scores[rows, choices]
+    b_scores = ev.scores[:, base.best_single]
+    o_scores = ev.scores.max(axis=1)
+    lams = lambda_grid(pred, costs, n_lambdas) if base.has_cost else np.array([0.0])
+    curve = cost_quality_curve(pred, ev.scores, ev.costs, costs, lams)
+    two = {}
+    if len(base.models) == 2:
+        # strong = better training mean (ties: the dearer one), as in RouteLLM's strong/weak pair
+        means = np.nan_to_num(model_means(train.scores, train.mask), nan=-np.inf)
+        strong = int(np.lexsort((costs, means))[-1])
+        weak = 1 - strong
+        shares, quals = strong_share_curve(pred[:, strong] - pred[:, weak], ev.scores[:, strong], ev.scores[:, weak])
+        w, s = base.single_quality[weak], base.single_quality[strong]
+        two = dict(apgr=apgr(shares, quals, w, s), cpt50=cpt(shares, quals, w, s, 0.5),
+                   cpt80=cpt(shares, quals, w, s, 0.8), strong_model=base.models[strong],
+                   weak_model=base.models[weak])
+    return RouterResult(
+        lam=float(lam), quality=quality, cost=cost,
+        gap_closed=gap_closed(quality, base.single_quality[base.best_single], base.oracle_quality),
+        choices=choices, routing_share=routing_share(choices, len(base.models)),
+        ci=bootstrap_ci(r_scores, b_scores, o_scores, n_boot=n_boot, level=level, seed=seed),
+        per_task={} if ev.tasks is None else per_task_breakdown(ev.tasks, r_scores, b_scores, o_scores),
+        curve=curve, aiq=aiq(curve["cost"], curve["quality"]) if base.has_cost else None,
+        baselines=base, **two,
+    )
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Routers side by side with the baselines; ``to_dict`` is JSON-ready, ``to_markdown`` readable."""
+
+    baselines: Baselines
+    routers: dict[str, RouterResult]
+    split: str | None = None
+
+    def to_dict(self) -> dict:
+        b = self.baselines
+
+        def single(j: int) -> dict:
+            return {"name": b.models[j], "quality": _num(b.single_quality[j]), "cost": _num(b.single_cost[j])}
+
+        return {
+            "models": list(b.models),
+            "split": self.split,
+            "n_train": b.n_train,
+            "n_test": b.n_test,
+            "n_eval": b.n_eval,
+            "n_dropped_incomplete": b.n_dropped_incomplete,
+            "has_cost": b.has_cost,
+            "best_single": single(b.best_single),
+            "hindsight_best_single": single(b.hindsight_best),
+            "oracle": {"quality": _num(b.oracle_quality), "cost": _num(b.oracle_cost)},
+            "random": {"quality": _num(b.random_quality), "cost": _num(b.random_cost)},
+            "single_models": {m: {"quality": _num(q), "cost": _num(c)}
+                              for m, q, c in zip(b.models, b.single_quality, b.single_cost)},
+            "routers": {name: r.to_dict() for name, r in self.routers.items()},
+        }
+
+    def to_markdown(self) -> str:
+        b = self.baselines
+        best_q = b.single_quality[b.best_single]
+        ci = f"{_ci_level(self)} CI"
+
+        def top_share(r: RouterResult) -> str:
+            j = int(np.argmax(r.routing_share))
+            return f"{b.models[j]} ({_pct(r.routing_share[j])})"
+
+        # (header, cell for a router, cell for a baseline row from its (quality, cost) or None)
+        cols = [("quality", lambda r: _f(r.quality), lambda q, c: _f(q)),
+                (ci, lambda r: _ci(r.ci["quality"]), None)]
+        if b.has_cost:
+            cols.append(("cost $/query", lambda r: _cost(r.cost), lambda q, c: _cost(c)))
+        cols += [("gap closed", lambda r: _f(r.gap_closed), lambda q, c: _f(gap_closed(q, best_q, b.oracle_quality))),
+                 (f"gap closed {ci}", lambda r: _ci(r.ci["gap_closed"]), None)]
+        if b.has_cost:
+            cols.append(("AIQ", lambda r: _f(r.aiq), None))
+        if len(b.models) == 2:
+            cols += [("APGR", lambda r: _f(r.apgr), None), ("CPT(50%)", lambda r: _pct(r.cpt50), None),
+                     ("CPT(80%)", lambda r: _pct(r.cpt80), None)]
+        cols.append(("top model (share)", top_share, None))
+        fixed = [
+            (f"best single (train): {b.models[b.best_single]}", best_q, b.single_cost[b.best_single]),
+            (f"best single (hindsight): {b.models[b.hindsight_best]}", b.single_quality[b.hindsight_best],
+             b.single_cost[b.hindsight_best]),
+            ("oracle", b.oracle_quality, b.oracle_cost),
+            ("random (uniform)", b.random_quality, b.random_cost),
+        ]
+        rows = [[f"**{name}**"] + [cell(r) for _, cell, _ in cols] for name, r in self.routers.items()]
+        rows += [[label] + ["" if cell is None else cell(q, c) for _, _, cell in cols] for label, q, c in fixed]
+        head = [""] + [h for h, _, _ in cols]
+        lines = [
+            "## Router evaluation",
+            "",
+            f"Train {b.n_train} queries; test {b.n_test} queries, {b.n_eval} evaluated "
+            f"({b.n_dropped_incomplete} dropped: not scored by every model)."
+            + (f" Split: {self.split}." if self.split else ""),
+            "",
+            _table(head, rows),
+        ]
+        tasks = sorted({t for r in self.routers.values() for t in r.per_task})
+        if len(tasks) > 1:
+            names = list(self.routers)
+            first = self.routers[names[0]].per_task
+            task_rows = [[t, str(first[t]["n"]), _f(first[t]["best_single"]), _f(first[t]["oracle"])]
+                         + [_f(self.routers[n].per_task[t]["router"]) for n in names] for t in tasks]
+            lines += ["", "### Quality per task", "",
+                      _table(["task", "n", "best single", "oracle"] + names, task_rows)]
+        return "\n".join(lines) + "\n"
+
+
+def build_report(
+    results: dict[str, RouterResult],
+    train: RoutingData,
+    test: RoutingData,
+    model_costs: np.ndarray | None = None,
+    *,
+    split: str | None = None,
+) -> EvaluationReport:
+    """Collect router results with the baselines computed on the same train/test queries."""
+    base = baselines(train, test, model_costs)
+    for name, r in results.items():
+        if r.baselines.n_eval != base.n_eval or r.baselines.models != base.models:
+            raise ValueError(f"router {name!r} was evaluated on other queries or models than this report")
+    return EvaluationReport(baselines=base, routers=dict(results), split=split)
+
+
+# --------------------------------------------------------------------------- formatting helpers
+
+
+def _num(x) -> float | None:
+    """JSON-safe float: NaN/inf/None become None."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return _num(obj)
+    return obj
+
+
+def _f(x) -> str:
+    return "-" if x is None or not math.isfinite(float(x)) else f"{float(x):.3f}"
+
+
+def _pct(x) -> str:
+    return "-" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.1f}%"
+
+
+def _cost(x) -> str:
+    return "-" if x is None or not math.isfinite(float(x)) else f"{float(x):.3g}"
+
+
+def _ci(bounds) -> str:
+    lo, hi = bounds
+    return "-" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{lo:.3f}, {hi:.3f}]"
+
+
+def _ci_level(report: EvaluationReport) -> str:
+    levels = {r.ci["level"] for r in report.routers.values()} or {0.95}
+    return "/".join(f"{100 * level:g}%" for level in sorted(levels))
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

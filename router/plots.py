@@ -1,0 +1,124 @@
+"""Figures of an evaluation: the cost-quality curve and the routing share.
+
+Uses matplotlib's object API (``Figure`` rendered by the Agg canvas): no pyplot global state, no
+window, safe in jobs and threads. PNGs are written to a temporary file and moved into place, so a
+reader never sees a half-written image.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from router.evaluate import Baselines, EvaluationReport, RouterResult, nondecreasing_hull
+
+_LOG_X_SPAN = 20.0  # log-x once the dearest point costs this many times the cheapest
+
+
+def _short(model: str, width: int = 28) -> str:
+    """Model name without its provider prefix, clipped for labels."""
+    name = model.rsplit("/", 1)[-1]
+    return name if len(name) <= width else name[: width - 1] + "…"
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=120, bbox_inches="tight")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a figure is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def plot_cost_quality(
+    report: EvaluationReport | dict[str, RouterResult],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Each router's lambda sweep (points, with its non-decreasing hull dashed, operating point
+    ringed), every single model as a labelled point, the oracle as a star. Returns the path."""
+    routers = report.routers if isinstance(report, EvaluationReport) else dict(report)
+    if not routers:
+        raise ValueError("no router results to plot")
+    base: Baselines = report.baselines if isinstance(report, EvaluationReport) \
+        else next(iter(routers.values())).baselines
+    if not base.has_cost:
+        raise ValueError("the logs have no cost information: a cost-quality plot needs costs")
+
+    curves = {name: (np.asarray(r.curve["cost"], dtype=float), np.asarray(r.curve["quality"], dtype=float))
+              for name, r in routers.items()}
+    all_costs = np.concatenate([base.single_cost, [base.oracle_cost], *(c for c, _ in curves.values())])
+    positive = all_costs[np.isfinite(all_costs) & (all_costs > 0)]
+    log_x = positive.size > 0 and positive.max() / positive.min() >= _LOG_X_SPAN
+
+    fig = Figure(figsize=(8, 5.5))
+    ax = fig.add_subplot()
+    for i, (name, r) in enumerate(routers.items()):
+        color = f"C{i % 10}"
+        c, q = curves[name]
+        hc, hq = nondecreasing_hull(c, q)
+        hc, hq = np.r_[hc, c.max()], np.r_[hq, hq[-1]]  # flat after the best point, as AIQ counts it
+        if log_x and hc[0] > 0:  # hull segments are straight in $, so draw them densely on log-x
+            x = np.union1d(hc, np.geomspace(hc[0], hc[-1], 200))
+            hc, hq = x, np.interp(x, hc, hq)
+        label = name if r.aiq is None else f"{name} (AIQ {r.aiq:.3f})"
+        ax.plot(c, q, "o", ms=3, color=color, alpha=0.5)
+        ax.plot(hc, hq, "--", color=color, lw=1.5, label=label)
+        ax.plot([r.cost], [r.quality], "o", ms=9, mfc="none", mec=color, mew=2)
+    ax.scatter(base.single_cost, base.single_quality, marker="s", s=36, color="0.35", zorder=3,
+               label="single models")
+    for j, model in enumerate(base.models):
+        ax.annotate(_short(model), (base.single_cost[j], base.single_quality[j]), xytext=(4, 4),
+                    textcoords="offset points", fontsize=8, color="0.25")
+    best = base.best_single
+    ax.scatter([base.single_cost[best]], [base.single_quality[best]], marker="s", s=90, facecolors="none",
+               edgecolors="black", zorder=4, label=f"best single (train): {_short(base.models[best])}")
+    ax.scatter([base.oracle_cost], [base.oracle_quality], marker="*", s=220, color="gold", edgecolors="black",
+               zorder=5, label="oracle")
+    ax.axhline(base.random_quality, color="0.6", lw=1, ls=":", label="random (uniform)")
+
+    if log_x:
+        ax.set_xscale("log")
+    else:  # "2e-05" reads better than matplotlib's "0.00002" for per-query dollars
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
+    ax.set_xlabel("mean cost per query ($)")
+    ax.set_ylabel("mean quality")
+    ax.set_title(title or f"Cost-quality on {base.n_eval} test queries (circle: operating point)")
+    ax.grid(True, alpha=0.3, which="both")
+    # outside the axes, so it never hides a model's point or label
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return _save(fig, path)
+
+
+def plot_routing_share(
+    result: RouterResult, models: tuple[str, ...] | list[str], path: str | os.PathLike, *, title: str | None = None
+) -> Path:
+    """Horizontal bars: share of test queries routed to each model, largest on top."""
+    share = np.asarray(result.routing_share, dtype=np.float64)
+    if len(models) != len(share):
+        raise ValueError(f"{len(models)} model names for {len(share)} shares")
+    order = np.argsort(share, kind="stable")  # barh draws bottom-up: largest ends on top
+    fig = Figure(figsize=(7, 0.45 * len(models) + 1.4))
+    ax = fig.add_subplot()
+    # numeric positions: two models with the same short name must not merge into one bar
+    bars = ax.barh(np.arange(len(order)), 100 * share[order], color="C0")
+    ax.set_yticks(np.arange(len(order)), [_short(models[j], 40) for j in order])
+    ax.bar_label(bars, labels=[f"{100 * s:.1f}%" for s in share[order]], padding=3, fontsize=8)
+    ax.set_xlabel("share of test queries routed (%)")
+    ax.set_xlim(0, min(100.0, 100 * share.max() * 1.2 + 5))
+    ax.margins(y=0.01)
+    ax.set_title(title or f"Routing share at lambda={result.lam:g}")
+    ax.grid(True, axis="x", alpha=0.3)
+    return _save(fig, path)
