@@ -1,0 +1,177 @@
+"""Linear probes on embeddings: ridge per model (the reward-model form) and logistic per model."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit, log_expit
+
+from router.routers._common import check_choice, folds, pick_best, routing_quality, row_centre
+from router.routers.base import BaseRouter
+
+TARGETS = ("raw", "centred")
+
+
+class RidgeRouter(BaseRouter):
+    """Multi-output ridge regression of each model's score on the features.
+
+    Missing scores are left out exactly: models sharing a missing-pattern share one solve, the
+    others get their own. ``alpha`` None picks it from ``alphas`` by ``cv``-fold CV on the training
+    data, scored by routing quality (one alpha for all models); ``alpha_per_model`` instead picks one
+    alpha per model by CV mean squared error. ``target="centred"`` regresses score minus the query's
+    mean score (the query difficulty no routing choice changes); with one shared alpha and complete
+    logs it routes identically to "raw", so it matters only with per-model alphas.
+    """
+
+    def __init__(
+        self,
+        alpha: float | None = None,
+        alphas: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0),
+        alpha_per_model: bool = False,
+        target: str = "raw",
+        cv: int = 5,
+        random_state: int = 0,
+    ):
+        self.alpha = alpha
+        self.alphas = alphas
+        self.alpha_per_model = alpha_per_model
+        self.target = target
+        self.cv = cv
+        self.random_state = random_state
+
+    def _fit(self, X, Y, C, mask) -> None:
+        check_choice("target", self.target, TARGETS)
+        T = row_centre(Y, mask) if self.target == "centred" else Y
+        alphas = np.asarray((self.alpha,) if self.alpha is not None else self.alphas, dtype=np.float64)
+        m = Y.shape[1]
+        if len(alphas) > 1:
+            route = np.zeros(len(alphas))
+            sq_err = np.zeros((len(alphas), m))
+            for tr, va in folds(len(X), self.cv, self.random_state):
+                coef, icpt = ridge_path(X[tr], T[tr], mask[tr], alphas)
+                P = np.einsum("nd,adm->anm", X[va].astype(np.float64), coef) + icpt[:, None, :]
+                for a in range(len(alphas)):
+                    route[a] += routing_quality(Y[va], mask[va], P[a])
+                sq_err += np.where(mask[va], (P - np.nan_to_num(T[va])) ** 2, 0.0).sum(axis=1)
+            self.cv_results_ = {float(a): float(r / self.cv) for a, r in zip(alphas, route)}
+            if self.alpha_per_model:
+                self.alpha_ = alphas[np.argmin(sq_err, axis=0)]
+            else:
+                self.alpha_ = np.full(m, pick_best(self.cv_results_))
+        else:
+            self.cv_results_ = {}
+            self.alpha_ = np.full(m, alphas[0])
+        coef = np.empty((X.shape[1], m))
+        icpt = np.empty(m)
+        for a in np.unique(self.alpha_):
+            cols = self.alpha_ == a
+            c, i = ridge_path(X, T[:, cols], mask[:, cols], np.array([a]))
+            coef[:, cols], icpt[cols] = c[0], i[0]
+        self.coef_, self.intercept_ = coef, icpt
+
+    def _predict_scores(self, X) -> np.ndarray:
+        return X.astype(np.float64) @ self.coef_ + self.intercept_
+
+
+def ridge_path(X, Y, mask, alphas) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge coefficients (n_alphas, d, m) and intercepts (n_alphas, m), fitted on observed cells only.
+
+    One SVD per distinct missing-pattern of the columns gives the whole alpha path.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    coef = np.zeros((len(alphas), X.shape[1], Y.shape[1]))
+    icpt = np.zeros((len(alphas), Y.shape[1]))
+    patterns: dict[bytes, list[int]] = {}
+    for j in range(Y.shape[1]):
+        patterns.setdefault(np.packbits(mask[:, j]).tobytes(), []).append(j)
+    for cols in patterns.values():
+        rows = mask[:, cols[0]]
+        Xo, Yo = X[rows], Y[rows][:, cols]
+        x_mean, y_mean = Xo.mean(axis=0), Yo.mean(axis=0)
+        U, s, Vt = np.linalg.svd(Xo - x_mean, full_matrices=False)
+        UtY = U.T @ (Yo - y_mean)
+        for a, alpha in enumerate(alphas):
+            c = Vt.T @ ((s / (s**2 + alpha))[:, None] * UtY)
+            coef[a][:, cols] = c
+            icpt[a, cols] = y_mean - x_mean @ c
+    return coef, icpt
+
+
+class LogisticRouter(BaseRouter):
+    """Logistic regression per model on scores in [0, 1] (0/1 correctness, or soft scores).
+
+    All models are fitted jointly by one L-BFGS run (independent outputs, missing cells left out).
+    Scores outside [0, 1] are min-max scaled for fitting and mapped back. ``C`` (inverse L2
+    strength, as in scikit-learn) None picks it from ``Cs`` by CV routing quality.
+    """
+
+    def __init__(
+        self,
+        C: float | None = None,
+        Cs: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1),
+        cv: int = 5,
+        max_iter: int = 300,
+        random_state: int = 0,
+    ):
+        self.C = C
+        self.Cs = Cs
+        self.cv = cv
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    def _fit(self, X, Y, C, mask) -> None:
+        lo, hi = float(np.nanmin(np.where(mask, Y, np.nan))), float(np.nanmax(np.where(mask, Y, np.nan)))
+        self.score_range_ = (min(lo, 0.0), max(hi, 1.0))
+        T = np.where(mask, (Y - self.score_range_[0]) / (self.score_range_[1] - self.score_range_[0]), 0.0)
+        self.x_mean_, self.x_scale_ = standardise_stats(X)
+        Xs = (X - self.x_mean_) / self.x_scale_
+        Cs = (self.C,) if self.C is not None else tuple(sorted(self.Cs))
+        if len(Cs) > 1:
+            scores = {c: [] for c in Cs}
+            for tr, va in folds(len(X), self.cv, self.random_state):
+                W = None  # warm start along the increasing-C path
+                for c in Cs:
+                    W = fit_sigmoid(Xs[tr], T[tr], mask[tr], c, self.max_iter, W)
+                    scores[c].append(routing_quality(Y[va], mask[va], _linear(Xs[va], W)))
+            self.cv_results_ = {c: float(np.mean(v)) for c, v in scores.items()}
+            self.C_ = pick_best(self.cv_results_)
+        else:
+            self.cv_results_ = {}
+            self.C_ = Cs[0]
+        self.W_ = fit_sigmoid(Xs, T, mask, self.C_, self.max_iter)
+
+    def _predict_scores(self, X) -> np.ndarray:
+        p = expit(_linear((X - self.x_mean_) / self.x_scale_, self.W_))
+        lo, hi = self.score_range_
+        return lo + (hi - lo) * p
+
+
+def standardise_stats(X) -> tuple[np.ndarray, float]:
+    """Feature means and one global scale: unit average variance for the optimiser, while keeping
+    the embedding's geometry (per-feature scaling would blow up near-constant dimensions)."""
+    mean = X.mean(axis=0).astype(np.float64)
+    return mean, float(max(np.sqrt(((X - mean) ** 2).mean()), 1e-12))
+
+
+def _linear(X, W) -> np.ndarray:
+    return X @ W[:-1] + W[-1]
+
+
+def fit_sigmoid(X, T, mask, C, max_iter, W0=None) -> np.ndarray:
+    """Independent L2 logistic regressions for all columns of T; returns stacked (d + 1, m) weights."""
+    X = np.asarray(X, dtype=np.float64)
+    d, m = X.shape[1], T.shape[1]
+    M = mask.astype(np.float64)
+
+    def loss(w):
+        W = w.reshape(d + 1, m)
+        Z = _linear(X, W)
+        # BCE with soft targets: softplus(z) - t*z, written stably via log_expit
+        f = -(M * (T * log_expit(Z) + (1 - T) * log_expit(-Z))).sum() + 0.5 / C * (W[:-1] ** 2).sum()
+        G = M * (expit(Z) - T)
+        grad = np.vstack([X.T @ G + W[:-1] / C, G.sum(axis=0)])
+        return f, grad.ravel()
+
+    w0 = np.zeros((d + 1) * m) if W0 is None else W0.ravel()
+    res = minimize(loss, w0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    return res.x.reshape(d + 1, m)
