@@ -127,10 +127,74 @@ def embed(
 
 
 @app.command()
+def evaluate(
+    logs: LogsArg = None,
+    fmt: FormatOpt = "auto",
+    id_column: IdOpt = None,
+    prompt_column: PromptOpt = None,
+    task_column: TaskOpt = None,
+    prompts_file: PromptsFileOpt = None,
+    prices: PricesOpt = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="job config: routers, split, embedder")] = None,
+    routers: Annotated[Optional[str], typer.Option("--routers", help="comma-separated families, e.g. knn,ridge")] = None,
+    split_by: Annotated[Optional[str], typer.Option("--split-by", help="query | task (out-of-distribution)")] = None,
+    lam: Annotated[Optional[float], typer.Option("--lam", help="cost weight of the decision rule")] = None,
+    budget: Annotated[Optional[float], typer.Option("--budget", help="$ per query; calibrates lam")] = None,
+    report_json: Annotated[Optional[Path], typer.Option("--report-json", help="write the report as JSON")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="write the cost-quality curve PNG")] = None,
+) -> None:
+    """Fit the configured routers on the training split and compare them on the held-out split.
+
+    A `split` column in the logs (train/test/ood) is used as given; otherwise a seeded split by query.
+    """
+    from router.config import RouterSpec, load_config
+    from router.dataset import load_routing_data
+    from router.embed import EmbeddingCache, embed_with_cache
+    from router.experiment import run_experiment
+    from router.schema import LogValidationError
+
+    try:
+        job = load_config(config)
+        logs_cfg = _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices) \
+            if logs is not None else job.logs
+        update: dict = {"logs": logs_cfg}
+        if routers:
+            update["routers"] = [RouterSpec(family=r.strip()) for r in routers.split(",") if r.strip()]
+            update["export_router"] = None
+        if split_by:
+            update["split"] = job.split.model_copy(update={"by": split_by})
+        if lam is not None:
+            update["lam"] = lam
+        if budget is not None:
+            update["budget"] = budget
+        # Re-validate so command-line overrides get the same checks as a config file.
+        job = type(job).model_validate(job.model_copy(update=update).model_dump())
+        data, _ = load_routing_data(job.logs)
+        X, _ = embed_with_cache(job.embedder.build(), data.prompts, EmbeddingCache(job.embedder.cache_dir))
+        exp = run_experiment(data, X, job)
+    except (LogValidationError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(exp.report.to_markdown())
+    timing = " | ".join(f"{k}: fit {f.fit_seconds:.1f}s, predict {f.predict_seconds * 1e3:.0f}ms"
+                        for k, f in exp.fitted.items())
+    typer.echo(f"timing: {timing}")
+    if report_json:
+        from router.io import write_text_atomic
+
+        write_text_atomic(report_json, json.dumps(exp.report.to_dict(), indent=2))
+        typer.echo(f"report written to {report_json}")
+    if plot and exp.report.baselines.has_cost:
+        from router.plots import plot_cost_quality
+
+        plot_cost_quality(exp.report, plot)
+        typer.echo(f"cost-quality curve written to {plot}")
+
+
+@app.command()
 def train(
     config: Annotated[Optional[Path], typer.Option("--config", help="job config YAML (default: bundled sample)")] = None,
 ) -> None:
-    """Run the training job: ingest, label and embed the configured logs, and summarise them."""
+    """Run the job: ingest -> labels -> embed (cached) -> fit -> evaluate -> MLflow -> export -> register."""
     from router.pipeline import run_job
 
     try:

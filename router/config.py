@@ -55,12 +55,72 @@ class EmbedderConfig(_Strict):
                           normalize=self.normalize)
 
 
+class SplitConfig(_Strict):
+    """How queries are held out. A ``split`` column in the logs wins over all of this."""
+
+    test_size: float = Field(0.3, gt=0, lt=1, description="share of queries held out for evaluation")
+    seed: int = Field(0, description="seed of the query split")
+    by: Literal["query", "task"] = Field("query", description="query: random queries; task: whole tasks (OOD)")
+    test_tasks: list[str] | None = Field(None, description="by=task: the tasks to hold out")
+
+
+RouterFamily = Literal["best_single", "random", "knn", "ridge", "logistic", "lgbm", "classifier", "mf", "ensemble"]
+ParamValue = int | float | str | bool | None | list[int] | list[float] | list[str]
+
+
+class RouterSpec(_Strict):
+    """One router to fit: a family from ``router.routers.ROUTERS`` and its parameters."""
+
+    family: RouterFamily
+    name: str | None = Field(None, description="label in reports (default: the family)")
+    params: dict[str, ParamValue] = Field(default_factory=dict, description="checked against the family")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.family
+
+
+def _default_routers() -> list[RouterSpec]:
+    return [RouterSpec(family="knn"), RouterSpec(family="ridge"), RouterSpec(family="ensemble")]
+
+
+class TrackingConfig(_Strict):
+    uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite under the repo")
+    experiment: str = Field("learned-router", description="MLflow experiment name")
+    artifact_root: str | None = Field(None, description="artifact folder for a new local experiment")
+
+
+class RegistryConfig(_Strict):
+    enabled: bool = Field(True, description="register a new version each run")
+    alias: str = Field("champion", description="alias services load; moved only when the new version wins")
+    min_improvement: float = Field(0.0, ge=0, description="required gain of held-out utility to take the alias")
+
+
 class JobConfig(_Strict):
     """A scheduled training job."""
 
     name: str = Field("nq-sample-router", description="registered model name")
     logs: LogsConfig = LogsConfig()
     embedder: EmbedderConfig = EmbedderConfig()
+    split: SplitConfig = SplitConfig()
+    routers: list[RouterSpec] = Field(default_factory=_default_routers, min_length=1)
+    export_router: str | None = Field(None, description="label of the router to export (default: the last)")
+    lam: float = Field(0.0, ge=0, description="default cost weight: route to argmax(score - lam * $cost)")
+    budget: float | None = Field(None, gt=0, description="$ per query: calibrate lam to it on held-out queries")
+    tracking: TrackingConfig = TrackingConfig()
+    registry: RegistryConfig = RegistryConfig()
+    export_dir: str = Field(str(ROOT / "models"), description="local copy of the exported router: <dir>/<name>")
+
+    def exported_spec(self) -> RouterSpec:
+        labels = [r.label for r in self.routers]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"router labels must be unique, got {labels}")
+        if self.export_router is None:
+            return self.routers[-1]
+        for spec in self.routers:
+            if spec.label == self.export_router:
+                return spec
+        raise ValueError(f"export_router {self.export_router!r} is not one of the configured routers {labels}")
 
 
 def load_config(path: str | Path | None) -> JobConfig:

