@@ -12,6 +12,7 @@ import glob as globlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -144,11 +145,22 @@ def _timestamp(dtype: pl.DataType) -> pl.Expr:
     return col.cast(pl.Datetime("us", "UTC"), strict=False)
 
 
-def normalize(lf: pl.LazyFrame, schema: pl.Schema, path: Path, row_column: str | None = None) -> pl.LazyFrame:
+def source_file_dtype(paths: Sequence[Path]) -> pl.Enum:
+    """The dtype of ``_source_file`` for logs read from ``paths``: an Enum of their names.
+
+    Rows materialised with their source (error samples, a user's collect) then hold a small
+    integer each instead of a copy of the path (5M rows: 44 MiB instead of 292 MiB).
+    """
+    return pl.Enum(list(dict.fromkeys(str(p) for p in paths)))
+
+
+def normalize(lf: pl.LazyFrame, schema: pl.Schema, path: Path, row_column: str | None = None,
+              file_dtype: pl.DataType | None = None) -> pl.LazyFrame:
     """Cast a long-format frame to the canonical dtypes and add source bookkeeping.
 
     Unparseable numbers become null plus an ``_invalid_<col>`` flag that validation reports.
     ``row_column`` names an existing row-number column to report instead of the frame's own rows.
+    ``file_dtype`` types ``_source_file`` (see ``source_file_dtype``; default String).
     """
     missing = S.missing_columns(schema)
     if missing:
@@ -183,7 +195,7 @@ def normalize(lf: pl.LazyFrame, schema: pl.Schema, path: Path, row_column: str |
     return lf.select(
         *exprs,
         *flags,
-        pl.lit(str(path)).alias(S.SOURCE_FILE),
+        pl.lit(str(path), dtype=file_dtype or pl.String).alias(S.SOURCE_FILE),
         pl.col(row_column).cast(pl.Int64).alias(S.SOURCE_ROW),
     )
 
@@ -197,10 +209,12 @@ def _concat(frames: list[pl.LazyFrame]) -> pl.LazyFrame:
 
 def scan_long(source: str | Path | Sequence[str | Path]) -> pl.LazyFrame:
     """Canonical long files (JSONL, Parquet, CSV; plain or gzip): one file, a glob or a directory."""
+    paths = resolve_paths(source)
+    file_dtype = source_file_dtype(paths)
     frames = []
-    for path in resolve_paths(source):
+    for path in paths:
         lf = read_table(path)
-        frames.append(normalize(lf, _schema(lf, path), path))
+        frames.append(normalize(lf, _schema(lf, path), path, file_dtype=file_dtype))
     return _concat(frames)
 
 
@@ -246,8 +260,10 @@ def scan_wide(source: str | Path | Sequence[str | Path], spec: WideSpec | None =
     prompts: pl.LazyFrame | None = None
     if spec.prompts_file:
         prompts = read_table(Path(spec.prompts_file))
+    paths = resolve_paths(source)
+    file_dtype = source_file_dtype(paths)
     frames = []
-    for path in resolve_paths(source):
+    for path in paths:
         lf = read_table(path)
         if prompts is not None:
             keep = [c for c in (spec.id_column, spec.prompt_column, spec.task_column) if c]
@@ -288,7 +304,7 @@ def scan_wide(source: str | Path | Sequence[str | Path], spec: WideSpec | None =
             per_model.append(lf.select(cols))
         long = pl.concat(per_model, how="diagonal_relaxed")
         # Row numbers name the wide row, which is what a user can find in their file.
-        frames.append(normalize(long, _schema(long, path), path, row_column="_wide_row"))
+        frames.append(normalize(long, _schema(long, path), path, row_column="_wide_row", file_dtype=file_dtype))
     return _concat(frames)
 
 
@@ -435,6 +451,68 @@ def apply_prices(lf: pl.LazyFrame, prices: dict[str, tuple[float, float]]) -> pl
     priced = (tokens_in * pl.col("_pin") + tokens_out * pl.col("_pout")) / 1e6
     cost = pl.coalesce(pl.col(S.COST), priced) if S.COST in schema else priced
     return lf.join(table, on=S.MODEL, how="left").with_columns(cost.alias(S.COST)).drop("_pin", "_pout")
+
+
+# ----------------------------------------------------------------------------- windows and samples
+
+
+def _utc(when: datetime | date | str) -> datetime:
+    if isinstance(when, str):
+        try:
+            when = datetime.fromisoformat(when.strip())
+        except ValueError:
+            raise ValueError(f"since={when!r} is not an ISO date or time such as 2025-06-01 or "
+                             "2025-06-01T12:00:00Z") from None
+    if not isinstance(when, datetime):  # a date: from its midnight, UTC
+        when = datetime(when.year, when.month, when.day)
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+def filter_since(lf: pl.LazyFrame, since: datetime | date | str | None) -> pl.LazyFrame:
+    """The queries last logged at or after ``since``, with all their rows (None: all queries).
+
+    A query is kept or dropped whole (its latest ``timestamp`` decides, the time ``RoutingData``
+    gives it), so a query whose answers straddle ``since`` keeps every model's answer. Rows with
+    no timestamp count only through their query's other rows. ``since`` is a datetime, a date
+    (midnight) or an ISO string; without a time zone it is UTC. Lazy: no data is read here.
+    """
+    if since is None:
+        return lf
+    start = _utc(since)
+    schema = lf.collect_schema()
+    if S.TIMESTAMP not in schema:
+        raise LogValidationError(
+            "the logs have no timestamps to filter by", column=S.TIMESTAMP,
+            expected=f"a '{S.TIMESTAMP}' column to keep queries since {start.isoformat()}",
+        )
+    recent = (
+        lf.group_by(S.QUERY_ID)
+        .agg(pl.col(S.TIMESTAMP).max())
+        .filter(pl.col(S.TIMESTAMP) >= pl.lit(start, dtype=pl.Datetime("us", "UTC")))
+        .select(S.QUERY_ID)
+    )
+    return lf.join(recent, on=S.QUERY_ID, how="semi", maintain_order="left")
+
+
+def cap_queries(lf: pl.LazyFrame, max_queries: int | None, seed: int = 0) -> pl.LazyFrame:
+    """At most ``max_queries`` queries, with all their rows, drawn at random (None: all queries).
+
+    The sample is the ``max_queries`` query_ids with the smallest seeded hash, so it depends only
+    on the set of ids and ``seed`` (not on file order), and a larger cap keeps every query of a
+    smaller one. Reproducible for a given polars version (its hash function is not guaranteed
+    stable across versions). Lazy: no data is read here.
+    """
+    if max_queries is None:
+        return lf
+    if isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1:
+        raise ValueError(f"max_queries must be a positive integer or None, got {max_queries!r}")
+    chosen = (
+        lf.select(pl.col(S.QUERY_ID).unique())
+        .with_columns(pl.col(S.QUERY_ID).hash(seed=seed).alias("_rank"))
+        .bottom_k(max_queries, by=["_rank", S.QUERY_ID])
+        .select(S.QUERY_ID)
+    )
+    return lf.join(chosen, on=S.QUERY_ID, how="semi", maintain_order="left")
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -73,11 +73,41 @@ class RoutingData:
         return tuple(m for m, full in zip(self.models, self.mask.all(axis=0)) if full)
 
 
+def cell_numbers(lf: pl.LazyFrame, query_ids: pl.DataFrame, models: list[str] | tuple[str, ...],
+                 cost: bool = False) -> pl.DataFrame:
+    """The scored rows as numbers: ``_q`` (row of ``query_ids``), ``_m`` (index in ``models``), score.
+
+    One streaming pass; the prompt and other text columns are never read. Rows whose query or
+    model is not listed are left out. With ``cost``, a ``cost`` column (null when unknown) too.
+    """
+    has = set(lf.collect_schema().names())
+    query_index = query_ids.select(S.QUERY_ID).with_row_index("_q")
+    model_index = pl.col(S.MODEL).replace_strict(
+        list(models), list(range(len(models))), default=None, return_dtype=pl.UInt32
+    )
+    extra = []
+    if cost:
+        extra.append((pl.col(S.COST).cast(pl.Float64) if S.COST in has else pl.lit(None, pl.Float64)).alias(S.COST))
+    return (
+        lf.filter(pl.col(S.SCORE).is_not_null())
+        .select(S.QUERY_ID, model_index.alias("_m"), pl.col(S.SCORE), *extra)
+        .filter(pl.col("_m").is_not_null())
+        .join(query_index.lazy(), on=S.QUERY_ID, how="inner")
+        .select("_q", "_m", S.SCORE, *([S.COST] if cost else []))
+        .collect(engine="streaming")
+    )
+
+
 def build_routing_data(lf: pl.LazyFrame, models: list[str] | None = None) -> RoutingData:
     """Pivot validated canonical rows into a ``RoutingData`` (queries sorted by query_id).
 
     Rows with an empty score leave their cell masked; repeated rows (already checked to agree)
     collapse to one; known costs of repeated rows are averaged.
+
+    Two streaming passes, neither holding the rows: (1) one row per query (its first prompt,
+    task, split, latest timestamp) and the model names; (2) the scored rows reduced to
+    (query index, model index, score, cost) numbers by a join on the query table, scattered into
+    the matrices with numpy. Memory is the query table plus ~24 bytes per row.
     """
     schema = lf.collect_schema()
     has = set(schema.names())
@@ -88,26 +118,30 @@ def build_routing_data(lf: pl.LazyFrame, models: list[str] | None = None) -> Rou
     if S.TIMESTAMP in has:
         per_query.append(pl.col(S.TIMESTAMP).max())
     queries_q = lf.group_by(S.QUERY_ID).agg(per_query).sort(S.QUERY_ID)
-    cost = pl.col(S.COST).mean() if S.COST in has else pl.lit(None, pl.Float64)
-    cells_q = (
-        lf.filter(pl.col(S.SCORE).is_not_null())
-        .group_by(S.QUERY_ID, S.MODEL)
-        .agg(pl.col(S.SCORE).first(), cost.alias(S.COST))
-    )
-    models_q = lf.select(pl.col(S.MODEL).unique().sort())
-    queries, cells, model_df = pl.collect_all([queries_q, cells_q, models_q], engine="streaming")
+    if models:
+        queries = queries_q.collect(engine="streaming")
+        model_names = tuple(models)
+    else:
+        models_q = lf.select(pl.col(S.MODEL).unique().drop_nulls().sort())
+        queries, model_df = pl.collect_all([queries_q, models_q], engine="streaming")
+        model_names = tuple(model_df.to_series().to_list())
 
-    model_names = tuple(models) if models else tuple(model_df.to_series().to_list())
-    model_index = pl.DataFrame({S.MODEL: list(model_names), "_m": np.arange(len(model_names), dtype=np.int64)})
-    query_index = queries.select(S.QUERY_ID).with_row_index("_q")
-    located = cells.join(query_index, on=S.QUERY_ID).join(model_index, on=S.MODEL)
     n, m = queries.height, len(model_names)
-    scores = np.full((n, m), np.nan)
-    costs = np.full((n, m), np.nan)
-    q = located["_q"].to_numpy().astype(np.int64)
-    j = located["_m"].to_numpy()
-    scores[q, j] = located[S.SCORE].to_numpy()
-    costs[q, j] = located[S.COST].cast(pl.Float64).to_numpy()
+    cells = cell_numbers(lf, queries.select(S.QUERY_ID), model_names, cost=True)
+    flat = cells["_q"].to_numpy().astype(np.int64) * m + cells["_m"].to_numpy()
+    score = cells[S.SCORE].to_numpy()
+    cost_v = cells[S.COST].to_numpy()
+    del cells
+    scores = np.full(n * m, np.nan)
+    scores[flat] = score  # repeated rows agree on the score (validated)
+    known = ~np.isnan(cost_v)
+    cost_sum = np.bincount(flat[known], weights=cost_v[known], minlength=n * m)
+    cost_n = np.bincount(flat[known], minlength=n * m)
+    del flat, score, cost_v, known
+    with np.errstate(invalid="ignore", divide="ignore"):
+        costs = np.where(cost_n > 0, cost_sum / np.maximum(cost_n, 1), np.nan)
+    del cost_sum, cost_n
+    scores, costs = scores.reshape(n, m), costs.reshape(n, m)
     column = lambda name: queries[name].to_numpy() if name in queries.columns else None  # noqa: E731
     return RoutingData(
         query_ids=queries[S.QUERY_ID].to_numpy(),

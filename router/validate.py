@@ -2,19 +2,26 @@
 
 Schema problems (missing columns, unreadable files) are caught by the adapters; this module runs
 the data checks in one streaming pass of aggregations and, only when a check fails, a second
-query for a sample of the offending rows.
+query for a sample of the offending rows. Repeated (query, model) rows are then found exactly by
+a second streaming pass that reduces the scored rows to (query index, model index, score)
+numbers, sorted with numpy. Memory is one entry per query plus a few tens of bytes per row: never
+the rows themselves, and a hash instead of each prompt (10M rows of ~300-character prompts
+validate in about 1 GiB; see benchmarks/bench_scale.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from router import schema as S
+from router.labels import cell_numbers
 from router.schema import LogValidationError
 
 _SAMPLE = 5
+_SEED = 0x5EED
 
 
 @dataclass(frozen=True)
@@ -42,8 +49,26 @@ def _first_file(rows: pl.DataFrame) -> str | None:
 def _fail(problem: str, lf: pl.LazyFrame, bad: pl.Expr, column: str, expected: str, n_bad: int,
           show: tuple[str, ...]) -> None:
     schema = lf.collect_schema()
-    rows = lf.filter(bad).select(_row_cols(schema, *show)).head(_SAMPLE).collect()
+    rows = lf.filter(bad).select(_row_cols(schema, *show)).head(_SAMPLE).collect(engine="streaming")
     raise LogValidationError(problem, file=_first_file(rows), column=column, rows=rows, expected=expected, n_bad=n_bad)
+
+
+def _repeated_cells(lf: pl.LazyFrame, query_ids: pl.DataFrame, models: list[str]) -> tuple[int, np.ndarray]:
+    """Scored rows repeating a (query, model) cell: how many, and the cells whose scores differ.
+
+    Cells are numbered ``query index * n_models + model index``; sorting those numbers (with the
+    scores alongside) puts the repeats of a cell next to each other.
+    """
+    cells = cell_numbers(lf, query_ids, models)
+    flat = cells["_q"].to_numpy().astype(np.int64) * len(models) + cells["_m"].to_numpy()
+    score = cells[S.SCORE].to_numpy()
+    del cells
+    order = np.argsort(flat, kind="stable")
+    flat, score = flat[order], score[order]
+    del order
+    repeat = flat[1:] == flat[:-1]
+    conflict = repeat & (score[1:] != score[:-1])
+    return int(repeat.sum()), np.unique(flat[1:][conflict])
 
 
 def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
@@ -86,28 +111,18 @@ def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
     counts = lf.select(
         pl.len().alias("rows"),
         pl.col(S.SCORE).is_null().sum().alias("missing_scores"),
-        pl.col(S.QUERY_ID).n_unique().alias("queries"),
-        pl.col(S.MODEL).n_unique().alias("models"),
-        (pl.col(S.SOURCE_FILE).n_unique() if S.SOURCE_FILE in has else pl.lit(1)).alias("files"),
         *[expr.fill_null(False).sum().alias(f"bad{i}") for i, (_, expr, *_rest) in enumerate(row_checks)],
     )
-    per_cell = (
-        lf.filter(pl.col(S.SCORE).is_not_null())
-        .group_by(S.QUERY_ID, S.MODEL)
-        .agg(pl.len().alias("n"), pl.col(S.SCORE).n_unique().alias("distinct"))
-        .select(
-            (pl.col("n") - 1).sum().alias("duplicate_rows"),
-            (pl.col("distinct") > 1).sum().alias("conflicts"),
-        )
-    )
-    per_query = (
-        lf.group_by(S.QUERY_ID)
-        .agg(pl.col(S.PROMPT).n_unique().alias("prompts"))
-        .select((pl.col("prompts") > 1).sum().alias("prompt_conflicts"))
-    )
-    stats, cells, queries = (
-        df.row(0, named=True) for df in pl.collect_all([counts, per_cell, per_query], engine="streaming")
-    )
+    # One row per query with the min and max 64-bit hash of its prompts: they differ exactly when
+    # the query has two prompts (a differing hash is always a different text), and 16 bytes per
+    # query replace the prompt texts. Its height is the number of queries.
+    prompt_hash = pl.col(S.PROMPT).hash(seed=_SEED)
+    per_query = lf.group_by(S.QUERY_ID).agg(prompt_hash.min().alias("lo"), prompt_hash.max().alias("hi"))
+    models_q = lf.select(pl.col(S.MODEL).unique().drop_nulls().sort())
+    # Files with rows, by a group_by: an n_unique beside the sums above cost ~0.5 GiB more at 10M rows.
+    files_q = lf.group_by(S.SOURCE_FILE).agg(pl.len()) if S.SOURCE_FILE in has else pl.LazyFrame({"n": [1]})
+    stats_df, queries, models, files = pl.collect_all([counts, per_query, models_q, files_q], engine="streaming")
+    stats = stats_df.row(0, named=True)
 
     if stats["rows"] == 0:
         raise LogValidationError("no rows", file=source, expected="at least one (query, model, score) row")
@@ -115,43 +130,50 @@ def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
         if stats[f"bad{i}"]:
             _fail(problem, lf, expr.fill_null(False), column, expected, stats[f"bad{i}"], show)
 
-    if cells["conflicts"]:
+    model_names = models.to_series().to_list()
+    duplicates, conflicts = _repeated_cells(lf, queries.select(S.QUERY_ID), model_names)
+    if len(conflicts):
+        keys = pl.DataFrame({
+            S.QUERY_ID: queries[S.QUERY_ID].gather(conflicts // len(model_names)),
+            S.MODEL: pl.Series(model_names, dtype=pl.String).gather(conflicts % len(model_names)),
+        })
         conflicting = (
             lf.filter(pl.col(S.SCORE).is_not_null())
-            .filter(pl.col(S.SCORE).n_unique().over(S.QUERY_ID, S.MODEL) > 1)
+            .join(keys.lazy(), on=[S.QUERY_ID, S.MODEL], how="semi", maintain_order="left")
             .select(_row_cols(schema, S.QUERY_ID, S.MODEL, S.SCORE))
-            .sort(S.QUERY_ID, S.MODEL, S.SOURCE_ROW if S.SOURCE_ROW in has else S.SCORE)
+            .sort(S.QUERY_ID, S.MODEL, *(_row_cols(schema) or [S.SCORE]))
             .head(_SAMPLE)
-            .collect()
+            .collect(engine="streaming")
         )
         raise LogValidationError(
             "duplicate (query_id, model) rows with different scores", file=_first_file(conflicting),
-            column=S.SCORE, rows=conflicting, n_bad=cells["conflicts"],
+            column=S.SCORE, rows=conflicting, n_bad=len(conflicts),
             expected="one score per query and model (repeated rows must agree)",
         )
-    if queries["prompt_conflicts"]:
+    two_prompts = queries.filter(pl.col("lo") != pl.col("hi")).select(S.QUERY_ID)
+    if two_prompts.height:
         # One row per distinct prompt, with its length: long prompts often differ only past the
         # part an error message can show.
         conflicting = (
-            lf.filter(pl.col(S.PROMPT).n_unique().over(S.QUERY_ID) > 1)
+            lf.join(two_prompts.lazy(), on=S.QUERY_ID, how="semi", maintain_order="left")
             .group_by(S.QUERY_ID, S.PROMPT)
             .agg([pl.col(c).first() for c in _row_cols(schema)])
             .with_columns(pl.col(S.PROMPT).str.len_chars().alias("prompt_chars"))
             .select(*_row_cols(schema, S.QUERY_ID, S.PROMPT), "prompt_chars")
-            .sort(S.QUERY_ID, *( [S.SOURCE_ROW] if S.SOURCE_ROW in has else []))
+            .sort(S.QUERY_ID, *_row_cols(schema))
             .head(_SAMPLE)
-            .collect()
+            .collect(engine="streaming")
         )
         raise LogValidationError(
             "one query_id has different prompts", file=_first_file(conflicting), column=S.PROMPT,
-            rows=conflicting, n_bad=queries["prompt_conflicts"],
+            rows=conflicting, n_bad=two_prompts.height,
             expected="the same prompt text on every row of a query_id",
         )
     return LogStats(
         rows=stats["rows"],
-        queries=stats["queries"],
-        models=stats["models"],
+        queries=queries.height,
+        models=len(model_names),
         missing_scores=stats["missing_scores"],
-        duplicate_rows=cells["duplicate_rows"] or 0,
-        files=stats["files"],
+        duplicate_rows=duplicates,
+        files=files.height,
     )
