@@ -24,8 +24,9 @@ SHARED = ROOT.parent / "shared" / "data"
 CACHE = ROOT / ".cache" / "bench-embeddings"
 
 
-def load(name: str):
-    """(RoutingData, X, train rows, test rows) for a benchmark dataset."""
+def load(name: str, seed: int = 0):
+    """(RoutingData, X, train rows, test rows) for a benchmark dataset; ``seed`` draws the 70/30
+    split where the data has no fixed one."""
     from router import ingest, labels
     from router.embed import Embedder, EmbeddingCache, embed_with_cache
 
@@ -45,7 +46,7 @@ def load(name: str):
     if d.splits is not None and name == "routerbench":
         tr, te = np.flatnonzero(d.splits == "train"), np.flatnonzero(d.splits == "test")
     else:
-        perm = np.random.default_rng(0).permutation(d.n_queries)
+        perm = np.random.default_rng(seed).permutation(d.n_queries)
         cut = int(round(0.7 * d.n_queries))
         tr, te = np.sort(perm[:cut]), np.sort(perm[cut:])
     return d, X, tr, te
@@ -60,29 +61,34 @@ def quality(Y, M, S) -> float:
 def configs(d):
     """(label, features, router factory): features "emb" or "emb+task" (task one-hot appended)."""
     from router.routers import make_router
-    from router.routers.ensemble import EnsembleRouter
 
-    def ens(*names, normalise="zscore"):
-        return lambda: EnsembleRouter([(n, make_router(n)) for n in names], normalise=normalise)
+    def ens(*names, **params):
+        return lambda: make_router("ensemble", routers=[(n, make_router(n)) for n in names], **params)
 
     out = [
         ("best_single", "emb", lambda: make_router("best_single")),
         ("random", "emb", lambda: make_router("random")),
+        # The classic tuned kNN: k and uniform/cosine weighting by CV, light shrinkage.
+        ("knn_classic", "emb", lambda: make_router("knn", n_neighbors=(10, 20, 50, 100, 200),
+                                                   weighting=("uniform", "similarity"), prior_weight=1.0)),
         ("knn", "emb", lambda: make_router("knn")),
         ("ridge", "emb", lambda: make_router("ridge")),
         ("ridge_per_model_centred", "emb", lambda: make_router("ridge", alpha_per_model=True, target="centred")),
         ("logistic", "emb", lambda: make_router("logistic")),
         ("lgbm", "emb", lambda: make_router("lgbm")),
         ("lgbm_raw", "emb", lambda: make_router("lgbm", target="raw")),
+        ("classifier_hard", "emb", lambda: make_router("classifier", label="hard")),
         ("classifier", "emb", lambda: make_router("classifier")),
-        ("classifier_soft", "emb", lambda: make_router("classifier", label="soft")),
+        ("classifier_balanced", "emb", lambda: make_router("classifier", class_weight="balanced")),
         ("mf", "emb", lambda: make_router("mf")),
         ("ensemble", "emb", lambda: make_router("ensemble")),
-        ("ens_ridge_lgbm_knn", "emb", ens("ridge", "lgbm", "knn")),
-        ("ens_all", "emb", ens("ridge", "logistic", "lgbm", "knn", "classifier", "mf")),
+        ("ensemble_equal", "emb", lambda: make_router("ensemble", weights="equal", shrink=0.0)),
+        ("ensemble_rank", "emb", lambda: make_router("ensemble", normalise="rank")),
+        ("ensemble_all", "emb", ens("knn", "ridge", "lgbm", "logistic", "classifier", "mf")),
     ]
     if d.tasks is not None and len(np.unique(d.tasks)) > 1:
-        out += [(f"{label}+task", "emb+task", f) for label, feats, f in out if label in ("knn", "ridge", "lgbm", "logistic")]
+        out += [(f"{label}+task", "emb+task", f) for label, _, f in out
+                if label in ("knn", "ridge", "lgbm", "logistic", "ensemble")]
     return out
 
 
@@ -90,6 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", nargs="+", default=["mmlu_pro", "routerbench", "nq"])
     parser.add_argument("--only", nargs="*", default=None, help="config labels to run (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="split seeds (mmlu_pro, nq)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "explore_results.jsonl"))
     args = parser.parse_args()
 
@@ -99,15 +106,16 @@ def main() -> None:
 
     # One BLAS thread: on the shared 2-core machine a 2-thread OpenBLAS under load is 10-40x slower.
     threadpool_limits(1)
-    for name in args.data:
-        d, X, tr, te = load(name)
+    for name, seed in [(n, s) for n in args.data for s in (args.seeds if n != "routerbench" else [0])]:
+        d, X, tr, te = load(name, seed)
         Y, M, C = d.scores, d.mask, d.costs
         means = np.nanmean(np.where(M[tr], Y[tr], np.nan), axis=0)
         best = int(np.nanargmax(means))
         bs = quality(Y[te], M[te], np.broadcast_to(np.eye(d.n_models)[best], (len(te), d.n_models)))
         orc = quality(Y[te], M[te], np.where(M[te], Y[te], -np.inf))
-        print(f"\n== {name}: {d.n_queries} queries x {d.n_models} models, train {len(tr)} / test {len(te)}; "
-              f"best single {d.models[best]} test {bs:.4f}, oracle {orc:.4f}", flush=True)
+        print(f"\n== {name} (split seed {seed}): {d.n_queries} queries x {d.n_models} models, "
+              f"train {len(tr)} / test {len(te)}; best single {d.models[best]} test {bs:.4f}, oracle {orc:.4f}",
+              flush=True)
         feats = {"emb": (X[tr], X[te])}
         if d.tasks is not None:
             enc = TaskOneHot().fit(d.tasks[tr])
@@ -125,16 +133,34 @@ def main() -> None:
             router.predict_scores(Xte[:1])
             t3 = time.perf_counter()
             q = quality(Y[te], M[te], S)
-            row = {"data": name, "router": label, "test_quality": round(q, 4), "best_single": round(bs, 4),
-                   "oracle": round(orc, 4), "gap_closed": round((q - bs) / (orc - bs), 4),
-                   "fit_s": round(t1 - t0, 2), "predict_s": round(t2 - t1, 3), "predict_one_ms": round(1e3 * (t3 - t2), 2),
-                   "chosen": {k: _plain(v) for k, v in router.get_params(deep=False).items() if k != "routers"}
-                   | {k: _plain(getattr(router, k)) for k in ("alpha_", "C_", "n_neighbors_", "weighting_")
-                      if hasattr(router, k)}}
+            row = {"data": name, "seed": seed, "router": label, "test_quality": round(q, 4),
+                   "best_single": round(bs, 4), "oracle": round(orc, 4), "gap_closed": round((q - bs) / (orc - bs), 4),
+                   "fit_s": round(t1 - t0, 2), "predict_s": round(t2 - t1, 3),
+                   "predict_one_ms": round(1e3 * (t3 - t2), 2),
+                   "chosen": {k: _plain(v) for k, v in getattr(router, "best_params_", {}).items()}}
+            extra = ""
+            if d.has_cost:
+                row["half_cost"] = half_cost_quality(router, S, Y[te], M[te], C[te], C[tr][:, best])
+                extra = f"  | at <=50% of best-single cost: {row['half_cost']:.4f}"
             print(f"{label:28s} quality {q:.4f}  gap closed {row['gap_closed']:+.3f}  fit {row['fit_s']:7.2f}s  "
-                  f"predict {row['predict_s']:.3f}s ({row['predict_one_ms']:.1f} ms/1)", flush=True)
+                  f"predict {row['predict_s']:.3f}s ({row['predict_one_ms']:.1f} ms/1){extra}", flush=True)
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
+
+
+def half_cost_quality(router, S, Y, M, C, best_train_costs) -> float:
+    """Best test quality over a lam sweep among routings whose mean test $ cost is at most half the
+    best single model's (a point of the cost-quality curve; for best_single it is the best cheaper
+    fixed model). Unknown per-call costs count at the model's mean training cost."""
+    budget = 0.5 * float(np.nanmean(best_train_costs))
+    cost = np.where(np.isfinite(C), C, router.model_costs_)
+    feasible = []
+    rows = np.arange(len(S))
+    for lam in np.concatenate([[0.0], np.logspace(-3, 3, 61) / budget]):
+        pick = np.argmax(np.where(M, S - lam * router.model_costs_, -np.inf), axis=1)
+        if cost[rows, pick].mean() <= budget:
+            feasible.append(float(Y[rows, pick].mean()))
+    return round(max(feasible), 4) if feasible else float("nan")
 
 
 def _plain(v):

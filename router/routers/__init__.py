@@ -2,6 +2,9 @@
 
 Every family is a ``BaseRouter`` (see ``base``): ``fit(X, Y, C=None, mask=None)`` then
 ``predict_scores(X)`` / ``route(X, lam)``. ``make_router("ridge", alpha=1.0)`` builds one by name.
+Hyper-parameters given as a tuple are candidates, chosen by CV on the training data (scored by
+routing quality); a fitted router exposes the choice as ``best_params_`` (params to pass to
+``set_params`` to refit without the search) and the scores as ``cv_results_``.
 """
 
 from __future__ import annotations

@@ -60,3 +60,11 @@ def pick_best(results: dict):
 def check_choice(name: str, value, valid) -> None:
     if value not in valid:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {list(valid)}")
+
+
+def as_grid(value) -> tuple:
+    """A parameter given as one value or a tuple/list of candidates, as a tuple of candidates."""
+    grid = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if not grid:
+        raise ValueError("an empty tuple of candidates was given")
+    return grid

@@ -2,72 +2,77 @@
 
 from __future__ import annotations
 
+from itertools import product
+
 import numpy as np
 
-from router.routers._common import check_choice, column_means, folds, pick_best, routing_quality
+from router.routers._common import as_grid, check_choice, column_means, folds, pick_best, routing_quality
 from router.routers.base import BaseRouter
 
-WEIGHTINGS = ("uniform", "similarity", "softmax")
+WEIGHTINGS = ("uniform", "similarity", "kernel")
 _CHUNK = 2048  # query rows per similarity block: bounds memory at chunk x n_train floats
 
 
 class KNNRouter(BaseRouter):
-    """Similarity-weighted mean of the neighbours' observed scores, per model.
+    """Weighted mean of the k most similar training queries' observed scores, per model.
 
-    n_neighbors / weighting: fixed values, or None to choose them from ``n_neighbors_grid`` x
-    ``weighting_grid`` by ``cv``-fold cross-validation on the training data, scored by routing
-    quality (mean score of the argmax choice). ``weighting``: "uniform", "similarity" (cosine,
-    clipped at 0) or "softmax" (exp(cosine / temperature)). ``prior_weight`` pulls each prediction
-    towards the model's training mean with that many pseudo-neighbours (shrinks noisy small-k
-    estimates; also the fallback when no neighbour saw the model).
+    Each prediction is shrunk towards the model's training mean by ``prior_weight`` pseudo-
+    neighbours: (sum_i w_i y_i + prior_weight * mean) / (sum_i w_i + prior_weight), which is also
+    the fallback when no neighbour saw the model. ``weighting``: "uniform" (w = 1), "similarity"
+    (w = cosine, clipped at 0) or "kernel" (w = exp((cosine - 1) / temperature): near-duplicates
+    count fully, mere topical neighbours hardly at all, so with a small temperature the router
+    keeps the prior unless the query was effectively seen before).
+
+    ``n_neighbors``, ``weighting``, ``temperature`` and ``prior_weight`` each take one value or a
+    tuple of candidates; with any tuple the combination is chosen by ``cv``-fold cross-validation
+    on the training data, scored by routing quality (mean score of the argmax choice).
+    ``temperature`` only matters for "kernel".
     """
 
     def __init__(
         self,
-        n_neighbors: int | None = None,
-        weighting: str | None = None,
-        n_neighbors_grid: tuple[int, ...] = (10, 20, 50, 100, 200),
-        weighting_grid: tuple[str, ...] = ("uniform", "similarity", "softmax"),
-        temperature: float = 0.05,
-        prior_weight: float = 1.0,
+        n_neighbors: int | tuple[int, ...] = (10, 30, 100, 300),
+        weighting: str | tuple[str, ...] = ("uniform", "kernel"),
+        temperature: float | tuple[float, ...] = (0.003, 0.01, 0.03),
+        prior_weight: float | tuple[float, ...] = (0.3, 3.0),
         cv: int = 5,
         random_state: int = 0,
     ):
         self.n_neighbors = n_neighbors
         self.weighting = weighting
-        self.n_neighbors_grid = n_neighbors_grid
-        self.weighting_grid = weighting_grid
         self.temperature = temperature
         self.prior_weight = prior_weight
         self.cv = cv
         self.random_state = random_state
 
-    def _fit(self, X, Y, C, mask) -> None:
-        ks = (self.n_neighbors,) if self.n_neighbors is not None else tuple(self.n_neighbors_grid)
-        ws = (self.weighting,) if self.weighting is not None else tuple(self.weighting_grid)
+    def _grid(self) -> list[tuple[int, str, float, float]]:
+        ks, ws = as_grid(self.n_neighbors), as_grid(self.weighting)
+        ts, ps = as_grid(self.temperature), as_grid(self.prior_weight)
         for w in ws:
             check_choice("weighting", w, WEIGHTINGS)
-        if min(ks) < 1:
-            raise ValueError(f"n_neighbors must be >= 1, got {min(ks)}")
+        if min(ks) < 1 or min(ts) <= 0 or min(ps) < 0:
+            raise ValueError(f"need n_neighbors >= 1, temperature > 0, prior_weight >= 0; got {ks}, {ts}, {ps}")
+        # Temperature is irrelevant without the kernel: one entry avoids duplicate grid points.
+        return [(k, w, t, p) for k, w, t, p in product(ks, ws, ts, ps) if w == "kernel" or t == ts[0]]
+
+    def _fit(self, X, Y, C, mask) -> None:
+        grid = self._grid()
         Xn = _unit(X)
         Yz = np.where(mask, Y, 0.0)
         self.cv_results_ = {}
-        if len(ks) * len(ws) > 1:
-            scores = {(k, w): [] for k in ks for w in ws}
+        if len(grid) > 1:
+            scores = {g: [] for g in grid}
             for tr, va in folds(len(X), self.cv, self.random_state):
-                kmax = min(max(ks), len(tr))
-                sim, idx = _neighbours(Xn[va], Xn[tr], kmax)
+                sim, idx = _neighbours(Xn[va], Xn[tr], max(g[0] for g in grid))
                 prior = column_means(Y[tr], mask[tr])
-                for k in ks:
-                    for w in ws:
-                        S = self._combine(sim[:, :k], idx[:, :k], Yz[tr], mask[tr], prior, w)
-                        scores[(k, w)].append(routing_quality(Y[va], mask[va], S))
-            self.cv_results_ = {p: float(np.mean(v)) for p, v in scores.items()}
-            ks_best, ws_best = pick_best(self.cv_results_)
-        else:
-            ks_best, ws_best = ks[0], ws[0]
-        self.n_neighbors_ = min(ks_best, len(X))
-        self.weighting_ = ws_best
+                for g in grid:
+                    S = _combine(sim, idx, Yz[tr], mask[tr], prior, *g)
+                    scores[g].append(routing_quality(Y[va], mask[va], S))
+            self.cv_results_ = {g: float(np.mean(v)) for g, v in scores.items()}
+        best = pick_best(self.cv_results_) if self.cv_results_ else grid[0]
+        self.n_neighbors_ = min(best[0], len(X))
+        self.weighting_, self.temperature_, self.prior_weight_ = best[1:]
+        self.best_params_ = dict(zip(("n_neighbors", "weighting", "temperature", "prior_weight"), best))
         self.X_ = Xn
         self.Y_ = Yz.astype(np.float32)
         self.mask_ = mask
@@ -75,24 +80,25 @@ class KNNRouter(BaseRouter):
 
     def _predict_scores(self, X) -> np.ndarray:
         sim, idx = _neighbours(_unit(X), self.X_, self.n_neighbors_)
-        out = np.empty((len(X), self.n_models_))
-        for s in range(0, len(X), _CHUNK):  # the gathered (rows, k, models) block is the big one
-            out[s:s + _CHUNK] = self._combine(sim[s:s + _CHUNK], idx[s:s + _CHUNK], self.Y_, self.mask_,
-                                              self.prior_, self.weighting_)
-        return out
+        return _combine(sim, idx, self.Y_, self.mask_, self.prior_, self.n_neighbors_, self.weighting_,
+                        self.temperature_, self.prior_weight_)
 
-    def _combine(self, sim, idx, Yz, mask, prior, weighting) -> np.ndarray:
+
+def _combine(sim, idx, Yz, mask, prior, k, weighting, temperature, prior_weight) -> np.ndarray:
+    """Shrunk weighted mean over the first k (sorted) neighbours, in row blocks to bound memory."""
+    out = np.empty((len(sim), Yz.shape[1]))
+    for s in range(0, len(sim), _CHUNK):
+        si, ix = sim[s:s + _CHUNK, :k], idx[s:s + _CHUNK, :k]
         if weighting == "uniform":
-            w = np.ones_like(sim)
+            w = np.ones_like(si)
         elif weighting == "similarity":
-            w = np.clip(sim, 0.0, None)
-        else:  # softmax; subtracting the row max keeps exp finite, ratios are unchanged
-            w = np.exp((sim - sim[:, :1]) / self.temperature)
-            w /= w.sum(axis=1, keepdims=True) / sim.shape[1]  # rescale to k total, like uniform
-        w = w[:, :, None]
-        num = (w * Yz[idx]).sum(axis=1) + self.prior_weight * prior
-        den = (w * mask[idx]).sum(axis=1) + self.prior_weight
-        return np.where(den > 0, num / np.maximum(den, 1e-12), prior)
+            w = np.clip(si, 0.0, None)
+        else:
+            w = np.exp((np.minimum(si, 1.0) - 1.0) / temperature)
+        num = np.einsum("nk,nkm->nm", w, Yz[ix]) + prior_weight * prior
+        den = np.einsum("nk,nkm->nm", w, mask[ix].astype(np.float32)) + prior_weight
+        out[s:s + _CHUNK] = np.where(den > 1e-12, num / np.maximum(den, 1e-12), prior)
+    return out
 
 
 def _unit(X: np.ndarray) -> np.ndarray:
@@ -107,7 +113,10 @@ def _neighbours(Q: np.ndarray, R: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     idx = np.empty((len(Q), k), np.int64)
     for s in range(0, len(Q), _CHUNK):
         block = Q[s:s + _CHUNK] @ R.T
-        top = np.argpartition(-block, k - 1, axis=1)[:, :k] if k < len(R) else np.tile(np.arange(len(R)), (len(block), 1))
+        if k < len(R):
+            top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        else:
+            top = np.broadcast_to(np.arange(len(R)), block.shape)
         top_sim = np.take_along_axis(block, top, axis=1)
         order = np.argsort(-top_sim, axis=1, kind="stable")
         idx[s:s + _CHUNK] = np.take_along_axis(top, order, axis=1)

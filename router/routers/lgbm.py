@@ -99,9 +99,10 @@ class LGBMRouter(BaseRouter):
                 params, dtrain, num_boost_round=self.n_estimators, valid_sets=[dvalid],
                 callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
             )
-            self.best_iterations_.append(int(booster.best_iteration or self.n_estimators))
+            best = int(booster.best_iteration or self.n_estimators)
+            self.best_iterations_.append(best)
             # Keep only the trees up to the best iteration: smaller pickles, faster predict.
-            self.boosters_.append(lgb.Booster(model_str=booster.model_to_string(num_iteration=self.best_iterations_[-1])))
+            self.boosters_.append(lgb.Booster(model_str=booster.model_to_string(num_iteration=best)))
 
     def _features(self, X) -> np.ndarray:
         return X if self.pca_ is None else self.pca_.transform(X).astype(np.float32)

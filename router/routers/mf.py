@@ -13,38 +13,64 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
+from router.routers._common import as_grid, folds, pick_best, routing_quality
 from router.routers.base import BaseRouter
 from router.routers.linear import standardise_stats
-
-_CHUNK = 4096  # queries per block of the (queries, models, models) pair tensors
 
 
 class MFRouter(BaseRouter):
     """Low-rank bilinear pairwise router.
 
-    ``dim``: rank of the model embeddings; ``alpha``: L2 strength on P and the model embeddings
-    (per observed pair, so it does not scale with the data size); ``max_iter``: L-BFGS iterations.
-    The raw scores are Bradley-Terry logits; after fitting, one affine map (positive slope, so
-    the ranking is unchanged) puts them on the training score scale, so that ``route`` with a
-    cost weight ``lam`` trades score against cost in the data's own units.
+    ``dim``: rank of the model embeddings. ``alpha``: L2 strength on P and the model embeddings,
+    relative to the mean pair loss (so a value means the same at any data size); a tuple is
+    searched by ``cv``-fold CV routing quality. ``max_iter``: L-BFGS iterations. The raw scores are
+    Bradley-Terry logits; after fitting, one affine map (positive slope, so the ranking is
+    unchanged) puts them on the training score scale, so that ``route`` with a cost weight ``lam``
+    trades score against cost in the data's own units.
     """
 
-    def __init__(self, dim: int = 32, alpha: float = 1e-3, max_iter: int = 300, random_state: int = 0):
+    def __init__(
+        self,
+        dim: int = 16,
+        alpha: float | tuple[float, ...] = (0.01, 0.03, 0.1),
+        max_iter: int = 200,
+        cv: int = 3,
+        random_state: int = 0,
+    ):
         self.dim = dim
         self.alpha = alpha
         self.max_iter = max_iter
+        self.cv = cv
         self.random_state = random_state
 
     def _fit(self, X, Y, C, mask) -> None:
         if self.dim < 1:
             raise ValueError(f"dim must be >= 1, got {self.dim}")
+        alphas = as_grid(self.alpha)
         self.x_mean_, self.x_scale_ = standardise_stats(X)
-        Xs = ((X - self.x_mean_) / self.x_scale_).astype(np.float64)
-        d, m, r = X.shape[1], Y.shape[1], self.dim
-        Yz = np.where(mask, Y, 0.0)
-        starts = range(0, len(X), _CHUNK)
-        pairs = [_pairs(Yz[s:s + _CHUNK], mask[s:s + _CHUNK]) for s in starts]  # fixed: computed once
-        scale = 1.0 / max(sum(int(p.sum()) for p in pairs), 1)
+        Xs = ((X - self.x_mean_) / self.x_scale_).astype(np.float32)
+        self.cv_results_ = {}
+        if len(alphas) > 1:
+            scores = {a: [] for a in alphas}
+            for tr, va in folds(len(X), self.cv, self.random_state):
+                for a in alphas:
+                    P, V, b, _ = self._train(Xs[tr], Y[tr], mask[tr], a)
+                    scores[a].append(routing_quality(Y[va], mask[va], (Xs[va] @ P) @ V.T + b))
+            self.cv_results_ = {a: float(np.mean(v)) for a, v in scores.items()}
+        self.alpha_ = pick_best(self.cv_results_) if self.cv_results_ else alphas[0]
+        self.best_params_ = {"alpha": self.alpha_}
+        self.P_, self.V_, self.b_, self.n_iter_ = self._train(Xs, Y, mask, self.alpha_)
+        # Affine calibration of the logits to the score scale (least squares, slope kept > 0).
+        S = self._logits(Xs)[mask]
+        y = Y[mask]
+        slope = max(float(np.cov(S, y)[0, 1] / max(S.var(), 1e-12)), 1e-6)
+        self.calibration_ = (slope, float(y.mean() - slope * S.mean()))
+
+    def _train(self, Xs, Y, mask, alpha):
+        n, d = Xs.shape
+        m, r = Y.shape[1], self.dim
+        fa, fb = _pairs(Y, mask)
+        scale = 1.0 / max(len(fa), 1)
         rng = np.random.default_rng(self.random_state)
         w0 = np.concatenate([rng.normal(0, 1 / np.sqrt(d), d * r), rng.normal(0, 1 / np.sqrt(r), m * r), np.zeros(m)])
 
@@ -53,39 +79,33 @@ class MFRouter(BaseRouter):
 
         def loss(w):
             P, V, b = unpack(w)
-            f = 0.5 * self.alpha * ((P**2).sum() + (V**2).sum())
-            gP, gV, gb = self.alpha * P, self.alpha * V, np.zeros(m)
-            for s, W in zip(starts, pairs):
-                Xc = Xs[s:s + _CHUNK]
-                Q = Xc @ P
-                S = Q @ V.T + b
-                D = S[:, :, None] - S[:, None, :]  # D[i, a, b] = score_a - score_b
-                f -= scale * (W * log_expit(D)).sum()
-                G = -scale * W * expit(-D)  # dLoss/dD
-                dS = G.sum(axis=2) - G.sum(axis=1)
-                gP += Xc.T @ (dS @ V)
-                gV += dS.T @ Q
-                gb += dS.sum(axis=0)
-            return f, np.concatenate([gP.ravel(), gV.ravel(), gb])
+            Q = Xs @ P.astype(np.float32)
+            S = (Q @ V.T.astype(np.float32) + b.astype(np.float32)).ravel()
+            D = S[fa] - S[fb]  # score_winner - score_loser for every pair
+            f = -scale * log_expit(D).sum(dtype=np.float64) + 0.5 * alpha * ((P**2).sum() + (V**2).sum())
+            g = -scale * expit(-D)  # dLoss/dD
+            dS = (np.bincount(fa, g, n * m) - np.bincount(fb, g, n * m)).reshape(n, m)
+            gP = Xs.T @ (dS @ V).astype(np.float32) + alpha * P
+            gV = dS.T @ Q + alpha * V
+            return f, np.concatenate([gP.ravel(), gV.ravel(), dS.sum(axis=0)]).astype(np.float64)
 
-        res = minimize(loss, w0, jac=True, method="L-BFGS-B", options={"maxiter": self.max_iter})
-        self.P_, self.V_, self.b_ = (a.copy() for a in unpack(res.x))
-        self.n_iter_ = int(res.nit)
-        # Affine calibration of the logits to the score scale (least squares, slope kept >= 0).
-        S = self._logits(Xs)[mask]
-        y = Y[mask]
-        slope = max(float(np.cov(S, y)[0, 1] / max(S.var(), 1e-12)), 1e-6)
-        self.calibration_ = (slope, float(y.mean() - slope * S.mean()))
+        res = minimize(loss, w0, jac=True, method="L-BFGS-B", options={"maxiter": self.max_iter, "ftol": 1e-8})
+        P, V, b = (a.copy() for a in unpack(res.x))
+        return P, V, b, int(res.nit)
 
     def _logits(self, Xs) -> np.ndarray:
         return (Xs @ self.P_) @ self.V_.T + self.b_
 
     def _predict_scores(self, X) -> np.ndarray:
         slope, offset = self.calibration_
-        return offset + slope * self._logits((X - self.x_mean_) / self.x_scale_)
+        return offset + slope * self._logits(((X - self.x_mean_) / self.x_scale_).astype(np.float32))
 
 
-def _pairs(Yz, mask) -> np.ndarray:
-    """W[i, a, b] True where both models were scored on query i and a scored strictly higher."""
-    both = mask[:, :, None] & mask[:, None, :]
-    return both & (Yz[:, :, None] > Yz[:, None, :])
+def _pairs(Y, mask) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (query * n_models + model) indices of winner and loser for every strictly ordered pair
+    of models scored on the same query."""
+    n, m = Y.shape
+    Yz = np.where(mask, Y, 0.0)
+    wins = mask[:, :, None] & mask[:, None, :] & (Yz[:, :, None] > Yz[:, None, :])
+    i, a, b = np.nonzero(wins)
+    return i * m + a, i * m + b
