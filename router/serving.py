@@ -61,10 +61,10 @@ class RouterService:
         meta = RouterMeta.from_json((head_dir / META_FILE).read_text())
         with open(head_dir / HEAD_FILE, "rb") as fh:
             head = pickle.load(fh)
-        settings = dict(meta.embedder)
+        overrides = {"show_progress": False}
         if embedder_dir is not None:
-            settings["model"] = str(embedder_dir)
-        embedder = Embedder(**settings, show_progress=False)
+            overrides["model"] = str(embedder_dir)
+        embedder = Embedder.from_settings(meta.embedder, **overrides)
         embedder.encode(["warm-up"])  # load weights and warm kernels now, not on the first request
         return cls(embedder, head, meta)
 

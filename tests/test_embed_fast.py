@@ -1,0 +1,180 @@
+"""ONNX backends of the Embedder: same vectors as torch (within int8 noise), cached export, picklable."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from router import onnx_embed
+from router.embed import BACKENDS, DEFAULT_BACKEND, Embedder, EmbeddingCache, embed_with_cache
+from tests.conftest import TEST_CACHE
+
+FAST = ("onnx", "onnx-int8")
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory):
+    """A fresh ONNX cache for this session: the first load below builds the files (~15 s), once."""
+    folder = tmp_path_factory.mktemp("onnx-cache")
+    old = os.environ.get("ROUTER_ONNX_CACHE")
+    os.environ["ROUTER_ONNX_CACHE"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("ROUTER_ONNX_CACHE", None)
+    else:
+        os.environ["ROUTER_ONNX_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def fast_embedders(onnx_cache) -> dict[str, Embedder]:
+    embedders = {backend: Embedder(backend=backend) for backend in FAST}
+    for e in embedders.values():
+        e.load()
+    return embedders
+
+
+@pytest.fixture(scope="session")
+def prompts(mmlu_small) -> list[str]:
+    """50 real MMLU-Pro questions of mixed lengths (12 to 210 tokens)."""
+    return list(mmlu_small.prompts[:50])
+
+
+@pytest.fixture(scope="session")
+def torch_X(prompts) -> np.ndarray:
+    """The reference: sentence-transformers (torch fp32) vectors, from the shared test cache."""
+    X, _ = embed_with_cache(Embedder(backend="torch"), prompts, EmbeddingCache(TEST_CACHE))
+    return X
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_onnx_vectors_match_torch(backend, fast_embedders, torch_X, prompts):
+    ref = torch_X
+    X = fast_embedders[backend].encode(prompts)
+    assert X.shape == ref.shape == (50, 384) and X.dtype == np.float32
+    assert fast_embedders[backend].dimension == 384
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
+    cos = np.sum(X * ref, axis=1)
+    floor = 0.9999 if backend == "onnx" else 0.98  # fp32 is the same computation; int8 rounds weights
+    assert cos.min() > floor, (backend, cos.min())
+
+
+def test_onnx_truncation_matches_torch(onnx_cache, fast_embedders, prompts):
+    """max_seq_length truncates exactly as sentence-transformers does (same tokens in, same vector out)."""
+    short_torch = Embedder(backend="torch", max_seq_length=16).encode(prompts[:10])
+    short_onnx = Embedder(backend="onnx", max_seq_length=16)
+    assert short_onnx.load().max_seq_length == 16
+    cos = np.sum(short_onnx.encode(prompts[:10]) * short_torch, axis=1)
+    assert cos.min() > 0.9999
+    full = fast_embedders["onnx"].encode(prompts[:10])
+    assert np.sum(full * short_torch, axis=1).min() < 0.99  # truncation really happened
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_vector_does_not_depend_on_batch(backend, fast_embedders, prompts):
+    """One prompt alone or inside a padded batch gets the same vector (cache and serving agree)."""
+    e = fast_embedders[backend]
+    batch = e.encode(prompts[:20])
+    alone = np.vstack([e.encode([p]) for p in prompts[:3]])
+    np.testing.assert_allclose(alone, batch[:3], atol=2e-5)
+    assert e.encode([]).shape == (0, 384)
+
+
+def test_backend_is_part_of_id_and_settings():
+    ids = {Embedder(backend=b).id for b in BACKENDS}
+    assert len(ids) == len(BACKENDS)
+    assert Embedder(backend="torch").id == Embedder(backend="torch", threads=1).id  # threads: same vectors
+    for b in BACKENDS:
+        e = Embedder(backend=b, max_seq_length=128)
+        assert e.settings()["backend"] == b
+        assert Embedder.from_settings(e.settings()).id == e.id  # serving rebuilds the same embedder
+    legacy = {"model": "default", "max_seq_length": None, "normalize": True, "batch_size": 32}
+    assert Embedder.from_settings(legacy, show_progress=False).backend == "torch"  # exported before backends
+    assert Embedder().backend == DEFAULT_BACKEND
+    with pytest.raises(ValueError, match="unknown embedder backend 'tensorrt'; valid: torch, onnx, onnx-int8"):
+        Embedder(backend="tensorrt")
+
+
+def test_onnx_export_is_cached_on_disk(onnx_cache, fast_embedders):
+    paths = {b: e.load().path for b, e in fast_embedders.items()}
+    assert all(p.is_file() and onnx_cache in p.parents for p in paths.values())
+    mtimes = {b: p.stat().st_mtime_ns for b, p in paths.items()}
+    builds = onnx_embed.build_count
+    for b in FAST:
+        again = Embedder(backend=b, max_seq_length=64)  # other settings, same weights: same file
+        assert again.load().path == paths[b]
+    assert onnx_embed.build_count == builds
+    assert {b: p.stat().st_mtime_ns for b, p in paths.items()} == mtimes
+    assert not list(onnx_cache.rglob(".build-*"))  # no temp leftovers
+
+
+def test_embedder_pickles_without_session(fast_embedders, prompts):
+    e = fast_embedders["onnx-int8"]
+    before = e.encode(prompts[:5])
+    blob = pickle.dumps(e)
+    assert len(blob) < 10_000  # settings only: no onnxruntime session, no weights
+    clone = pickle.loads(blob)
+    assert clone._model is None and clone.id == e.id
+    np.testing.assert_allclose(clone.encode(prompts[:5]), before, atol=1e-6)
+
+
+def test_old_pickles_load_as_torch():
+    """An Embedder pickled before backends existed keeps meaning torch."""
+    old = Embedder.__new__(Embedder)
+    state = {k: v for k, v in Embedder(backend="torch").__dict__.items() if k not in ("backend", "threads")}
+    old.__setstate__(state)
+    assert old.backend == "torch" and old.threads is None
+    assert old.id == Embedder(backend="torch").id
+
+
+def _linked_copy(folder):
+    """A copy of the packaged weights made of symlinks (an exported router's weights, cheaply)."""
+    from router.embed import default_model_path
+
+    folder.mkdir()
+    for f in default_model_path().iterdir():
+        (folder / f.name).symlink_to(f)
+    return folder
+
+
+def test_copied_weights_reuse_the_cached_file(tmp_path, fast_embedders):
+    """The cache is keyed by the weights' content, not their path: an exported copy builds nothing."""
+    builds = onnx_embed.build_count
+    copy = Embedder(str(_linked_copy(tmp_path / "exported")), backend="onnx-int8")
+    assert copy.load().path == fast_embedders["onnx-int8"].load().path
+    assert onnx_embed.build_count == builds
+
+
+def test_onnx_file_shipped_with_weights_is_used(tmp_path, fast_embedders, prompts):
+    """An exported router can carry its ONNX file beside the weights: no build at serving time."""
+    weights = _linked_copy(tmp_path / "weights")
+    built = fast_embedders["onnx-int8"].load().path
+    (weights / "onnx").mkdir()
+    (weights / "onnx" / onnx_embed.bundled_name("onnx-int8")).symlink_to(built)
+    builds = onnx_embed.build_count
+    served = Embedder(str(weights), backend="onnx-int8")
+    assert served.load().path.parent == weights / "onnx"
+    assert onnx_embed.build_count == builds
+    np.testing.assert_allclose(served.encode(prompts[:3]), fast_embedders["onnx-int8"].encode(prompts[:3]), atol=1e-6)
+
+
+def test_missing_model_fails_clearly_on_onnx(onnx_cache):
+    with pytest.raises(RuntimeError, match="could not load embedder 'no-such/model-xyz' offline"):
+        Embedder("no-such/model-xyz", backend="onnx").load()
+
+
+def test_unsupported_models_name_the_torch_backend(tmp_path):
+    """CLS pooling (or extra modules) is not what the ONNX path computes: refuse, don't guess."""
+    import json
+
+    copy = _linked_copy(tmp_path / "cls")
+    (copy / "1_Pooling").unlink()
+    (copy / "1_Pooling").mkdir()
+    (copy / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": 384, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
+    with pytest.raises(ValueError, match="mean pooling only.*use backend='torch'"):
+        onnx_embed.ModelSpec(copy)
+    with pytest.raises(ValueError, match="runs on CPU only"):
+        Embedder(backend="onnx-int8", device="cuda")
