@@ -20,14 +20,24 @@ PromptOpt = Annotated[Optional[str], typer.Option("--prompt-column", help="wide 
 TaskOpt = Annotated[Optional[str], typer.Option("--task-column", help="wide format: task column")]
 PromptsFileOpt = Annotated[Optional[str], typer.Option("--prompts-file", help="wide format: id -> prompt table")]
 PricesOpt = Annotated[Optional[str], typer.Option("--prices", help="price table ($/M tokens), YAML or JSON")]
+SinceOpt = Annotated[Optional[str], typer.Option(
+    "--since", help="only queries logged at/after this ISO date or time (UTC unless a zone is given)")]
+MaxQueriesOpt = Annotated[Optional[int], typer.Option(
+    "--max-queries", help="use at most this many queries (seeded random sample of whole queries)")]
 
 
-def _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices):
+def _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices, since=None,
+                 max_queries=None, base=None):
+    """LogsConfig from command-line options; ``base`` (a config file's logs) supplies the rest."""
     from router.config import LogsConfig
 
-    given = {"path": logs, "format": fmt, "id_column": id_column, "prompt_column": prompt_column,
-             "task_column": task_column, "prompts_file": prompts_file, "prices": prices}
-    return LogsConfig(**{k: v for k, v in given.items() if v is not None})
+    given = {"path": logs, "format": fmt if logs is not None or base is None else None, "id_column": id_column,
+             "prompt_column": prompt_column, "task_column": task_column, "prompts_file": prompts_file,
+             "prices": prices, "since": since, "max_queries": max_queries}
+    given = {k: v for k, v in given.items() if v is not None}
+    if base is None:
+        return LogsConfig(**given)
+    return LogsConfig.model_validate({**base.model_dump(), **given})
 
 
 def _fail(exc: Exception) -> None:
@@ -50,6 +60,8 @@ def summary(
     task_column: TaskOpt = None,
     prompts_file: PromptsFileOpt = None,
     prices: PricesOpt = None,
+    since: SinceOpt = None,
+    max_queries: MaxQueriesOpt = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the summary as JSON")] = None,
 ) -> None:
     """Validate logs and print queries, models, per-model score/cost, best single model and oracle."""
@@ -58,7 +70,8 @@ def summary(
     from router.summary import summarize
 
     try:
-        cfg = _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices)
+        cfg = _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices, since,
+                           max_queries)
         data, stats = load_routing_data(cfg)
     except (LogValidationError, ValueError) as exc:
         _fail(exc)
@@ -81,6 +94,8 @@ def ingest(
     task_column: TaskOpt = None,
     prompts_file: PromptsFileOpt = None,
     prices: PricesOpt = None,
+    since: SinceOpt = None,
+    max_queries: MaxQueriesOpt = None,
 ) -> None:
     """Validate logs of any supported format and write them in the canonical long format."""
     from router import schema as S
@@ -90,7 +105,8 @@ def ingest(
     from router.validate import validate_logs
 
     try:
-        cfg = _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices)
+        cfg = _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices, since,
+                           max_queries)
         lf = scan_configured(cfg)
         stats = validate_logs(lf, source=cfg.path)
     except (LogValidationError, ValueError) as exc:
@@ -108,7 +124,9 @@ def embed(
     id_column: IdOpt = None,
     prompt_column: PromptOpt = None,
     prompts_file: PromptsFileOpt = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="job config for embedder settings")] = None,
+    since: SinceOpt = None,
+    max_queries: MaxQueriesOpt = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="job config: logs and embedder settings")] = None,
 ) -> None:
     """Embed the logs' prompts into the on-disk cache (only prompts not cached yet are encoded)."""
     from router.config import load_config
@@ -118,7 +136,8 @@ def embed(
 
     try:
         job = load_config(config)
-        data, _ = load_routing_data(_logs_config(logs, fmt, id_column, prompt_column, None, prompts_file, None))
+        data, _ = load_routing_data(_logs_config(logs, fmt, id_column, prompt_column, None, prompts_file, None, since,
+                                                 max_queries, base=job.logs))
     except (LogValidationError, ValueError) as exc:
         _fail(exc)
     X, st = embed_with_cache(job.embedder.build(), data.prompts, EmbeddingCache(job.embedder.cache_dir))
@@ -135,6 +154,8 @@ def evaluate(
     task_column: TaskOpt = None,
     prompts_file: PromptsFileOpt = None,
     prices: PricesOpt = None,
+    since: SinceOpt = None,
+    max_queries: MaxQueriesOpt = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="job config: routers, split, embedder")] = None,
     routers: Annotated[Optional[str], typer.Option("--routers", help="comma-separated families, e.g. knn,ridge")] = None,
     split_by: Annotated[Optional[str], typer.Option("--split-by", help="query | task (out-of-distribution)")] = None,
@@ -155,8 +176,8 @@ def evaluate(
 
     try:
         job = load_config(config)
-        logs_cfg = _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices) \
-            if logs is not None else job.logs
+        logs_cfg = _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices, since,
+                                max_queries, base=None if logs is not None else job.logs)
         update: dict = {"logs": logs_cfg}
         if routers:
             update["routers"] = [RouterSpec(family=r.strip()) for r in routers.split(",") if r.strip()]
@@ -193,12 +214,19 @@ def evaluate(
 @app.command()
 def train(
     config: Annotated[Optional[Path], typer.Option("--config", help="job config YAML (default: bundled sample)")] = None,
+    since: SinceOpt = None,
+    max_queries: MaxQueriesOpt = None,
 ) -> None:
     """Run the job: ingest -> labels -> embed (cached) -> fit -> evaluate -> MLflow -> export -> register."""
+    from router.config import load_config
     from router.pipeline import run_job
 
     try:
-        run_job(config)
+        job = load_config(config)
+        if since is not None or max_queries is not None:
+            logs = _logs_config(None, None, None, None, None, None, None, since, max_queries, base=job.logs)
+            job = type(job).model_validate({**job.model_dump(), "logs": logs.model_dump()})
+        run_job(job)
     except Exception as exc:  # the job's one-line reason; the traceback helps nobody in a cron mail
         _fail(exc)
 

@@ -6,6 +6,7 @@ default here, nowhere else. ``load_config`` validates it and names the bad key o
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +36,9 @@ class LogsConfig(_Strict):
     cost_suffix: str = Field(_WIDE.cost_suffix, description="wide format: suffix of <model> cost columns")
     prompts_file: str | None = Field(None, description="wide format: separate table of id -> prompt/task")
     prices: str | None = Field(None, description="YAML/JSON price table ($/M tokens) to cost token counts")
+    since: datetime | None = Field(None, description="keep queries last logged at/after this time (ISO; UTC if no zone)")
+    max_queries: int | None = Field(None, ge=1, description="use at most this many queries (seeded random sample)")
+    sample_seed: int = Field(0, description="seed of the max_queries sample")
 
     def wide_spec(self) -> WideSpec:
         return WideSpec(id_column=self.id_column, prompt_column=self.prompt_column, task_column=self.task_column,
@@ -45,14 +49,17 @@ class EmbedderConfig(_Strict):
     """The query embedder; the same settings are stored with the exported router."""
 
     model: str = Field("default", description="'default' (packaged all-MiniLM-L6-v2), a local path or a name")
-    batch_size: int = Field(E.DEFAULT_BATCH_SIZE, ge=1)
+    backend: Literal["torch", "onnx", "onnx-int8"] = Field(
+        E.DEFAULT_BACKEND, description="torch: sentence-transformers; onnx / onnx-int8: onnxruntime on CPU (faster)")
+    batch_size: int | None = Field(None, ge=1, description="prompts per forward pass (default: the backend's)")
     max_seq_length: int | None = Field(E.DEFAULT_MAX_SEQ_LENGTH, ge=8, description="truncate prompts (tokens)")
     normalize: bool = True
+    threads: int | None = Field(E.DEFAULT_THREADS, ge=1, description="CPU threads (default: all cores)")
     cache_dir: str = Field(str(ROOT / ".cache" / "embeddings"), description="on-disk embedding cache")
 
     def build(self) -> E.Embedder:
         return E.Embedder(self.model, batch_size=self.batch_size, max_seq_length=self.max_seq_length,
-                          normalize=self.normalize)
+                          normalize=self.normalize, backend=self.backend, threads=self.threads)
 
 
 class SplitConfig(_Strict):
@@ -96,6 +103,14 @@ class RegistryConfig(_Strict):
     min_improvement: float = Field(0.0, ge=0, description="required gain of held-out utility to take the alias")
 
 
+class ClusterConfig(_Strict):
+    """A running Dask cluster for the heavy steps (see ``router.cluster``); the exported router never needs it."""
+
+    address: str = Field(description="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
+    partition_size: int = Field(1024, ge=1, description="prompts per embedding task on a worker")
+    timeout: float = Field(30.0, gt=0, description="seconds to wait for the scheduler and a first worker")
+
+
 class JobConfig(_Strict):
     """A scheduled training job."""
 
@@ -110,6 +125,8 @@ class JobConfig(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
     export_dir: str = Field(str(ROOT / "models"), description="local copy of the exported router: <dir>/<name>")
+    cluster: ClusterConfig | None = Field(
+        None, description="Dask cluster: embed and fit LightGBM heads on its workers (None: all local)")
 
     def exported_spec(self) -> RouterSpec:
         labels = [r.label for r in self.routers]

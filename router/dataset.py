@@ -11,8 +11,15 @@ from router.validate import LogStats, validate_logs
 
 
 def scan_configured(cfg: LogsConfig) -> pl.LazyFrame:
+    """The configured logs as canonical rows, windowed by ``since`` and capped at ``max_queries``.
+
+    Both keep or drop whole queries (every model's answer to a kept query stays), and both come
+    before validation, so a huge log is only validated where it is used.
+    """
     prices = ingest.load_prices(cfg.prices) if cfg.prices else None
-    return ingest.scan_logs(cfg.path, format=cfg.format, wide=cfg.wide_spec(), prices=prices)
+    lf = ingest.scan_logs(cfg.path, format=cfg.format, wide=cfg.wide_spec(), prices=prices)
+    lf = ingest.filter_since(lf, cfg.since)
+    return ingest.cap_queries(lf, cfg.max_queries, seed=cfg.sample_seed)
 
 
 def load_routing_data(cfg: LogsConfig) -> tuple[RoutingData, LogStats]:

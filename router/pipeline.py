@@ -91,7 +91,28 @@ def _log_router_run(label: str, fitted, exp: Experiment, plots_dir: Path) -> Non
 
 
 def run_job(config: str | Path | JobConfig | None = None, *, echo=print) -> JobResult:
-    """Run the whole job; raises on any failure (the CLI turns that into a one-line error)."""
+    """Run the whole job; raises on any failure (the CLI turns that into a one-line error).
+
+    With ``cluster`` in the config, the prompts the cache lacks are embedded on the Dask workers and
+    the LightGBM heads train there (see ``router.cluster``); everything else runs here.
+    """
+    job = config if isinstance(config, JobConfig) else load_config(config)
+    started = time.perf_counter()
+    client = None
+    try:
+        if job.cluster is not None:
+            from router.cluster import connect
+
+            client = connect(job.cluster)
+            echo(f"Dask cluster {job.cluster.address}: {len(client.nthreads())} workers")
+        return _run(job, client, started, echo)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _run(job: JobConfig, client, started: float, echo) -> JobResult:
+    """``run_job`` once the config is loaded and the cluster (if any) connected."""
     import mlflow
 
     from router.export import log_router, save_router
@@ -99,17 +120,24 @@ def run_job(config: str | Path | JobConfig | None = None, *, echo=print) -> JobR
     from router.registry import register_and_promote
     from router.serving import RouterMeta
 
-    job = config if isinstance(config, JobConfig) else load_config(config)
-    started = time.perf_counter()
     data, stats = load_routing_data(job.logs)
     summary = summarize(data, stats)
     echo(summary.to_markdown())
 
-    embedder = job.embedder.build()
-    X, emb = embed_with_cache(embedder, data.prompts, EmbeddingCache(job.embedder.cache_dir))
+    embedder = job.embedder.build()  # the one exported; the cluster path only runs its encode remotely
+    cache = EmbeddingCache(job.embedder.cache_dir)
+    if client is None:
+        X, emb = embed_with_cache(embedder, data.prompts, cache)
+        fit_job = job
+    else:
+        from router.cluster import ClusterEmbedder, with_cluster
+
+        encoder = ClusterEmbedder(embedder, client, job.cluster.partition_size)
+        X, emb = embed_with_cache(encoder, data.prompts, cache, chunk_size=encoder.chunk_size)
+        fit_job = with_cluster(job, job.cluster.address)
     echo(f"\nembeddings: {emb.embedded:,} prompts embedded, {emb.reused:,} reused from cache ({emb.seconds:.1f}s)")
 
-    exp = run_experiment(data, X, job)
+    exp = run_experiment(data, X, fit_job)
     echo("\n" + exp.report.to_markdown())
 
     tracking.configure(job.tracking.experiment, job.tracking.uri, job.tracking.artifact_root)
@@ -117,12 +145,16 @@ def run_job(config: str | Path | JobConfig | None = None, *, echo=print) -> JobR
     with mlflow.start_run(run_name=job.name) as run, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         mlflow.set_tags({"job": job.name, "exported_router": exported, "split": exp.split.how})
+        if job.cluster is not None:
+            mlflow.set_tag("cluster.address", job.cluster.address)
         tracking.log_params({
             "logs.path": job.logs.path, "logs.format": job.logs.format,
             "logs.sha256": file_fingerprint(job.logs.path),
             "embedder.id": embedder.id, **{f"embedder.{k}": v for k, v in embedder.settings().items()},
             "routers": [r.label for r in job.routers], "export_router": exported, "lam": exp.lam,
             "budget": job.budget, **exp.split.sizes(),
+            **({"cluster.address": job.cluster.address, "cluster.partition_size": job.cluster.partition_size,
+                "cluster.workers": len(client.nthreads())} if client is not None else {}),
         })
         tracking.log_json(job.model_dump(mode="json"), "config/resolved_config.json")
         tracking.log_json(summary.to_dict(), "data/summary.json")
@@ -145,6 +177,10 @@ def run_job(config: str | Path | JobConfig | None = None, *, echo=print) -> JobR
                                                 title=f"{job.name}: cost vs quality on held-out queries"), "plots")
 
         fitted = exp.fitted[exported]
+        if client is not None:
+            from router.cluster import detach
+
+            detach(fitted.router)  # the exported router never refits on this cluster
         curve = fitted.result.curve
         meta = RouterMeta(
             models=list(data.models), model_costs=[float(c) for c in fitted.router.model_costs_],

@@ -144,3 +144,33 @@ def test_conflicts_across_files_name_both_files_and_rows(tmp_path):
                                                  rf"logs-00002\.parquet, row=1, query_id='{qid}'.*"
                                                  rf"logs-99999\.parquet, row=1, query_id='{qid}'"):
         validate_logs(ingest.scan_logs(tmp_path))
+
+
+def test_since_and_max_queries_from_config_and_command_line(gen, data, tmp_path):
+    """The job's logs config and every command take the window and the cap; both keep whole queries."""
+    from typer.testing import CliRunner
+
+    from router.cli import app
+    from router.config import LogsConfig
+    from router.dataset import load_routing_data
+
+    since = datetime(2025, 4, 1, tzinfo=timezone.utc)
+    expected = int((data.timestamps >= np.datetime64(since.replace(tzinfo=None))).sum())
+    assert 0 < expected < QUERIES
+    windowed, stats = load_routing_data(LogsConfig(path=str(gen.out), since="2025-04-01"))
+    assert windowed.n_queries == stats.queries == expected
+    capped, _ = load_routing_data(LogsConfig(path=str(gen.out), since="2025-04-01", max_queries=500))
+    assert capped.n_queries == 500 and set(capped.query_ids) <= set(windowed.query_ids)
+    # a kept query keeps every model's answer: same cells as in the full data
+    full_rows = np.searchsorted(data.query_ids, capped.query_ids)
+    assert (capped.mask == data.mask[full_rows]).all()
+
+    out = tmp_path / "summary.json"
+    result = CliRunner().invoke(app, ["summary", str(gen.out), "--since", "2025-04-01", "--max-queries", "500",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    import json
+
+    assert json.loads(out.read_text())["queries"] == 500
+    bad = CliRunner().invoke(app, ["summary", str(gen.out), "--since", "last tuesday"])
+    assert bad.exit_code != 0 and "since" in bad.output

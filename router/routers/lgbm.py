@@ -8,6 +8,8 @@ from router.routers._common import check_choice, row_centre
 from router.routers.base import BaseRouter
 
 TARGETS = ("raw", "centred")
+_SKLEARN_ALIASES = {"min_data_in_leaf": "min_child_samples", "feature_fraction": "colsample_bytree",
+                    "lambda_l2": "reg_lambda", "seed": "random_state"}  # engine name -> sklearn wrapper name
 
 
 class LGBMRouter(BaseRouter):
@@ -20,6 +22,12 @@ class LGBMRouter(BaseRouter):
     ``target="centred"`` fits score minus the query's mean score. Speed settings follow the stack
     notes: ``max_bin=63``, col-wise histograms, and an explicit thread count (default 1: LightGBM
     threads fight badly with other work on a shared 2-core machine).
+
+    ``cluster``: a Dask scheduler address; each regressor then trains on the cluster's workers with
+    ``lightgbm.dask`` (data-parallel, one data part per worker, the worker's thread count) and comes
+    back as a plain booster, so the fitted router pickles and predicts without the cluster. Its
+    best iteration is chosen by replaying early stopping on the full validation curve, computed
+    here from the trained trees (lightgbm.dask has no early-stopping callback).
     """
 
     def __init__(
@@ -37,6 +45,7 @@ class LGBMRouter(BaseRouter):
         validation_fraction: float = 0.15,
         num_threads: int = 1,
         random_state: int = 0,
+        cluster: str | None = None,
     ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -51,6 +60,7 @@ class LGBMRouter(BaseRouter):
         self.validation_fraction = validation_fraction
         self.num_threads = num_threads
         self.random_state = random_state
+        self.cluster = cluster
 
     def _fit(self, X, Y, C, mask) -> None:
         import lightgbm as lgb  # imported here: only this family needs it
@@ -85,24 +95,37 @@ class LGBMRouter(BaseRouter):
         }
         self.boosters_ = []
         self.best_iterations_ = []
-        for j in range(Y.shape[1]):
-            tr, va = mask[:, j] & ~is_val, mask[:, j] & is_val
-            if tr.sum() < 2 * self.min_child_samples or va.sum() == 0:
-                # Too few observations for a tree: predict the observed mean (a constant booster
-                # would need the same data); stored as a float.
-                self.boosters_.append(float(np.mean(T[mask[:, j], j])))
-                self.best_iterations_.append(0)
-                continue
-            dtrain = lgb.Dataset(Z[tr], T[tr, j], params={"max_bin": self.max_bin}, free_raw_data=True)
-            dvalid = lgb.Dataset(Z[va], T[va, j], reference=dtrain)
-            booster = lgb.train(
-                params, dtrain, num_boost_round=self.n_estimators, valid_sets=[dvalid],
-                callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
-            )
-            best = int(booster.best_iteration or self.n_estimators)
-            self.best_iterations_.append(best)
-            # Keep only the trees up to the best iteration: smaller pickles, faster predict.
-            self.boosters_.append(lgb.Booster(model_str=booster.model_to_string(num_iteration=best)))
+        client = None
+        if self.cluster is not None:
+            from router.cluster import connect
+
+            client = connect(self.cluster)
+        try:
+            for j in range(Y.shape[1]):
+                tr, va = mask[:, j] & ~is_val, mask[:, j] & is_val
+                if tr.sum() < 2 * self.min_child_samples or va.sum() == 0:
+                    # Too few observations for a tree: predict the observed mean (a constant booster
+                    # would need the same data); stored as a float.
+                    self.boosters_.append(float(np.mean(T[mask[:, j], j])))
+                    self.best_iterations_.append(0)
+                    continue
+                if client is None:
+                    dtrain = lgb.Dataset(Z[tr], T[tr, j], params={"max_bin": self.max_bin}, free_raw_data=True)
+                    dvalid = lgb.Dataset(Z[va], T[va, j], reference=dtrain)
+                    booster = lgb.train(
+                        params, dtrain, num_boost_round=self.n_estimators, valid_sets=[dvalid],
+                        callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+                    )
+                    best = int(booster.best_iteration or self.n_estimators)
+                else:
+                    booster = _train_dask(client, params, self.n_estimators, Z[tr], T[tr, j])
+                    best = _early_stopped_iteration(booster, Z[va], T[va, j], self.early_stopping_rounds)
+                self.best_iterations_.append(best)
+                # Keep only the trees up to the best iteration: smaller pickles, faster predict.
+                self.boosters_.append(lgb.Booster(model_str=booster.model_to_string(num_iteration=best)))
+        finally:
+            if client is not None:
+                client.close()
 
     def _features(self, X) -> np.ndarray:
         return X if self.pca_ is None else self.pca_.transform(X).astype(np.float32)
@@ -113,3 +136,56 @@ class LGBMRouter(BaseRouter):
         for j, b in enumerate(self.boosters_):
             out[:, j] = b if isinstance(b, float) else b.predict(Z, num_threads=self.num_threads)
         return out
+
+
+def _train_dask(client, params: dict, n_rounds: int, Z: np.ndarray, y: np.ndarray):
+    """One regressor trained on the cluster's workers (``lightgbm.dask``); returns the local booster.
+
+    The rows are split into one part per worker. ``params`` are the local path's; lightgbm.dask
+    sets ``num_threads`` to each worker's thread count itself.
+    """
+    import warnings
+
+    import dask.array as da
+    from lightgbm.dask import DaskLGBMRegressor
+
+    # One part per worker, part i scattered to the i-th worker by address (straight to the workers, not
+    # through the task graph). Two fits can still differ slightly: lightgbm.dask ranks the workers in
+    # the scheduler's who_has order, and each rank finds the histogram bins of its share of the
+    # features from its own rows.
+    workers = sorted(client.nthreads())
+    bounds = np.linspace(0, len(Z), len(workers) + 1).astype(int)
+    X_parts, y_parts = [], []
+    for worker, lo, hi in zip(workers, bounds[:-1], bounds[1:]):
+        if hi > lo:
+            x_f, y_f = client.scatter([Z[lo:hi], y[lo:hi]], workers=[worker], hash=False)
+            X_parts.append(da.from_delayed(x_f, shape=(hi - lo, Z.shape[1]), dtype=Z.dtype))
+            y_parts.append(da.from_delayed(y_f, shape=(hi - lo,), dtype=y.dtype))
+    X_parts, y_parts = da.concatenate(X_parts), da.concatenate(y_parts)
+    # The sklearn wrapper has its own defaults under the alias names: pass the values under those.
+    kwargs = {_SKLEARN_ALIASES.get(k, k): v for k, v in params.items() if k != "num_threads"}
+    model = DaskLGBMRegressor(client=client, n_estimators=n_rounds, **kwargs)
+    # lightgbm.dask calls distributed.wait() without its client: make ours the current one meanwhile.
+    with client.as_current(), warnings.catch_warnings():
+        # The sklearn wrapper always carries n_jobs, which lightgbm.dask replaces by the worker's threads.
+        warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+        model.fit(X_parts, y_parts)
+    return model.to_local().booster_
+
+
+def _early_stopped_iteration(booster, Z_val: np.ndarray, y_val: np.ndarray, rounds: int) -> int:
+    """The iteration ``lgb.early_stopping(rounds)`` on (Z_val, y_val) would keep, from a fully trained booster.
+
+    Validation l2 after each iteration comes from the per-tree outputs (one predict per tree, summed
+    cumulatively); the scan stops where the callback would: ``rounds`` iterations without a new minimum.
+    """
+    n = booster.current_iteration()
+    per_tree = np.stack([booster.predict(Z_val, start_iteration=i, num_iteration=1) for i in range(n)], axis=1)
+    l2 = np.mean((np.cumsum(per_tree, axis=1) - y_val[:, None]) ** 2, axis=0)
+    best = 0
+    for i in range(1, n):
+        if l2[i] < l2[best]:
+            best = i
+        elif i - best >= rounds:
+            break
+    return best + 1
