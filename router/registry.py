@@ -60,9 +60,12 @@ def register_and_promote(
     if previous is None:
         promoted, reason, prev_value = True, "no champion yet", None
     else:
-        prev_value = champion_value(f"models:/{name}/{previous}")
+        try:
+            prev_value, why = champion_value(f"models:/{name}/{previous}"), "cannot be evaluated on these logs"
+        except Exception as exc:  # noqa: BLE001 - e.g. a champion pickled by an older, incompatible release
+            prev_value, why = None, f"could not be loaded or scored by this release ({type(exc).__name__}: {exc})"
         if prev_value is None:
-            promoted, reason = True, f"champion v{previous} cannot be evaluated on these logs"
+            promoted, reason = True, f"champion v{previous} {why}"
         elif challenger_value > prev_value + min_improvement:
             promoted = True
             reason = f"beats champion v{previous}: {challenger_value:.4f} > {prev_value:.4f}"

@@ -241,3 +241,19 @@ def test_rest_serving_on_loopback(first_job, store):
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_unloadable_champion_is_replaced_with_the_reason_recorded(first_job, store):
+    """A champion this release cannot load or score (e.g. pickled by an older release) does not
+    fail the job: the new version takes the alias and its tag says why."""
+    from router.registry import register_and_promote
+
+    def broken(uri):
+        raise AttributeError("'KNNRouter' object has no attribute 'temperature_'")
+
+    before = champion_version()
+    promotion = register_and_promote(first_job[0].model_uri, NAME, 0.0, broken)
+    assert promotion.promoted and champion_version() == promotion.version != before
+    assert "could not be loaded or scored" in promotion.reason and "temperature_" in promotion.reason
+    # put the first job's version back, so the tests after this one see the champion they expect
+    MlflowClient().set_registered_model_alias(NAME, "champion", before)
