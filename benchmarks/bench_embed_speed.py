@@ -33,7 +33,8 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.results import machine, write_section  # noqa: E402
 from router.embed import (  # noqa: E402
-    DEFAULT_BACKEND, DEFAULT_BATCH_SIZES, Embedder, EmbeddingCache, default_model_path, embed_with_cache,
+    AUTO_MAX_SEQ_LENGTH, DEFAULT_BACKEND, DEFAULT_BATCH_SIZES, Embedder, EmbeddingCache, default_model_path,
+    embed_with_cache,
 )
 from router.onnx_embed import available_cores  # noqa: E402
 
@@ -46,11 +47,14 @@ NOISE_SEEDS = 3  # the control: torch vectors + random noise as far from them as
 MAX_GAP_DELTA = 0.005  # the acceptance bar: gap closed within 0.5 points of torch fp32
 
 NAIVE = {"kind": "naive"}
-INT8 = f"ONNX int8 (1 prompt per call, {available_cores()} workers)"
+FULL = {"max_seq_length": None}  # the model's own limit (256 tokens), as the naive encode runs it
+INT8 = f"ONNX int8 (1 prompt per call, {available_cores()} workers), full length"
+DEFAULT = f"ONNX int8, max_seq_length={AUTO_MAX_SEQ_LENGTH} (the default)"
 FAST = {  # name -> Embedder settings; the torch tuned one is added after the sweep
-    f"ONNX fp32 (batch {DEFAULT_BATCH_SIZES['onnx']}, {available_cores()} workers)": {"backend": "onnx"},
-    INT8: {"backend": "onnx-int8"},
-    "ONNX int8, max_seq_length=128": {"backend": "onnx-int8", "max_seq_length": 128},
+    f"ONNX fp32 (batch {DEFAULT_BATCH_SIZES['onnx']}, {available_cores()} workers), full length":
+        {"backend": "onnx", **FULL},
+    INT8: {"backend": "onnx-int8", **FULL},
+    DEFAULT: {},  # Embedder() as the job builds it
 }
 
 
@@ -127,10 +131,11 @@ def tune_torch(texts: list[str], tmp: Path) -> tuple[dict, list[tuple[int, int, 
     best = {g: 0.0 for g in SWEEP}
     for _ in range(2):
         for t, b in SWEEP:
-            res, _ = measure({"backend": "torch", "threads": t, "batch_size": b}, texts_file, tmp, latency_n=0)
+            res, _ = measure({"backend": "torch", "threads": t, "batch_size": b, **FULL}, texts_file, tmp,
+                             latency_n=0)
             best[(t, b)] = max(best[(t, b)], len(texts) / res["seconds"])
     t, b = max(best, key=best.get)
-    return {"backend": "torch", "threads": t, "batch_size": b}, [(t, b, best[(t, b)]) for t, b in SWEEP]
+    return {"backend": "torch", "threads": t, "batch_size": b, **FULL}, [(t, b, best[(t, b)]) for t, b in SWEEP]
 
 
 def speed(configs: dict[str, dict], texts: list[str], rounds: int, latency_n: int, tmp: Path):
@@ -256,7 +261,7 @@ def main() -> None:
         rates, p50, load_s, vectors = speed(configs, texts, args.rounds, args.latency_n, tmp)
     names = list(configs)
     gaps, n_rout, n_models, int8_cos, alpha = routing_quality(
-        {"torch fp32": {"backend": "torch"}, **{k: v for k, v in configs.items() if k in FAST}}, args.routing_n)
+        {"torch fp32": {"backend": "torch", **FULL}, **{k: v for k, v in configs.items() if k in FAST}}, args.routing_n)
     torch_gap = gaps["torch fp32"]
     ref = vectors[names[0]]
     naive_best = max(rates[names[0]])

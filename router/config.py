@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -52,7 +52,10 @@ class EmbedderConfig(_Strict):
     backend: Literal["torch", "onnx", "onnx-int8"] = Field(
         E.DEFAULT_BACKEND, description="torch: sentence-transformers; onnx / onnx-int8: onnxruntime on CPU (faster)")
     batch_size: int | None = Field(None, ge=1, description="prompts per forward pass (default: the backend's)")
-    max_seq_length: int | None = Field(E.DEFAULT_MAX_SEQ_LENGTH, ge=8, description="truncate prompts (tokens)")
+    max_seq_length: Annotated[int, Field(ge=8)] | Literal["auto"] | None = Field(
+        E.DEFAULT_MAX_SEQ_LENGTH,
+        description=f"truncate prompts (tokens); auto: {E.AUTO_MAX_SEQ_LENGTH} for the default model, else the "
+                    "model's own limit; null: the model's own limit")
     normalize: bool = True
     threads: int | None = Field(E.DEFAULT_THREADS, ge=1, description="CPU threads (default: all cores)")
     cache_dir: str = Field(str(ROOT / ".cache" / "embeddings"), description="on-disk embedding cache")

@@ -26,7 +26,11 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-DEFAULT_MAX_SEQ_LENGTH: int | None = None  # None keeps the model's own limit (256 for MiniLM)
+# "auto": 128 tokens for the packaged all-MiniLM-L6-v2 (the length it was trained at; 1.2x faster than its
+# 256 limit with routing unchanged, benchmarks/bench_embed_speed.py), any other model's own limit.
+# None always means the model's own limit (settings saved before "auto" existed say None).
+DEFAULT_MAX_SEQ_LENGTH: int | None | str = "auto"
+AUTO_MAX_SEQ_LENGTH = 128
 BACKENDS = ("torch", "onnx", "onnx-int8")
 # Prompts per forward pass when batch_size is None, per backend (benchmarks/bench_embed_speed.py):
 # torch 32 beats 128 (STACK.md); onnxruntime on 2 cores was fastest with small length-sorted batches
@@ -67,7 +71,9 @@ class Embedder:
 
     ``model`` is ``"default"`` / ``"all-MiniLM-L6-v2"`` (the packaged weights), a local
     directory, or a model name already in the local Hugging Face cache.
-    ``max_seq_length`` truncates long prompts (None keeps the model's own limit).
+    ``max_seq_length`` truncates long prompts: tokens, None for the model's own limit, or "auto"
+    (``AUTO_MAX_SEQ_LENGTH`` for the packaged default model, the model's own limit for any other).
+    It is resolved here, so ``id`` and ``settings`` always hold the number (or None) used.
     ``batch_size``: prompts per forward pass (None: the backend's ``DEFAULT_BATCH_SIZES``; the
     onnx-int8 backend always runs one prompt per call so a vector never depends on its batch).
     ``backend`` is one of ``BACKENDS`` (it changes the vectors slightly, so it is part of ``id``);
@@ -80,7 +86,7 @@ class Embedder:
         model: str = "default",
         *,
         batch_size: int | None = None,
-        max_seq_length: int | None = DEFAULT_MAX_SEQ_LENGTH,
+        max_seq_length: int | None | str = DEFAULT_MAX_SEQ_LENGTH,
         normalize: bool = True,
         device: str = "cpu",
         show_progress: bool | None = None,
@@ -95,8 +101,13 @@ class Embedder:
             raise ValueError(f"backend {backend!r} runs on CPU only, got device={device!r}; use backend='torch'")
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        if not (max_seq_length is None or max_seq_length == "auto"
+                or (isinstance(max_seq_length, int) and not isinstance(max_seq_length, bool) and max_seq_length >= 1)):
+            raise ValueError(f"max_seq_length must be a positive int, None or 'auto', got {max_seq_length!r}")
         self.model = model
         self.batch_size = DEFAULT_BATCH_SIZES[backend] if batch_size is None else batch_size
+        if max_seq_length == "auto":
+            max_seq_length = AUTO_MAX_SEQ_LENGTH if self.is_default else None
         self.max_seq_length = max_seq_length
         self.normalize = normalize
         self.device = device

@@ -154,7 +154,7 @@ def test_onnx_file_shipped_with_weights_is_used(tmp_path, fast_embedders, prompt
     (weights / "onnx").mkdir()
     (weights / "onnx" / onnx_embed.bundled_name("onnx-int8")).symlink_to(built)
     builds = onnx_embed.build_count
-    served = Embedder(str(weights), backend="onnx-int8")
+    served = Embedder.from_settings(fast_embedders["onnx-int8"].settings(), model=str(weights))  # as serving does
     assert served.load().path.parent == weights / "onnx"
     assert onnx_embed.build_count == builds
     np.testing.assert_allclose(served.encode(prompts[:3]), fast_embedders["onnx-int8"].encode(prompts[:3]), atol=1e-6)
@@ -178,3 +178,39 @@ def test_unsupported_models_name_the_torch_backend(tmp_path):
         onnx_embed.ModelSpec(copy)
     with pytest.raises(ValueError, match="runs on CPU only"):
         Embedder(backend="onnx-int8", device="cuda")
+
+
+def test_default_truncates_at_128_tokens_for_the_packaged_model_only(fast_embedders, prompts):
+    """max_seq_length "auto": 128 for the default model (prompts longer than that change, shorter ones
+    do not), the model's own limit for any other model; None still means the model's own limit."""
+    from router.embed import AUTO_MAX_SEQ_LENGTH, default_model_path
+
+    e = fast_embedders["onnx-int8"]
+    assert AUTO_MAX_SEQ_LENGTH == 128 and e.max_seq_length == 128 and e.load().max_seq_length == 128
+    assert e.settings()["max_seq_length"] == 128 and "|max_seq=128|" in e.id  # resolved: serving and cache agree
+    assert Embedder.from_settings(e.settings()).id == e.id
+    legacy = {"model": "default", "max_seq_length": None, "normalize": True, "backend": "onnx-int8"}
+    assert Embedder.from_settings(legacy).max_seq_length is None  # routers exported before "auto" keep 256
+    assert Embedder(str(default_model_path())).max_seq_length is None  # another model (by path): its own limit
+    full = Embedder(backend="onnx-int8", max_seq_length=None)
+    assert full.load().max_seq_length == 256
+    tokens = np.array([len(full.load().tokenizer.encode(p.strip()).ids) for p in prompts])
+    long = tokens > 128
+    assert long.any() and (~long).any(), tokens
+    cos = np.sum(e.encode(prompts) * full.encode(prompts), axis=1)
+    assert cos[~long].min() > 0.99999  # same tokens in, same vector out
+    assert cos[long].max() < 0.9999  # the tail past 128 tokens is dropped
+    with pytest.raises(ValueError, match="max_seq_length must be a positive int, None or 'auto', got 'long'"):
+        Embedder(max_seq_length="long")
+
+
+def test_config_max_seq_length_values(tmp_path):
+    from router.config import load_config
+
+    for text, expected in (("auto", 128), ("null", None), ("64", 64)):
+        (tmp_path / "job.yaml").write_text(f"embedder: {{max_seq_length: {text}}}\n")
+        assert load_config(tmp_path / "job.yaml").embedder.build().max_seq_length == expected
+    assert load_config(None).embedder.build().max_seq_length == 128
+    (tmp_path / "job.yaml").write_text("embedder: {max_seq_length: long}\n")
+    with pytest.raises(ValueError, match=r"job\.yaml: embedder\.max_seq_length"):
+        load_config(tmp_path / "job.yaml")
