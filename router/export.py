@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pickle
 import tempfile
-import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -87,9 +86,7 @@ def log_router(head, embedder: Embedder, meta: RouterMeta, *, name: str = "route
     """Log the router as a pyfunc model in the active MLflow run; returns mlflow's ModelInfo."""
     import mlflow
 
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        # predict takes a DataFrame or a list on purpose; MLflow's type-hint advice does not apply.
-        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
+    with tempfile.TemporaryDirectory() as tmp:
         head_dir = Path(tmp) / "head"
         write_head(head_dir, head, meta)
         return mlflow.pyfunc.log_model(
@@ -116,9 +113,7 @@ def save_router(path: str | Path, head, embedder: Embedder, meta: RouterMeta) ->
     try:
         head_dir = staging / "_head"
         write_head(head_dir, head, meta)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method.*")
-            _save_model(mlflow, staging / "model", head_dir, embedder_artifact(embedder, staging), meta)
+        _save_model(mlflow, staging / "model", head_dir, embedder_artifact(embedder, staging), meta)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")
