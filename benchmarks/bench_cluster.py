@@ -64,7 +64,7 @@ def time_cluster(client, texts: list[str], partition_size: int) -> tuple[np.ndar
     t = time.perf_counter()
     X = remote.encode(texts)
     seconds = time.perf_counter() - t
-    tasks = -(-len(texts) // partition_size)
+    tasks = len(remote.partitions(len(texts)))
     return X, {"name": f"LocalCluster {WORKERS}x{THREADS} thread, partition_size={partition_size}",
                "tasks": tasks, "load": load_s, "seconds": seconds}
 

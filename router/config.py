@@ -110,7 +110,7 @@ class ClusterConfig(_Strict):
     """A running Dask cluster for the heavy steps (see ``router.cluster``); the exported router never needs it."""
 
     address: str = Field(description="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
-    partition_size: int = Field(1024, ge=1, description="prompts per embedding task on a worker")
+    partition_size: int = Field(1024, ge=1, description="at most this many prompts per embedding task")
     timeout: float = Field(30.0, gt=0, description="seconds to wait for the scheduler and a first worker")
 
 

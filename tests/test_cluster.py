@@ -56,6 +56,10 @@ def _one_blas_thread():
 def test_cluster_embedder_gives_the_local_vectors_and_fills_the_cache(client, embedder, mmlu_small, tmp_path):
     prompts = list(dict.fromkeys(mmlu_small.prompts))[:60]
     remote = ClusterEmbedder(embedder, client, partition_size=16)  # 4 tasks, the last one short
+    assert remote.partitions(60) == [(0, 16), (16, 32), (32, 48), (48, 60)]
+    # A partition larger than the work is split so both worker threads get a share.
+    assert ClusterEmbedder(embedder, client, partition_size=1024).partitions(61) == [(0, 31), (31, 61)]
+    assert ClusterEmbedder(embedder, client, partition_size=1024).partitions(1) == [(0, 1)]
     assert remote.id == embedder.id and remote.settings() == embedder.settings()
     assert remote.dimension == embedder.dimension == 384
 
