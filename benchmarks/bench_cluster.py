@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_cluster.py [--n 1000] [--partition-sizes 1024,128] [--no-lgbm] [--no-write]
 
 Embedding: ``--n`` MMLU-Pro questions (sample, seed 0), no cache, a fresh default embedder per
-configuration: the local ``Embedder`` (all cores), then ``router.cluster.ClusterEmbedder`` on a
+configuration: the local ``Embedder`` (all cores), then ``pipelines.cluster.ClusterEmbedder`` on a
 2-worker ``LocalCluster`` (1 thread each, loopback only) for each partition size. Model loading is
 timed apart (locally) or by a warm-up call that loads the model on both workers (cluster), so the
 prompts/s column is steady-state throughput. The cluster vectors are checked against the local ones.
@@ -25,8 +25,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.results import machine, write_section  # noqa: E402
-from router.cluster import ClusterEmbedder  # noqa: E402
-from router.config import ClusterConfig  # noqa: E402
+from pipelines.cluster import ClusterEmbedder  # noqa: E402
+from pipelines.config import ClusterConfig  # noqa: E402
 from router.embed import Embedder, EmbeddingCache, embed_with_cache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +70,8 @@ def time_cluster(client, texts: list[str], partition_size: int) -> tuple[np.ndar
 
 
 def lgbm_rows(address: str) -> list[dict]:
-    from router import ingest, labels
+    from router.data import ingest
+    from router.data import labels
     from router.routers import LGBMRouter
 
     spec = ingest.WideSpec(id_column="question_id", prompt_column="question", task_column="category",

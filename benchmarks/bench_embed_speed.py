@@ -36,7 +36,7 @@ from router.embed import (  # noqa: E402
     AUTO_MAX_SEQ_LENGTH, DEFAULT_BACKEND, DEFAULT_BATCH_SIZES, Embedder, EmbeddingCache, default_model_path,
     embed_with_cache,
 )
-from router.onnx_embed import available_cores  # noqa: E402
+from router.embed.onnx import available_cores  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "mmlu_pro"
@@ -161,7 +161,8 @@ def speed(configs: dict[str, dict], texts: list[str], rounds: int, latency_n: in
 
 
 def routing_data():
-    from router import ingest, labels
+    from router.data import ingest
+    from router.data import labels
 
     spec = ingest.WideSpec(id_column="question_id", prompt_column="question", task_column="category",
                            prompts_file=str(SHARED / "questions.csv.gz"))
@@ -285,7 +286,7 @@ def main() -> None:
     lines = [
         f"## Fast embedding on CPU ({args.n:,} MMLU-Pro prompts, mean {chars:.0f} chars, all-MiniLM-L6-v2)",
         "",
-        f"Command: `.venv/bin/python {command}` on {machine()}. `router.embed.DEFAULT_BACKEND = "
+        f"Command: `.venv/bin/python {command}` on {machine()}. `router.embed.embedder.DEFAULT_BACKEND = "
         f"{DEFAULT_BACKEND!r}`.",
         "",
         f"Other engineers' jobs share these 2 cores (1-min load average {load_before:.1f} at the start, "

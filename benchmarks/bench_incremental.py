@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.generate_logs import generate  # noqa: E402
 from benchmarks.results import machine, write_section  # noqa: E402
-from router.config import JobConfig  # noqa: E402
-from router.pipeline import run_job  # noqa: E402
+from pipelines.config import JobConfig  # noqa: E402
+from pipelines.job import run_job  # noqa: E402
 
 
 def split_logs(all_dir: Path, base_dir: Path, new_share: float) -> tuple[int, int]:

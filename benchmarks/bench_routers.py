@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.results import machine, write_section  # noqa: E402
 from router import ingest  # noqa: E402
-from router.config import JobConfig, RouterSpec  # noqa: E402
+from pipelines.config import JobConfig, RouterSpec  # noqa: E402
 from router.embed import Embedder, EmbeddingCache, embed_with_cache  # noqa: E402
-from router.experiment import run_experiment  # noqa: E402
-from router.labels import RoutingData, build_routing_data  # noqa: E402
+from pipelines.experiment import run_experiment  # noqa: E402
+from router.data.labels import RoutingData, build_routing_data  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 CACHE = EmbeddingCache(ROOT / ".cache" / "bench-embeddings")

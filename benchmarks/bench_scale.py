@@ -33,9 +33,9 @@ def _child(source: str) -> None:
     """Run in the fresh process: the three steps, timed; one JSON line on stdout."""
     import polars as pl
 
-    from router import ingest
-    from router.labels import build_routing_data
-    from router.validate import validate_logs
+    from router.data import ingest
+    from router.data.labels import build_routing_data
+    from router.data.validate import validate_logs
 
     t0 = time.perf_counter()
     lf = ingest.scan_logs(source)

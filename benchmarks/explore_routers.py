@@ -27,7 +27,8 @@ CACHE = ROOT / ".cache" / "bench-embeddings"
 def load(name: str, seed: int = 0):
     """(RoutingData, X, train rows, test rows) for a benchmark dataset; ``seed`` draws the 70/30
     split where the data has no fixed one."""
-    from router import ingest, labels
+    from router.data import ingest
+    from router.data import labels
     from router.embed import Embedder, EmbeddingCache, embed_with_cache
 
     if name == "mmlu_pro":

@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router import ingest, labels
+from router.data import ingest
+from router.data import labels
 from router.embed import Embedder, EmbeddingCache, embed_with_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED_DATA = ROOT.parent / "shared" / "data"
-NQ_SAMPLE = ROOT / "data" / "nq_sample.jsonl"
+NQ_SAMPLE = ROOT / "pipelines" / "sample" / "nq_sample.jsonl"
 MMLU_SPEC = ingest.WideSpec(
     id_column="question_id", prompt_column="question", task_column="category",
     prompts_file=str(FIXTURES / "mmlu_pro" / "questions.csv"),

@@ -7,7 +7,7 @@ import json
 import polars as pl
 from typer.testing import CliRunner
 
-from router.cli import app
+from pipelines.cli import app
 from tests.conftest import FIXTURES, NQ_SAMPLE, shared
 
 runner = CliRunner()

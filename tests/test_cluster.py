@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from router.cluster import ClusterEmbedder, _worker_encode, connect, with_cluster
-from router.config import ClusterConfig, JobConfig, LogsConfig, RouterSpec
+from pipelines.cluster import ClusterEmbedder, _worker_encode, connect, with_cluster
+from pipelines.config import ClusterConfig, JobConfig, LogsConfig, RouterSpec
 from router.embed import Embedder, EmbeddingCache, embed_with_cache
-from router.export import load as load_router
-from router.pipeline import run_job
+from pipelines.export import load as load_router
+from pipelines.job import run_job
 from router.routers import LGBMRouter
 from tests.conftest import NQ_SAMPLE, ROOT
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router.decision import calibrate, choose, lambda_grid
-from router.evaluate import mean_model_costs
+from router.evaluation.decision import calibrate, choose, lambda_grid
+from router.evaluation.metrics import mean_model_costs
 
 # Two models, costs 1 and 3 (cost gap 2). Predicted advantage of the dear model per query:
 # 0.8, 0.4, 0.2, -0.1 -> query i goes dear while advantage > 2 * lam.

@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 
-from router import onnx_embed
+from router.embed import onnx as onnx_embed
 from router.embed import BACKENDS, DEFAULT_BACKEND, Embedder, EmbeddingCache, embed_with_cache
 from tests.conftest import TEST_CACHE
 
@@ -183,7 +183,7 @@ def test_unsupported_models_name_the_torch_backend(tmp_path):
 def test_default_truncates_at_128_tokens_for_the_packaged_model_only(fast_embedders, prompts):
     """max_seq_length "auto": 128 for the default model (prompts longer than that change, shorter ones
     do not), the model's own limit for any other model; None still means the model's own limit."""
-    from router.embed import AUTO_MAX_SEQ_LENGTH, default_model_path
+    from router.embed.embedder import AUTO_MAX_SEQ_LENGTH, default_model_path
 
     e = fast_embedders["onnx-int8"]
     assert AUTO_MAX_SEQ_LENGTH == 128 and e.max_seq_length == 128 and e.load().max_seq_length == 128
@@ -205,7 +205,7 @@ def test_default_truncates_at_128_tokens_for_the_packaged_model_only(fast_embedd
 
 
 def test_config_max_seq_length_values(tmp_path):
-    from router.config import load_config
+    from pipelines.config import load_config
 
     for text, expected in (("auto", 128), ("null", None), ("64", 64)):
         (tmp_path / "job.yaml").write_text(f"embedder: {{max_seq_length: {text}}}\n")

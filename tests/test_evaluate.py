@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from router import evaluate as E
-from router.labels import RoutingData, model_means
-from router.splits import split_queries
+from router.evaluation import metrics as E
+from router.data.labels import RoutingData, model_means
+from router.evaluation.splits import split_queries
 
 
 def make_data(scores, costs=None, tasks=None, models=None) -> RoutingData:

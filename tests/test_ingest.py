@@ -11,9 +11,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from router import ingest, labels
-from router import schema as S
-from router.validate import validate_logs
+from router.data import ingest
+from router.data import labels
+from router.data import schema as S
+from router.data.validate import validate_logs
 from tests.conftest import FIXTURES, MMLU_SPEC, NQ_SAMPLE, shared
 
 

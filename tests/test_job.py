@@ -25,8 +25,8 @@ import pytest
 from mlflow import MlflowClient
 
 import router
-from router.config import JobConfig, LogsConfig, RouterSpec
-from router.pipeline import run_job
+from pipelines.config import JobConfig, LogsConfig, RouterSpec
+from pipelines.job import run_job
 from tests.conftest import NQ_SAMPLE, ROOT, TEST_CACHE
 
 NAME = "nq-test-router"
@@ -194,8 +194,8 @@ def test_job_killed_during_export_leaves_champion(first_job, store):
             real(*args, **kwargs)          # the model files are written...
             os.kill(os.getpid(), signal.SIGKILL)   # ...and the job dies before registering
         mlflow.pyfunc.log_model = dying
-        from router.config import JobConfig
-        from router.pipeline import run_job
+        from pipelines.config import JobConfig
+        from pipelines.job import run_job
         run_job(JobConfig.model_validate_json({job_config(store).model_dump_json()!r}))
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
@@ -247,7 +247,7 @@ def test_rest_serving_on_loopback(first_job, store):
 def test_unloadable_champion_is_replaced_with_the_reason_recorded(first_job, store):
     """A champion this release cannot load or score (e.g. pickled by an older release) does not
     fail the job: the new version takes the alias and its tag says why."""
-    from router.registry import register_and_promote
+    from pipelines.registry import register_and_promote
 
     def broken(uri):
         raise AttributeError("'KNNRouter' object has no attribute 'temperature_'")

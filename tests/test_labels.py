@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router import labels
+from router.data import labels
 
 nan = np.nan
 

@@ -7,10 +7,10 @@ import struct
 import numpy as np
 import pytest
 
-from router import evaluate as E
-from router.labels import model_means
-from router.plots import plot_cost_quality, plot_routing_share
-from router.splits import split_queries
+from router.evaluation import metrics as E
+from router.data.labels import model_means
+from router.evaluation.plots import plot_cost_quality, plot_routing_share
+from router.evaluation.splits import split_queries
 
 
 def png_size(path) -> tuple[int, int]:

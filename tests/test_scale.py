@@ -11,10 +11,11 @@ import polars as pl
 import pytest
 
 from benchmarks.generate_logs import generate, read_manifest
-from router import ingest, labels
-from router import schema as S
-from router.schema import LogValidationError
-from router.validate import validate_logs
+from router.data import ingest
+from router.data import labels
+from router.data import schema as S
+from router.data.schema import LogValidationError
+from router.data.validate import validate_logs
 
 QUERIES, MODELS = 20_000, 5
 
@@ -150,9 +151,9 @@ def test_since_and_max_queries_from_config_and_command_line(gen, data, tmp_path)
     """The job's logs config and every command take the window and the cap; both keep whole queries."""
     from typer.testing import CliRunner
 
-    from router.cli import app
-    from router.config import LogsConfig
-    from router.dataset import load_routing_data
+    from pipelines.cli import app
+    from pipelines.config import LogsConfig
+    from pipelines.prepare import load_routing_data
 
     since = datetime(2025, 4, 1, tzinfo=timezone.utc)
     expected = int((data.timestamps >= np.datetime64(since.replace(tzinfo=None))).sum())

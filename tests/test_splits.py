@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from router.splits import given_split, has_given_split, resolve_split, split_queries
+from router.evaluation.splits import given_split, has_given_split, resolve_split, split_queries
 
 
 def _assert_partition(split, n):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from router import ingest
-from router.schema import LogValidationError
-from router.validate import validate_logs
+from router.data import ingest
+from router.data.schema import LogValidationError
+from router.data.validate import validate_logs
 from tests.conftest import NQ_SAMPLE
 
 
@@ -90,7 +90,7 @@ def test_unknown_split_value(tmp_path, rows):
 
 
 def test_incomplete_rows_are_masked_not_dropped(tmp_path, rows):
-    from router.labels import build_routing_data
+    from router.data.labels import build_routing_data
 
     sparse = rows.with_columns(pl.when(pl.int_range(pl.len()) % 7 == 0).then(None).otherwise(pl.col("score"))
                                .alias("score"))

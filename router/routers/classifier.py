@@ -6,7 +6,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 
-from router import labels
+from router.data import labels
 from router.routers._common import as_grid, check_choice, folds, pick_best, routing_quality
 from router.routers.base import BaseRouter
 from router.routers.linear import standardise_stats

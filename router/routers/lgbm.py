@@ -97,7 +97,7 @@ class LGBMRouter(BaseRouter):
         self.best_iterations_ = []
         client = None
         if self.cluster is not None:
-            from router.cluster import connect
+            from pipelines.cluster import connect
 
             client = connect(self.cluster)
         try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import polars as pl
 
-from router import schema as S
+from router.data import schema as S
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from router.labels import RoutingData, best_model_labels, model_means, oracle_scores
-from router.validate import LogStats
+from router.data.labels import RoutingData, best_model_labels, model_means, oracle_scores
+from router.data.validate import LogStats
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from router.config import JobConfig, RouterSpec
-from router.decision import calibrate
-from router.evaluate import EvaluationReport, RouterResult, build_report, evaluate_router
-from router.labels import RoutingData
+from pipelines.config import JobConfig, RouterSpec
+from router.evaluation.decision import calibrate
+from router.evaluation.metrics import EvaluationReport, RouterResult, build_report, evaluate_router
+from router.data.labels import RoutingData
 from router.routers import BaseRouter, make_router
-from router.splits import Split, resolve_split
+from router.evaluation.splits import Split, resolve_split
 
 
 @dataclass

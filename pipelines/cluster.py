@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from router.config import ClusterConfig, JobConfig
+from pipelines.config import ClusterConfig, JobConfig
 from router.embed import Embedder
 
 INSTALL_HINT = "pip install 'learned-router[cluster]'"

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from router.decision import choose, lambda_grid
-from router.labels import RoutingData, best_model_labels, model_means
+from router.evaluation.decision import choose, lambda_grid
+from router.data.labels import RoutingData, best_model_labels, model_means
 
 # --------------------------------------------------------------------------- basic metrics
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from router import schema as S
-from router.labels import cell_numbers
-from router.schema import LogValidationError
+from router.data import schema as S
+from router.data.labels import cell_numbers
+from router.data.schema import LogValidationError
 
 _SAMPLE = 5
 _SEED = 0x5EED

@@ -18,8 +18,8 @@ from typing import Literal
 
 import polars as pl
 
-from router import schema as S
-from router.schema import LogValidationError
+from router.data import schema as S
+from router.data.schema import LogValidationError
 
 LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".csv", ".tsv")
 LogFormat = Literal["auto", "long", "wide", "pairwise"]

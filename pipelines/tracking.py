@@ -1,6 +1,6 @@
 """MLflow set-up and logging helpers: the only module that writes to the tracking server.
 
-Default: a SQLite database and artifact folder under the project (no server needed);
+Default: a SQLite database and an artifact folder in the working directory (no server needed);
 ``MLFLOW_TRACKING_URI`` (or the job config) points at a team server instead.
 """
 
@@ -11,12 +11,9 @@ import os
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TRACKING_URI = f"sqlite:///{ROOT / 'mlruns.db'}"
-DEFAULT_ARTIFACT_ROOT = ROOT / "mlruns"
 
 
-def configure(experiment: str, tracking_uri: str | None = None, artifact_root: str | Path | None = None) -> str:
+def configure(experiment: str, tracking_uri: str, artifact_root: str | Path | None) -> str:
     """Point mlflow at the tracking store and experiment; returns the experiment id.
 
     The experiment's artifact location is set explicitly when it is created: otherwise MLflow 3
@@ -26,15 +23,14 @@ def configure(experiment: str, tracking_uri: str | None = None, artifact_root: s
 
     # Per-file download bars flood cron mail and CI logs; the job prints its own progress.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         exp_id = found.experiment_id
     else:
         location = None
-        if uri.startswith("sqlite:") or artifact_root is not None:
-            root = Path(artifact_root) if artifact_root is not None else DEFAULT_ARTIFACT_ROOT
+        if artifact_root is not None:
+            root = Path(artifact_root)
             root.mkdir(parents=True, exist_ok=True)
             location = root.resolve().as_uri()
         exp_id = mlflow.create_experiment(experiment, artifact_location=location)

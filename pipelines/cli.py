@@ -29,7 +29,7 @@ MaxQueriesOpt = Annotated[Optional[int], typer.Option(
 def _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices, since=None,
                  max_queries=None, base=None):
     """LogsConfig from command-line options; ``base`` (a config file's logs) supplies the rest."""
-    from router.config import LogsConfig
+    from pipelines.config import LogsConfig
 
     given = {"path": logs, "format": fmt if logs is not None or base is None else None, "id_column": id_column,
              "prompt_column": prompt_column, "task_column": task_column, "prompts_file": prompts_file,
@@ -65,9 +65,9 @@ def summary(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the summary as JSON")] = None,
 ) -> None:
     """Validate logs and print queries, models, per-model score/cost, best single model and oracle."""
-    from router.dataset import load_routing_data
-    from router.schema import LogValidationError
-    from router.summary import summarize
+    from pipelines.prepare import load_routing_data
+    from router.data.schema import LogValidationError
+    from router.data.summary import summarize
 
     try:
         cfg = _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices, since,
@@ -98,11 +98,11 @@ def ingest(
     max_queries: MaxQueriesOpt = None,
 ) -> None:
     """Validate logs of any supported format and write them in the canonical long format."""
-    from router import schema as S
-    from router.dataset import scan_configured
+    from router.data import schema as S
+    from pipelines.prepare import scan_configured
     from router.io import atomic_path
-    from router.schema import LogValidationError
-    from router.validate import validate_logs
+    from router.data.schema import LogValidationError
+    from router.data.validate import validate_logs
 
     try:
         cfg = _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices, since,
@@ -129,10 +129,10 @@ def embed(
     config: Annotated[Optional[Path], typer.Option("--config", help="job config: logs and embedder settings")] = None,
 ) -> None:
     """Embed the logs' prompts into the on-disk cache (only prompts not cached yet are encoded)."""
-    from router.config import load_config
-    from router.dataset import load_routing_data
+    from pipelines.config import load_config
+    from pipelines.prepare import load_routing_data
     from router.embed import EmbeddingCache, embed_with_cache
-    from router.schema import LogValidationError
+    from router.data.schema import LogValidationError
 
     try:
         job = load_config(config)
@@ -168,11 +168,11 @@ def evaluate(
 
     A `split` column in the logs (train/test/ood) is used as given; otherwise a seeded split by query.
     """
-    from router.config import RouterSpec, load_config
-    from router.dataset import load_routing_data
+    from pipelines.config import RouterSpec, load_config
+    from pipelines.prepare import load_routing_data
     from router.embed import EmbeddingCache, embed_with_cache
-    from router.experiment import run_experiment
-    from router.schema import LogValidationError
+    from pipelines.experiment import run_experiment
+    from router.data.schema import LogValidationError
 
     try:
         job = load_config(config)
@@ -205,7 +205,7 @@ def evaluate(
         write_text_atomic(report_json, json.dumps(exp.report.to_dict(), indent=2))
         typer.echo(f"report written to {report_json}")
     if plot and exp.report.baselines.has_cost:
-        from router.plots import plot_cost_quality
+        from router.evaluation.plots import plot_cost_quality
 
         plot_cost_quality(exp.report, plot)
         typer.echo(f"cost-quality curve written to {plot}")
@@ -218,8 +218,8 @@ def train(
     max_queries: MaxQueriesOpt = None,
 ) -> None:
     """Run the job: ingest -> labels -> embed (cached) -> fit -> evaluate -> MLflow -> export -> register."""
-    from router.config import load_config
-    from router.pipeline import run_job
+    from pipelines.config import load_config
+    from pipelines.job import run_job
 
     try:
         job = load_config(config)

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from router import tracking
-from router.config import JobConfig, load_config
-from router.dataset import load_routing_data
+from pipelines import tracking
+from pipelines.config import JobConfig, load_config
+from pipelines.prepare import load_routing_data
 from router.embed import EmbeddingCache, embed_with_cache
-from router.experiment import Experiment, run_experiment
-from router.ingest import resolve_paths
-from router.labels import RoutingData
-from router.summary import summarize
+from pipelines.experiment import Experiment, run_experiment
+from router.data.ingest import resolve_paths
+from router.data.labels import RoutingData
+from router.data.summary import summarize
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def held_out_utility(choices: np.ndarray, test: RoutingData, rows: np.ndarray, l
 
 def _champion_value(uri: str, exp: Experiment, lam: float, rows: np.ndarray, model_costs: np.ndarray):
     """The current champion's held-out utility on this job's test queries (None if incomparable)."""
-    from router.export import load
+    from pipelines.export import load
 
     service = load(uri)
     missing = [m for m in service.models if m not in exp.test.models]
@@ -76,7 +76,7 @@ def _champion_value(uri: str, exp: Experiment, lam: float, rows: np.ndarray, mod
 def _log_router_run(label: str, fitted, exp: Experiment, plots_dir: Path) -> None:
     import mlflow
 
-    from router.plots import plot_routing_share
+    from router.evaluation.plots import plot_routing_share
 
     with mlflow.start_run(run_name=label, nested=True):
         tracking.log_params({"family": fitted.spec.family, "lam": exp.lam,
@@ -94,14 +94,14 @@ def run_job(config: str | Path | JobConfig | None = None, *, echo=print) -> JobR
     """Run the whole job; raises on any failure (the CLI turns that into a one-line error).
 
     With ``cluster`` in the config, the prompts the cache lacks are embedded on the Dask workers and
-    the LightGBM heads train there (see ``router.cluster``); everything else runs here.
+    the LightGBM heads train there (see ``pipelines.cluster``); everything else runs here.
     """
     job = config if isinstance(config, JobConfig) else load_config(config)
     started = time.perf_counter()
     client = None
     try:
         if job.cluster is not None:
-            from router.cluster import connect
+            from pipelines.cluster import connect
 
             client = connect(job.cluster)
             echo(f"Dask cluster {job.cluster.address}: {len(client.nthreads())} workers")
@@ -115,10 +115,10 @@ def _run(job: JobConfig, client, started: float, echo) -> JobResult:
     """``run_job`` once the config is loaded and the cluster (if any) connected."""
     import mlflow
 
-    from router.export import log_router, save_router
-    from router.plots import plot_cost_quality
-    from router.registry import register_and_promote
-    from router.serving import RouterMeta
+    from pipelines.export import log_router, save_router
+    from router.evaluation.plots import plot_cost_quality
+    from pipelines.registry import register_and_promote
+    from router.serve.service import RouterMeta
 
     data, stats = load_routing_data(job.logs)
     summary = summarize(data, stats)
@@ -130,7 +130,7 @@ def _run(job: JobConfig, client, started: float, echo) -> JobResult:
         X, emb = embed_with_cache(embedder, data.prompts, cache)
         fit_job = job
     else:
-        from router.cluster import ClusterEmbedder, with_cluster
+        from pipelines.cluster import ClusterEmbedder, with_cluster
 
         encoder = ClusterEmbedder(embedder, client, job.cluster.partition_size)
         X, emb = embed_with_cache(encoder, data.prompts, cache, chunk_size=encoder.chunk_size)
@@ -140,7 +140,7 @@ def _run(job: JobConfig, client, started: float, echo) -> JobResult:
     exp = run_experiment(data, X, fit_job)
     echo("\n" + exp.report.to_markdown())
 
-    tracking.configure(job.tracking.experiment, job.tracking.uri, job.tracking.artifact_root)
+    tracking.configure(job.tracking.experiment, job.tracking.resolved_uri(), job.tracking.resolved_artifact_root())
     exported = job.exported_spec().label
     with mlflow.start_run(run_name=job.name) as run, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -178,7 +178,7 @@ def _run(job: JobConfig, client, started: float, echo) -> JobResult:
 
         fitted = exp.fitted[exported]
         if client is not None:
-            from router.cluster import detach
+            from pipelines.cluster import detach
 
             detach(fitted.router)  # the exported router never refits on this cluster
         curve = fitted.result.curve

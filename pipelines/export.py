@@ -16,10 +16,12 @@ import numpy as np
 import pandas as pd
 
 from router.embed import Embedder
-from router.serving import HEAD_FILE, META_FILE, RouterMeta, RouterService
+from router.serve.service import HEAD_FILE, META_FILE, RouterMeta, RouterService
 
-PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
-PACKAGE_DIR = Path(__file__).parent
+import router.serve
+
+PYFUNC_FILE = Path(router.serve.__file__).with_name("pyfunc_model.py")
+PACKAGE_DIR = Path(router.serve.__file__).parents[1]
 INPUT_EXAMPLE = ["what is the capital of australia?", "Prove that the square root of 2 is irrational."]
 
 
@@ -37,14 +39,14 @@ def embedder_artifact(embedder: Embedder, staging: Path) -> Path:
     """The folder exported as the ``embedder`` artifact: the weights, plus the ONNX file if one is used.
 
     For the ONNX backends the built file goes in ``onnx/`` beside a copy of the weights, where
-    ``router.onnx_embed.onnx_file`` finds it: a service loads it as is (no export step, no torch work).
+    ``router.embed.onnx.onnx_file`` finds it: a service loads it as is (no export step, no torch work).
     """
     weights = embedder_weights_dir(embedder)
     if embedder.backend == "torch":
         return weights
     import shutil
 
-    from router.onnx_embed import bundled_name
+    from router.embed.onnx import bundled_name
 
     target = staging / "embedder"
     # The weights' own onnx/ variants (hub repos ship several) are not what this router runs.

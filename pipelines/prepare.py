@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from router import ingest
-from router.config import LogsConfig
-from router.labels import RoutingData, build_routing_data
-from router.validate import LogStats, validate_logs
+from router.data import ingest
+from pipelines.config import LogsConfig
+from router.data.labels import RoutingData, build_routing_data
+from router.data.validate import LogStats, validate_logs
 
 
 def scan_configured(cfg: LogsConfig) -> pl.LazyFrame:

@@ -18,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from router.labels import RoutingData
+from router.data.labels import RoutingData
 
 SPLIT_VALUES = ("train", "test", "ood")
 

@@ -1,4 +1,4 @@
-"""MLflow pyfunc model-from-code: the exported router. Logged by ``router.export``.
+"""MLflow pyfunc model-from-code: the exported router. Logged by ``pipelines.export``.
 
 ``load_context`` loads the embedder (weights inside the model's artifacts) and the fitted head
 once; ``predict`` only serves. Input: a DataFrame with a ``prompt`` column (or a list of
@@ -12,7 +12,7 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from router.serving import RouterService
+from router.serve.service import RouterService
 
 
 class RouterPyfunc(PythonModel):

@@ -1,11 +1,14 @@
 """Typed job configuration: the one home for defaults. Unknown keys are rejected.
 
-A job config is YAML (see ``pipelines/*.yaml``); every field has a comment-like description and a
+A job config is YAML (see ``pipelines/configs/*.yaml``); every field has a description and a
 default here, nowhere else. ``load_config`` validates it and names the bad key on failure.
+Relative paths (logs, cache, export folder, the default MLflow store) are relative to the working
+directory the job runs in, never to the installed package.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
@@ -13,11 +16,11 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from router import embed as E
-from router.ingest import WideSpec
+from router.embed import embedder as E
+from router.data.ingest import WideSpec
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_LOGS = ROOT / "data" / "nq_sample.jsonl"
+# The bundled sample ships inside the package (package data), so an installed `router train` finds it.
+SAMPLE_LOGS = Path(__file__).resolve().parent / "sample" / "nq_sample.jsonl"
 _WIDE = WideSpec()
 
 
@@ -28,7 +31,7 @@ class _Strict(BaseModel):
 class LogsConfig(_Strict):
     """Where the logs are and how to read them."""
 
-    path: str = Field(str(DEFAULT_LOGS), description="file, glob or directory of logs")
+    path: str = Field(str(SAMPLE_LOGS), description="file, glob or directory of logs (default: the bundled sample)")
     format: Literal["auto", "long", "wide", "pairwise"] = Field("auto", description="auto: from the columns")
     id_column: str = Field(_WIDE.id_column, description="wide format: query id column")
     prompt_column: str = Field(_WIDE.prompt_column, description="wide format: prompt column")
@@ -58,7 +61,7 @@ class EmbedderConfig(_Strict):
                     "model's own limit; null: the model's own limit")
     normalize: bool = True
     threads: int | None = Field(E.DEFAULT_THREADS, ge=1, description="CPU threads (default: all cores)")
-    cache_dir: str = Field(str(ROOT / ".cache" / "embeddings"), description="on-disk embedding cache")
+    cache_dir: str = Field(".cache/embeddings", description="on-disk embedding cache")
 
     def build(self) -> E.Embedder:
         return E.Embedder(self.model, batch_size=self.batch_size, max_seq_length=self.max_seq_length,
@@ -95,9 +98,22 @@ def _default_routers() -> list[RouterSpec]:
 
 
 class TrackingConfig(_Strict):
-    uri: str | None = Field(None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI or sqlite under the repo")
+    """Where MLflow runs and registered models go."""
+
+    uri: str | None = Field(
+        None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db here")
     experiment: str = Field("learned-router", description="MLflow experiment name")
-    artifact_root: str | None = Field(None, description="artifact folder for a new local experiment")
+    artifact_root: str | None = Field(
+        None, description="artifact folder of a new experiment; default ./mlruns on a local sqlite store, "
+                          "the server's own default otherwise")
+
+    def resolved_uri(self) -> str:
+        return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns.db"
+
+    def resolved_artifact_root(self) -> str | None:
+        if self.artifact_root is None and self.resolved_uri().startswith("sqlite:"):
+            return "mlruns"
+        return self.artifact_root
 
 
 class RegistryConfig(_Strict):
@@ -107,7 +123,7 @@ class RegistryConfig(_Strict):
 
 
 class ClusterConfig(_Strict):
-    """A running Dask cluster for the heavy steps (see ``router.cluster``); the exported router never needs it."""
+    """A running Dask cluster for the heavy steps (see ``pipelines.cluster``); the exported router never needs it."""
 
     address: str = Field(description="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
     partition_size: int = Field(1024, ge=1, description="at most this many prompts per embedding task")
@@ -127,7 +143,7 @@ class JobConfig(_Strict):
     budget: float | None = Field(None, gt=0, description="$ per query: calibrate lam to it on held-out queries")
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
-    export_dir: str = Field(str(ROOT / "models"), description="local copy of the exported router: <dir>/<name>")
+    export_dir: str = Field("models", description="local copy of the exported router: <dir>/<name>")
     cluster: ClusterConfig | None = Field(
         None, description="Dask cluster: embed and fit LightGBM heads on its workers (None: all local)")
 
