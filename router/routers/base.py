@@ -12,17 +12,21 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from router.evaluation.decision import choose
+
 
 class BaseRouter(BaseEstimator):
     """Base class: subclasses implement ``_fit`` and ``_predict_scores``.
 
-    fit(X, Y, C=None, mask=None):
+    fit(X, Y, C=None, mask=None, **fit_params):
         X (n, d) float features; Y (n, m) scores with NaN where unknown; C (n, m) $ cost with NaN
         where unknown (optional); mask (n, m) bool, True where Y is observed (default: ~isnan(Y)).
+        ``fit_params`` are family-specific run-time resources (e.g. ``client=`` for ``lgbm``), not
+        hyper-parameters: they are used during the fit and never stored.
     predict_scores(X) -> (n, m) predicted score per model, in the column order of Y.
     """
 
-    def fit(self, X, Y, C=None, mask=None):
+    def fit(self, X, Y, C=None, mask=None, **fit_params):
         X, Y, C, mask = check_fit_inputs(X, Y, C, mask)
         self.n_features_in_ = X.shape[1]
         self.n_models_ = Y.shape[1]
@@ -31,7 +35,7 @@ class BaseRouter(BaseEstimator):
             known = np.isfinite(C)
             self.model_costs_ = np.where(known.any(axis=0), np.nansum(np.where(known, C, 0), 0) /
                                          np.maximum(known.sum(0), 1), 0.0)
-        self._fit(X, Y, C, mask)
+        self._fit(X, Y, C, mask, **fit_params)
         return self
 
     def predict_scores(self, X) -> np.ndarray:
@@ -40,10 +44,9 @@ class BaseRouter(BaseEstimator):
         return np.asarray(self._predict_scores(X), dtype=np.float64)
 
     def route(self, X, lam: float = 0.0, costs=None) -> np.ndarray:
-        """Index of the chosen model per query: argmax of predicted score - lam * cost."""
-        scores = self.predict_scores(X)
-        costs = self.model_costs_ if costs is None else np.asarray(costs, dtype=np.float64)
-        return np.argmax(scores - lam * costs, axis=1)
+        """Index of the chosen model per query, by the one decision rule (``decision.choose``)."""
+        costs = self.model_costs_ if costs is None else costs
+        return choose(self.predict_scores(X), costs, lam)
 
     # subclasses ---------------------------------------------------------------------------
     def _fit(self, X, Y, C, mask) -> None:  # pragma: no cover - abstract

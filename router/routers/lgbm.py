@@ -23,11 +23,12 @@ class LGBMRouter(BaseRouter):
     notes: ``max_bin=63``, col-wise histograms, and an explicit thread count (default 1: LightGBM
     threads fight badly with other work on a shared 2-core machine).
 
-    ``cluster``: a Dask scheduler address; each regressor then trains on the cluster's workers with
-    ``lightgbm.dask`` (data-parallel, one data part per worker, the worker's thread count) and comes
-    back as a plain booster, so the fitted router pickles and predicts without the cluster. Its
-    best iteration is chosen by replaying early stopping on the full validation curve, computed
-    here from the trained trees (lightgbm.dask has no early-stopping callback).
+    ``fit(..., client=...)``: a connected ``distributed.Client`` (the job opens and closes it; the
+    router never does); each regressor then trains on the cluster's workers with ``lightgbm.dask``
+    (data-parallel, one data part per worker, the worker's thread count) and comes back as a plain
+    booster, so the fitted router predicts and exports without the cluster. Its best iteration is
+    chosen by replaying early stopping on the full validation curve, computed here from the
+    trained trees (lightgbm.dask has no early-stopping callback).
     """
 
     def __init__(
@@ -45,7 +46,6 @@ class LGBMRouter(BaseRouter):
         validation_fraction: float = 0.15,
         num_threads: int = 1,
         random_state: int = 0,
-        cluster: str | None = None,
     ):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -60,21 +60,23 @@ class LGBMRouter(BaseRouter):
         self.validation_fraction = validation_fraction
         self.num_threads = num_threads
         self.random_state = random_state
-        self.cluster = cluster
 
-    def _fit(self, X, Y, C, mask) -> None:
+    def _fit(self, X, Y, C, mask, client=None) -> None:
         import lightgbm as lgb  # imported here: only this family needs it
 
         check_choice("target", self.target, TARGETS)
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if not 1 <= self.num_threads <= 2:
-            raise ValueError(f"num_threads must be 1 or 2 on this project's machines, got {self.num_threads}")
-        self.pca_ = None
+        if self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+        # The projection is kept as two arrays (not a PCA object): predicting needs no scikit-learn.
+        self.pca_mean_ = self.pca_components_ = None
         if self.n_components is not None and self.n_components < X.shape[1]:
             from sklearn.decomposition import PCA
 
-            self.pca_ = PCA(self.n_components, svd_solver="randomized", random_state=self.random_state).fit(X)
+            pca = PCA(self.n_components, svd_solver="randomized", random_state=self.random_state).fit(X)
+            self.pca_mean_ = pca.mean_.astype(np.float32)
+            self.pca_components_ = pca.components_.astype(np.float32)
         Z = self._features(X)
         T = row_centre(Y, mask) if self.target == "centred" else Y
         rng = np.random.default_rng(self.random_state)
@@ -95,40 +97,33 @@ class LGBMRouter(BaseRouter):
         }
         self.boosters_ = []
         self.best_iterations_ = []
-        client = None
-        if self.cluster is not None:
-            from pipelines.cluster import connect
-
-            client = connect(self.cluster)
-        try:
-            for j in range(Y.shape[1]):
-                tr, va = mask[:, j] & ~is_val, mask[:, j] & is_val
-                if tr.sum() < 2 * self.min_child_samples or va.sum() == 0:
-                    # Too few observations for a tree: predict the observed mean (a constant booster
-                    # would need the same data); stored as a float.
-                    self.boosters_.append(float(np.mean(T[mask[:, j], j])))
-                    self.best_iterations_.append(0)
-                    continue
-                if client is None:
-                    dtrain = lgb.Dataset(Z[tr], T[tr, j], params={"max_bin": self.max_bin}, free_raw_data=True)
-                    dvalid = lgb.Dataset(Z[va], T[va, j], reference=dtrain)
-                    booster = lgb.train(
-                        params, dtrain, num_boost_round=self.n_estimators, valid_sets=[dvalid],
-                        callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
-                    )
-                    best = int(booster.best_iteration or self.n_estimators)
-                else:
-                    booster = _train_dask(client, params, self.n_estimators, Z[tr], T[tr, j])
-                    best = _early_stopped_iteration(booster, Z[va], T[va, j], self.early_stopping_rounds)
-                self.best_iterations_.append(best)
-                # Keep only the trees up to the best iteration: smaller pickles, faster predict.
-                self.boosters_.append(lgb.Booster(model_str=booster.model_to_string(num_iteration=best)))
-        finally:
-            if client is not None:
-                client.close()
+        for j in range(Y.shape[1]):
+            tr, va = mask[:, j] & ~is_val, mask[:, j] & is_val
+            if tr.sum() < 2 * self.min_child_samples or va.sum() == 0:
+                # Too few observations for a tree: predict the observed mean (a constant booster
+                # would need the same data); stored as a float.
+                self.boosters_.append(float(np.mean(T[mask[:, j], j])))
+                self.best_iterations_.append(0)
+                continue
+            if client is None:
+                dtrain = lgb.Dataset(Z[tr], T[tr, j], params={"max_bin": self.max_bin}, free_raw_data=True)
+                dvalid = lgb.Dataset(Z[va], T[va, j], reference=dtrain)
+                booster = lgb.train(
+                    params, dtrain, num_boost_round=self.n_estimators, valid_sets=[dvalid],
+                    callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+                )
+                best = int(booster.best_iteration or self.n_estimators)
+            else:
+                booster = _train_dask(client, params, self.n_estimators, Z[tr], T[tr, j])
+                best = _early_stopped_iteration(booster, Z[va], T[va, j], self.early_stopping_rounds)
+            self.best_iterations_.append(best)
+            # Keep only the trees up to the best iteration: smaller pickles, faster predict.
+            self.boosters_.append(lgb.Booster(model_str=booster.model_to_string(num_iteration=best)))
 
     def _features(self, X) -> np.ndarray:
-        return X if self.pca_ is None else self.pca_.transform(X).astype(np.float32)
+        if self.pca_components_ is None:
+            return X
+        return ((X - self.pca_mean_) @ self.pca_components_.T).astype(np.float32)
 
     def _predict_scores(self, X) -> np.ndarray:
         Z = self._features(X)
