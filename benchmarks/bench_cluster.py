@@ -25,12 +25,12 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.results import machine, write_section  # noqa: E402
+from benchmarks.shared import shared_data  # noqa: E402
 from pipelines.cluster import ClusterEmbedder  # noqa: E402
 from pipelines.config import ClusterConfig  # noqa: E402
 from router.embed import Embedder, EmbeddingCache, embed_with_cache  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "mmlu_pro"
 FIXTURES = ROOT / "tests" / "fixtures" / "mmlu_pro"
 CACHE = ROOT / ".cache" / "bench-embeddings"  # for the LightGBM features only; the speed runs use no cache
 WORKERS, THREADS = 2, 1
@@ -38,7 +38,7 @@ DEFAULT_PARTITION = ClusterConfig.model_fields["partition_size"].default
 
 
 def speed_prompts(n: int) -> list[str]:
-    return pl.read_csv(SHARED / "questions.csv.gz").sample(n, seed=0)["question"].to_list()
+    return pl.read_csv(shared_data("mmlu_pro", "questions.csv.gz")).sample(n, seed=0)["question"].to_list()
 
 
 def time_local(texts: list[str]) -> tuple[np.ndarray, dict]:
@@ -70,13 +70,13 @@ def time_cluster(client, texts: list[str], partition_size: int) -> tuple[np.ndar
 
 
 def lgbm_rows(address: str) -> list[dict]:
-    from router.data import ingest
+    from router.data import formats
     from router.data import labels
     from router.routers import LGBMRouter
 
-    spec = ingest.WideSpec(id_column="question_id", prompt_column="question", task_column="category",
-                           prompts_file=str(FIXTURES / "questions.csv"))
-    d = labels.build_routing_data(ingest.scan_wide(FIXTURES / "correct_wide.csv", spec))
+    spec = formats.WideSpec(id_column="question_id", prompt_column="question", task_column="category",
+                            prompts_file=str(FIXTURES / "questions.csv"))
+    d = labels.build_routing_data(formats.scan_wide(FIXTURES / "correct_wide.csv", spec))
     X, _ = embed_with_cache(Embedder(show_progress=False), d.prompts, EmbeddingCache(CACHE))
     perm = np.random.default_rng(0).permutation(d.n_queries)
     cut = int(0.7 * d.n_queries)

@@ -19,13 +19,12 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.results import machine, write_section  # noqa: E402
+from benchmarks.shared import shared_data  # noqa: E402
 from router.embed import Embedder, EmbeddingCache, embed_with_cache  # noqa: E402
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def prompts(n: int) -> list[str]:
-    q = pl.read_csv(SHARED / "mmlu_pro" / "questions.csv.gz").sample(n, seed=0)
+    q = pl.read_csv(shared_data("mmlu_pro", "questions.csv.gz")).sample(n, seed=0)
     return q["question"].to_list()
 
 

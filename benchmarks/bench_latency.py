@@ -21,8 +21,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.results import machine, write_section  # noqa: E402
-
-SHARED = ROOT.parent / "shared" / "data"
+from benchmarks.shared import shared_data  # noqa: E402
 
 
 def main() -> None:
@@ -30,9 +29,10 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "models" / "nq-sample-router"))
     ap.add_argument("--single", type=int, default=300, help="single-prompt calls to time")
     args = ap.parse_args()
+    questions = shared_data("mmlu_pro", "questions.csv.gz")  # checked before the sample router is trained
     if not (Path(args.model) / "MLmodel").exists():
         subprocess.run([str(Path(sys.executable).with_name("router")), "train"], check=True)
-    prompts = pl.read_csv(SHARED / "mmlu_pro" / "questions.csv.gz").sample(1024, seed=1)["question"].to_list()
+    prompts = pl.read_csv(questions).sample(1024, seed=1)["question"].to_list()
 
     t0 = time.perf_counter()
     import router

@@ -14,33 +14,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+from benchmarks.shared import shared_data  # noqa: E402
+
 CACHE = ROOT / ".cache" / "bench-embeddings"
 
 
 def load(name: str, seed: int = 0):
     """(RoutingData, X, train rows, test rows) for a benchmark dataset; ``seed`` draws the 70/30
     split where the data has no fixed one."""
-    from router.data import ingest
+    from router.data import formats
     from router.data import labels
     from router.embed import Embedder, EmbeddingCache, embed_with_cache
 
     if name == "mmlu_pro":
-        spec = ingest.WideSpec(id_column="question_id", prompt_column="question", task_column="category",
-                               prompts_file=str(SHARED / "mmlu_pro" / "questions.csv.gz"))
-        d = labels.build_routing_data(ingest.scan_wide(SHARED / "mmlu_pro" / "correct_wide.csv.gz", spec))
+        spec = formats.WideSpec(id_column="question_id", prompt_column="question", task_column="category",
+                                prompts_file=str(shared_data("mmlu_pro", "questions.csv.gz")))
+        d = labels.build_routing_data(formats.scan_wide(shared_data("mmlu_pro", "correct_wide.csv.gz"), spec))
         d = d.select_models(d.complete_models())
     elif name == "routerbench":
-        d = labels.build_routing_data(ingest.scan_logs(SHARED / "routerbench_subset" / "routerbench_zs",
-                                                       wide=ingest.WideSpec(id_column="")))
+        d = labels.build_routing_data(formats.scan_logs(shared_data("routerbench_subset", "routerbench_zs"),
+                                                        wide=formats.WideSpec(id_column="")))
     elif name == "nq":
-        d = labels.build_routing_data(ingest.scan_logs(ROOT / "data" / "nq_sample.jsonl"))
+        d = labels.build_routing_data(formats.scan_logs(ROOT / "pipelines" / "sample" / "nq_sample.jsonl"))
     else:
         raise ValueError(f"unknown dataset {name!r}")
     X, _ = embed_with_cache(Embedder(), d.prompts, EmbeddingCache(CACHE))

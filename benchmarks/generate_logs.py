@@ -6,7 +6,7 @@ Writes long-format Parquet shards ``<out>/logs-00000.parquet ...`` (one row per 
 answer, rows ordered by time) and ``<out>/manifest.yaml`` (JSON, which YAML reads) with what was
 made: rows, queries, duplicates, missing cells, invalid rows and where they are.
 
-Prompts recombine real question text (MMLU-Pro questions and NQ queries from ../shared/data):
+Prompts recombine real question text (the committed MMLU-Pro fixture and the bundled NQ sample):
 an optional lead-in, one base question, sometimes a second question, and a reference number
 that makes every prompt distinct; ~300 characters on average with MMLU-Pro's long tail.
 Scores are 0/1 from a model-ability vs query-difficulty model; cost is tokens x a per-model
@@ -30,11 +30,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-MMLU_QUESTIONS = SHARED / "mmlu_pro" / "questions.csv.gz"
-NQ_QUERIES = SHARED / "llmrouter_nq" / "nq" / "router_train_data_nq.json"
+ROOT = Path(__file__).resolve().parents[1]
+
 MANIFEST = "manifest.yaml"  # not a log suffix, so scanning the directory reads only the shards
-GENERATOR_VERSION = 1  # bump when the output for a given seed changes (benchmarks cache on it)
+GENERATOR_VERSION = 2  # bump when the output for a given seed changes (benchmarks cache on it)
 
 _LEADS = ["", "", "", "Question: ", "Q: ", "Please answer the following. ", "Answer briefly: ",
           "I need help with this: ", "Can you solve this? ", "Think step by step. "]
@@ -69,11 +68,13 @@ class GenSummary:
 
 
 def text_pool() -> tuple[pl.Series, pl.Series, pl.Series]:
-    """(base questions, their task tags, short questions) from the shared real data."""
-    mmlu = pl.read_csv(MMLU_QUESTIONS, columns=["question", "category"]).filter(
-        pl.col("question").str.len_chars() >= 20
-    )
-    nq = pl.Series("q", [r["query"] for r in json.loads(NQ_QUERIES.read_text())], pl.String)
+    """(base questions, their task tags, short questions) from real text committed in this repository:
+    the MMLU-Pro test fixture (300 questions, Apache-2.0) and the bundled NQ sample (500 queries, MIT),
+    so the generator (and the tests that use it) need nothing beside the checkout."""
+    mmlu = pl.read_csv(ROOT / "tests" / "fixtures" / "mmlu_pro" / "questions.csv",
+                       columns=["question", "category"]).filter(pl.col("question").str.len_chars() >= 20)
+    nq = pl.read_ndjson(ROOT / "pipelines" / "sample" / "nq_sample.jsonl").select("prompt").unique(
+        maintain_order=True)["prompt"].rename("q")
     nq = nq.str.strip_chars().str.slice(0, 1).str.to_uppercase() + nq.str.strip_chars().str.slice(1)
     nq = nq + "?"
     nq = nq.str.replace(r"\?+$", "?")

@@ -1,9 +1,10 @@
 """The ``router`` command. Heavy libraries (torch, mlflow) are imported inside commands so that
 ``router --help`` stays instant."""
 
-from __future__ import annotations
-
+import functools
+import inspect
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -13,31 +14,61 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train, evaluate and export learned LLM routers from multi-model logs.")
 
-LogsArg = Annotated[Optional[str], typer.Argument(help="log file, glob or directory (default: bundled sample)")]
-FormatOpt = Annotated[str, typer.Option("--format", help="auto | long | wide | pairwise")]
-IdOpt = Annotated[Optional[str], typer.Option("--id-column", help="wide format: query id column")]
-PromptOpt = Annotated[Optional[str], typer.Option("--prompt-column", help="wide format: prompt column")]
-TaskOpt = Annotated[Optional[str], typer.Option("--task-column", help="wide format: task column")]
-PromptsFileOpt = Annotated[Optional[str], typer.Option("--prompts-file", help="wide format: id -> prompt table")]
-PricesOpt = Annotated[Optional[str], typer.Option("--prices", help="price table ($/M tokens), YAML or JSON")]
-SinceOpt = Annotated[Optional[str], typer.Option(
-    "--since", help="only queries logged at/after this ISO date or time (UTC unless a zone is given)")]
-MaxQueriesOpt = Annotated[Optional[int], typer.Option(
-    "--max-queries", help="use at most this many queries (seeded random sample of whole queries)")]
+# The options that say where the logs are and how to read them: one definition, every command.
+LOGS_OPTIONS = {
+    "logs": Annotated[Optional[str], typer.Argument(help="log file, glob or directory (default: the config's, "
+                                                         "else the bundled sample)")],
+    "fmt": Annotated[Optional[str], typer.Option("--format", help="auto | long | wide | pairwise")],
+    "id_column": Annotated[Optional[str], typer.Option("--id-column", help="wide format: query id column")],
+    "prompt_column": Annotated[Optional[str], typer.Option("--prompt-column", help="wide format: prompt column")],
+    "task_column": Annotated[Optional[str], typer.Option("--task-column", help="wide format: task column")],
+    "prompts_file": Annotated[Optional[str], typer.Option("--prompts-file", help="wide format: id -> prompt table")],
+    "prices": Annotated[Optional[str], typer.Option("--prices", help="price table ($/M tokens), YAML or JSON")],
+    "since": Annotated[Optional[str], typer.Option(
+        "--since", help="only queries logged at/after this ISO date or time (UTC unless a zone is given)")],
+    "max_queries": Annotated[Optional[int], typer.Option(
+        "--max-queries", help="use at most this many queries (seeded random sample of whole queries)")],
+    "config": Annotated[Optional[Path], typer.Option("--config", help="job config YAML (default: built-in defaults)")],
+}
+_CONFIG_FIELDS = {"logs": "path", "fmt": "format"}  # option name -> LogsConfig field, where they differ
 
 
-def _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices, since=None,
-                 max_queries=None, base=None):
-    """LogsConfig from command-line options; ``base`` (a config file's logs) supplies the rest."""
-    from pipelines.config import LogsConfig
+def with_job(func):
+    """Add the shared options to a command; it receives ``job``, the validated ``JobConfig`` they give.
 
-    given = {"path": logs, "format": fmt if logs is not None or base is None else None, "id_column": id_column,
-             "prompt_column": prompt_column, "task_column": task_column, "prompts_file": prompts_file,
-             "prices": prices, "since": since, "max_queries": max_queries}
-    given = {k: v for k, v in given.items() if v is not None}
-    if base is None:
-        return LogsConfig(**given)
-    return LogsConfig.model_validate({**base.model_dump(), **given})
+    The options override the config file's ``logs`` section; a bad value exits 2 with one line.
+    """
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+           for name, p in inspect.signature(func, eval_str=True).parameters.items() if name != "job"]
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ann)
+              for name, ann in LOGS_OPTIONS.items()]
+
+    @functools.wraps(func)
+    def command(**kwargs):
+        given = {name: kwargs.pop(name) for name in LOGS_OPTIONS}
+        try:
+            job = _job_config(given)
+        except ValueError as exc:
+            _fail(exc)
+        return func(job=job, **kwargs)
+
+    params = shared[:1] + own + shared[1:]  # the LOGS argument first, then the command's own
+    command.__signature__ = inspect.Signature(params)
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    del command.__wrapped__  # typer must see the new signature, not the wrapped one
+    return command
+
+
+def _job_config(given: dict):
+    from pipelines.config import load_config
+
+    job = load_config(given.pop("config"))
+    overrides = {_CONFIG_FIELDS.get(k, k): v for k, v in given.items() if v is not None}
+    if not overrides:
+        return job
+    logs = {**job.logs.model_dump(), **overrides}
+    # Re-validate so command-line values get the same checks as a config file.
+    return type(job).model_validate({**job.model_dump(), "logs": logs})
 
 
 def _fail(exc: Exception) -> None:
@@ -46,37 +77,20 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(code=2)
 
 
-def _print_markdown(text: str) -> None:
-    # Plain markdown: readable in a terminal, a cron mail and a CI log alike, and never truncated.
-    typer.echo(text)
-
-
 @app.command()
-def summary(
-    logs: LogsArg = None,
-    fmt: FormatOpt = "auto",
-    id_column: IdOpt = None,
-    prompt_column: PromptOpt = None,
-    task_column: TaskOpt = None,
-    prompts_file: PromptsFileOpt = None,
-    prices: PricesOpt = None,
-    since: SinceOpt = None,
-    max_queries: MaxQueriesOpt = None,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the summary as JSON")] = None,
-) -> None:
+@with_job
+def summary(job, json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the summary as JSON")]
+            = None) -> None:
     """Validate logs and print queries, models, per-model score/cost, best single model and oracle."""
     from pipelines.prepare import load_routing_data
-    from router.data.schema import LogValidationError
     from router.data.summary import summarize
 
     try:
-        cfg = _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices, since,
-                           max_queries)
-        data, stats = load_routing_data(cfg)
-    except (LogValidationError, ValueError) as exc:
+        data, stats = load_routing_data(job.logs)
+    except ValueError as exc:
         _fail(exc)
     result = summarize(data, stats)
-    _print_markdown(result.to_markdown())
+    typer.echo(result.to_markdown())
     if json_out:
         from router.io import write_text_atomic
 
@@ -84,32 +98,19 @@ def summary(
 
 
 @app.command()
-def ingest(
-    logs: LogsArg = None,
-    out: Annotated[Path, typer.Option("--out", help="write the validated canonical rows here (Parquet)")] = Path(
-        "canonical.parquet"),
-    fmt: FormatOpt = "auto",
-    id_column: IdOpt = None,
-    prompt_column: PromptOpt = None,
-    task_column: TaskOpt = None,
-    prompts_file: PromptsFileOpt = None,
-    prices: PricesOpt = None,
-    since: SinceOpt = None,
-    max_queries: MaxQueriesOpt = None,
-) -> None:
+@with_job
+def ingest(job, out: Annotated[Path, typer.Option("--out", help="write the validated canonical rows here (Parquet)")]
+           = Path("canonical.parquet")) -> None:
     """Validate logs of any supported format and write them in the canonical long format."""
-    from router.data import schema as S
     from pipelines.prepare import scan_configured
-    from router.io import atomic_path
-    from router.data.schema import LogValidationError
+    from router.data import schema as S
     from router.data.validate import validate_logs
+    from router.io import atomic_path
 
     try:
-        cfg = _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices, since,
-                           max_queries)
-        lf = scan_configured(cfg)
-        stats = validate_logs(lf, source=cfg.path)
-    except (LogValidationError, ValueError) as exc:
+        lf = scan_configured(job.logs)
+        stats = validate_logs(lf, source=job.logs.path)
+    except ValueError as exc:
         _fail(exc)
     keep = [c for c in lf.collect_schema().names() if c in S.CANONICAL]
     with atomic_path(out) as tmp:
@@ -118,45 +119,24 @@ def ingest(
 
 
 @app.command()
-def embed(
-    logs: LogsArg = None,
-    fmt: FormatOpt = "auto",
-    id_column: IdOpt = None,
-    prompt_column: PromptOpt = None,
-    prompts_file: PromptsFileOpt = None,
-    since: SinceOpt = None,
-    max_queries: MaxQueriesOpt = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="job config: logs and embedder settings")] = None,
-) -> None:
+@with_job
+def embed(job) -> None:
     """Embed the logs' prompts into the on-disk cache (only prompts not cached yet are encoded)."""
-    from pipelines.config import load_config
-    from pipelines.prepare import load_routing_data
-    from router.embed import EmbeddingCache, embed_with_cache
-    from router.data.schema import LogValidationError
+    from pipelines.prepare import embed_prompts, load_routing_data
 
     try:
-        job = load_config(config)
-        data, _ = load_routing_data(_logs_config(logs, fmt, id_column, prompt_column, None, prompts_file, None, since,
-                                                 max_queries, base=job.logs))
-    except (LogValidationError, ValueError) as exc:
+        data, _ = load_routing_data(job.logs)
+    except ValueError as exc:
         _fail(exc)
-    X, st = embed_with_cache(job.embedder.build(), data.prompts, EmbeddingCache(job.embedder.cache_dir))
+    X, _, st = embed_prompts(job.embedder, data.prompts)
     typer.echo(f"{st.total:,} prompts ({st.unique:,} distinct): embedded {st.embedded:,}, reused {st.reused:,} "
                f"from cache in {st.seconds:.1f}s; vectors {X.shape[0]:,} x {X.shape[1]}")
 
 
 @app.command()
+@with_job
 def evaluate(
-    logs: LogsArg = None,
-    fmt: FormatOpt = "auto",
-    id_column: IdOpt = None,
-    prompt_column: PromptOpt = None,
-    task_column: TaskOpt = None,
-    prompts_file: PromptsFileOpt = None,
-    prices: PricesOpt = None,
-    since: SinceOpt = None,
-    max_queries: MaxQueriesOpt = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="job config: routers, split, embedder")] = None,
+    job,
     routers: Annotated[Optional[str], typer.Option("--routers", help="comma-separated families, e.g. knn,ridge")] = None,
     split_by: Annotated[Optional[str], typer.Option("--split-by", help="query | task (out-of-distribution)")] = None,
     lam: Annotated[Optional[float], typer.Option("--lam", help="cost weight of the decision rule")] = None,
@@ -168,32 +148,24 @@ def evaluate(
 
     A `split` column in the logs (train/test/ood) is used as given; otherwise a seeded split by query.
     """
-    from pipelines.config import RouterSpec, load_config
-    from pipelines.prepare import load_routing_data
-    from router.embed import EmbeddingCache, embed_with_cache
     from pipelines.experiment import run_experiment
-    from router.data.schema import LogValidationError
+    from pipelines.prepare import prepare
 
     try:
-        job = load_config(config)
-        logs_cfg = _logs_config(logs, fmt, id_column, prompt_column, task_column, prompts_file, prices, since,
-                                max_queries, base=None if logs is not None else job.logs)
-        update: dict = {"logs": logs_cfg}
+        update: dict = {}
         if routers:
-            update["routers"] = [RouterSpec(family=r.strip()) for r in routers.split(",") if r.strip()]
+            update["routers"] = [{"family": r.strip()} for r in routers.split(",") if r.strip()]
             update["export_router"] = None
         if split_by:
-            update["split"] = job.split.model_copy(update={"by": split_by})
+            update["split"] = {**job.split.model_dump(), "by": split_by}
         if lam is not None:
             update["lam"] = lam
         if budget is not None:
             update["budget"] = budget
-        # Re-validate so command-line overrides get the same checks as a config file.
-        job = type(job).model_validate(job.model_copy(update=update).model_dump())
-        data, _ = load_routing_data(job.logs)
-        X, _ = embed_with_cache(job.embedder.build(), data.prompts, EmbeddingCache(job.embedder.cache_dir))
-        exp = run_experiment(data, X, job)
-    except (LogValidationError, ValueError) as exc:
+        job = type(job).model_validate({**job.model_dump(), **update})
+        prep = prepare(job.logs, job.embedder)
+        exp = run_experiment(prep.data, prep.X, job)
+    except ValueError as exc:
         _fail(exc)
     typer.echo(exp.report.to_markdown())
     timing = " | ".join(f"{k}: fit {f.fit_seconds:.1f}s, predict {f.predict_seconds * 1e3:.0f}ms"
@@ -212,21 +184,16 @@ def evaluate(
 
 
 @app.command()
-def train(
-    config: Annotated[Optional[Path], typer.Option("--config", help="job config YAML (default: bundled sample)")] = None,
-    since: SinceOpt = None,
-    max_queries: MaxQueriesOpt = None,
-) -> None:
+@with_job
+def train(job, quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only the final line")] = False
+          ) -> None:
     """Run the job: ingest -> labels -> embed (cached) -> fit -> evaluate -> MLflow -> export -> register."""
-    from pipelines.config import load_config
     from pipelines.job import run_job
 
+    # This process is the job: MLflow's per-file download bars would flood a cron mail or CI log.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
-        job = load_config(config)
-        if since is not None or max_queries is not None:
-            logs = _logs_config(None, None, None, None, None, None, None, since, max_queries, base=job.logs)
-            job = type(job).model_validate({**job.model_dump(), "logs": logs.model_dump()})
-        run_job(job)
+        run_job(job, echo=typer.echo, quiet=quiet)
     except Exception as exc:  # the job's one-line reason; the traceback helps nobody in a cron mail
         _fail(exc)
 

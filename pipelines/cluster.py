@@ -2,9 +2,10 @@
 
 What runs where: the client (the job) reads the logs, owns the embedding cache and MLflow, and
 exports the router; the workers embed the prompts the cache lacks, one task per
-``partition_size`` prompts, and train the LightGBM heads (``LGBMRouter(cluster=address)``, through
-``lightgbm.dask``). Results have the same form as the local path's: float32 vectors under the
-same embedder id, and plain LightGBM boosters, so the exported router never needs the cluster.
+``partition_size`` prompts, and train the LightGBM heads (the job passes its client to
+``LGBMRouter.fit(..., client=)``, which trains through ``lightgbm.dask``). Results have the same
+form as the local path's: float32 vectors under the same embedder id, and plain LightGBM
+boosters, so the exported router never needs the cluster.
 
 The workers need this package and the embedder's weights installed (``pip install
 'learned-router[cluster]'``): tasks are functions of this module, and each worker checks that its
@@ -18,11 +19,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipelines.config import ClusterConfig, JobConfig
+from pipelines.config import ClusterConfig
 from router.embed import Embedder
 
 INSTALL_HINT = "pip install 'learned-router[cluster]'"
-CLUSTER_FAMILIES = ("lgbm",)  # router families that train on the cluster (a ``cluster`` parameter)
 
 # On a worker: the loaded embedder per embedder id, shared by the worker's task threads.
 _WORKER_EMBEDDERS: dict[str, Embedder] = {}
@@ -72,19 +72,6 @@ def _worker_check() -> bool:
 def total_threads(client) -> int:
     """Task slots in the cluster: the sum of its workers' threads."""
     return sum(int(n) for n in client.nthreads().values()) or 1
-
-
-def with_cluster(job: JobConfig, address: str) -> JobConfig:
-    """``job`` with ``cluster=address`` in the params of the routers that can train on the cluster."""
-    routers = [spec.model_copy(update={"params": {**spec.params, "cluster": address}})
-               if spec.family in CLUSTER_FAMILIES else spec for spec in job.routers]
-    return job.model_copy(update={"routers": routers})
-
-
-def detach(router) -> None:
-    """Clear a fitted router's ``cluster`` parameter (if any): an exported router never refits on the cluster."""
-    if "cluster" in router.get_params(deep=False):
-        router.set_params(cluster=None)
 
 
 class ClusterEmbedder:

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.embed import embedder as E
-from router.data.ingest import WideSpec
+from router.data.formats import WideSpec
 
 # The bundled sample ships inside the package (package data), so an installed `router train` finds it.
 SAMPLE_LOGS = Path(__file__).resolve().parent / "sample" / "nq_sample.jsonl"

@@ -11,11 +11,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipelines.config import JobConfig, RouterSpec
-from router.evaluation.decision import calibrate
-from router.evaluation.metrics import EvaluationReport, RouterResult, build_report, evaluate_router
 from router.data.labels import RoutingData
-from router.routers import BaseRouter, make_router
+from router.evaluation.decision import calibrate
+from router.evaluation.metrics import RouterResult, evaluate_router
+from router.evaluation.report import EvaluationReport, build_report
 from router.evaluation.splits import Split, resolve_split
+from router.routers import BaseRouter, make_router
+
+# Families whose fit can run on a Dask cluster (they take ``fit(..., client=)``).
+CLUSTER_FAMILIES = ("lgbm",)
 
 
 @dataclass
@@ -43,10 +47,12 @@ def split_data(data: RoutingData, job: JobConfig) -> Split:
     return resolve_split(data, test_size=s.test_size, seed=s.seed, by=s.by, test_tasks=s.test_tasks)
 
 
-def fit_router(spec: RouterSpec, X: np.ndarray, data: RoutingData) -> tuple[BaseRouter, float]:
+def fit_router(spec: RouterSpec, X: np.ndarray, data: RoutingData, client=None) -> tuple[BaseRouter, float]:
+    """A fitted router of ``spec`` and its fit seconds; families in ``CLUSTER_FAMILIES`` use ``client``."""
     router = make_router(spec.family, **spec.params)
+    fit_params = {"client": client} if client is not None and spec.family in CLUSTER_FAMILIES else {}
     t = time.perf_counter()
-    router.fit(X, data.scores, data.costs, data.mask)
+    router.fit(X, data.scores, data.costs, data.mask, **fit_params)
     return router, time.perf_counter() - t
 
 
@@ -64,7 +70,8 @@ def calibrate_on_train(spec: RouterSpec, X: np.ndarray, train: RoutingData, budg
     return calibrate(router.predict_scores(X[cal]), router.model_costs_, budget=budget).lam
 
 
-def run_experiment(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split | None = None) -> Experiment:
+def run_experiment(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split | None = None,
+                   client=None) -> Experiment:
     """Fit every configured router on train, evaluate all on test at one operating lambda.
 
     With ``job.budget`` the lambda is calibrated on a slice of the training queries (see
@@ -75,7 +82,7 @@ def run_experiment(data: RoutingData, X: np.ndarray, job: JobConfig, split: Spli
     X_train, X_test = X[split.train], X[split.test]
     fitted: dict[str, tuple[RouterSpec, BaseRouter, float, float, np.ndarray]] = {}
     for spec in job.routers:
-        router, fit_s = fit_router(spec, X_train, train)
+        router, fit_s = fit_router(spec, X_train, train, client)
         t = time.perf_counter()
         pred = router.predict_scores(X_test)
         fitted[spec.label] = (spec, router, fit_s, time.perf_counter() - t, pred)

@@ -1,7 +1,10 @@
-"""Model registry: register each job's router and move the ``champion`` alias only on a win.
+"""Model registry: register each job's router and move the alias only on a win.
 
-The alias moves last, after the new version is fully registered, so a failed or killed job
-never leaves the alias on a half-written model.
+The alias moves last, after the new version is fully registered, so a failed or killed job never
+leaves the alias on a half-written model. Scoring the current champion is part of the decision:
+if that fails, the job fails and the alias stays where it is. The one exception is a champion
+whose artifact declares a format this release cannot read (``ArtifactVersionError``): it can never
+be scored again, so the challenger replaces it and the version's ``promotion`` tag says why.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-CHAMPION = "champion"
+from router.serve.artifact import ArtifactVersionError
 
 
 @dataclass(frozen=True)
@@ -25,15 +28,17 @@ class Promotion:
         return asdict(self)
 
 
-def current_champion(name: str, alias: str = CHAMPION) -> str | None:
-    """Version number the alias points at, or None."""
+def current_champion(name: str, alias: str) -> str | None:
+    """Version number the alias points at, or None when the model or the alias does not exist."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
         return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
 
 
 def register_and_promote(
@@ -42,14 +47,16 @@ def register_and_promote(
     challenger_value: float,
     champion_value: Callable[[str], float | None],
     *,
-    alias: str = CHAMPION,
-    min_improvement: float = 0.0,
+    alias: str,
+    min_improvement: float,
 ) -> Promotion:
     """Register ``model_uri`` under ``name``; point ``alias`` at it if it beats the champion.
 
-    ``champion_value(uri)`` scores the current champion on this job's held-out split (same
-    metric as ``challenger_value``); it returns None when the champion cannot be compared (for
-    instance it routes to models these logs do not have), which lets the challenger in.
+    ``champion_value(uri)`` scores the current champion on this job's held-out split (same metric
+    as ``challenger_value``); it returns None when the champion cannot be compared on these logs
+    (it routes to models they do not have), which lets the challenger in. Any exception it raises
+    other than ``ArtifactVersionError`` propagates: the version stays registered, tagged with the
+    failure, and the alias does not move.
     """
     import mlflow
     from mlflow import MlflowClient
@@ -57,21 +64,28 @@ def register_and_promote(
     client = MlflowClient()
     version = str(mlflow.register_model(model_uri, name).version)
     previous = current_champion(name, alias)
+    prev_value = None
     if previous is None:
-        promoted, reason, prev_value = True, "no champion yet", None
+        promoted, reason = True, "no champion yet"
     else:
         try:
-            prev_value, why = champion_value(f"models:/{name}/{previous}"), "cannot be evaluated on these logs"
-        except Exception as exc:  # noqa: BLE001 - e.g. a champion pickled by an older, incompatible release
-            prev_value, why = None, f"could not be loaded or scored by this release ({type(exc).__name__}: {exc})"
-        if prev_value is None:
-            promoted, reason = True, f"champion v{previous} {why}"
-        elif challenger_value > prev_value + min_improvement:
-            promoted = True
-            reason = f"beats champion v{previous}: {challenger_value:.4f} > {prev_value:.4f}"
+            prev_value = champion_value(f"models:/{name}/{previous}")
+        except ArtifactVersionError as exc:
+            promoted, reason = True, f"champion v{previous} has an incompatible artifact format ({exc})"
+        except Exception as exc:
+            client.set_model_version_tag(name, version, "promotion",
+                                         f"not promoted: scoring champion v{previous} failed "
+                                         f"({type(exc).__name__}: {exc})")
+            raise
         else:
-            promoted = False
-            reason = f"champion v{previous} kept: {prev_value:.4f} >= challenger {challenger_value:.4f}"
+            if prev_value is None:
+                promoted, reason = True, f"champion v{previous} cannot be evaluated on these logs"
+            elif challenger_value > prev_value + min_improvement:
+                promoted = True
+                reason = f"beats champion v{previous}: {challenger_value:.4f} > {prev_value:.4f}"
+            else:
+                promoted = False
+                reason = f"champion v{previous} kept: {prev_value:.4f} >= challenger {challenger_value:.4f}"
     if promoted:
         client.set_registered_model_alias(name, alias, version)
     client.set_model_version_tag(name, version, "promotion", reason)

@@ -6,8 +6,8 @@ Default: a SQLite database and an artifact folder in the working directory (no s
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
@@ -21,8 +21,6 @@ def configure(experiment: str, tracking_uri: str, artifact_root: str | Path | No
     """
     import mlflow
 
-    # Per-file download bars flood cron mail and CI logs; the job prints its own progress.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
@@ -92,3 +90,72 @@ def log_file(path: str | Path, artifact_path: str | None = None) -> None:
     import mlflow
 
     mlflow.log_artifact(str(path), artifact_path)
+
+
+def file_fingerprint(source: str) -> str:
+    """sha256 over the input files' names and bytes: which data a run saw."""
+    from router.data.ingest import resolve_paths
+
+    h = hashlib.sha256()
+    for path in resolve_paths(source):
+        h.update(str(path.name).encode())
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def log_router_run(label: str, fitted, exp, plots_dir: Path) -> None:
+    """One nested run per fitted router: its params, held-out metrics and routing-share plot."""
+    import mlflow
+
+    from router.evaluation.plots import plot_routing_share
+
+    with mlflow.start_run(run_name=label, nested=True):
+        log_params({"family": fitted.spec.family, "lam": exp.lam,
+                    **{f"param.{k}": v for k, v in fitted.router.get_params(deep=False).items()}})
+        metrics = {k: v for k, v in flatten("", fitted.result.to_dict()).items() if not k.startswith("curve/")}
+        metrics.update(fit_seconds=fitted.fit_seconds, predict_seconds=fitted.predict_seconds)
+        log_metrics(metrics)
+        png = plot_routing_share(fitted.result, exp.test.models, plots_dir / f"routing_share_{label}.png",
+                                 title=f"{label}: routing share on held-out queries")
+        log_file(png, "plots")
+
+
+def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = None) -> None:
+    """The job's parent run: params, data summary, evaluation report, plots and one child run per router."""
+    import mlflow
+
+    from router.evaluation.plots import plot_cost_quality
+
+    exported = job.exported_spec().label
+    mlflow.set_tags({"job": job.name, "exported_router": exported, "split": exp.split.how})
+    cluster = {}
+    if job.cluster is not None:
+        mlflow.set_tag("cluster.address", job.cluster.address)
+        cluster = {"cluster.address": job.cluster.address, "cluster.partition_size": job.cluster.partition_size,
+                   "cluster.workers": workers}
+    log_params({
+        "logs.path": job.logs.path, "logs.format": job.logs.format, "logs.sha256": file_fingerprint(job.logs.path),
+        "embedder.id": prep.embedder.id, **{f"embedder.{k}": v for k, v in prep.embedder.settings().items()},
+        "routers": [r.label for r in job.routers], "export_router": exported, "lam": exp.lam,
+        "budget": job.budget, **exp.split.sizes(), **cluster,
+    })
+    log_json(job.model_dump(mode="json"), "config/resolved_config.json")
+    log_json(summary.to_dict(), "data/summary.json")
+    log_text(summary.to_markdown(), "data/summary.md")
+    emb = prep.embedding
+    log_metrics({"data/queries": prep.data.n_queries, "data/models": prep.data.n_models,
+                 "data/missing_cells": summary.missing_cells, "embed/embedded": emb.embedded,
+                 "embed/reused": emb.reused, "embed/seconds": emb.seconds})
+    report = exp.report.to_dict()
+    log_json(report, "evaluation/report.json")
+    log_text(exp.report.to_markdown(), "evaluation/report.md")
+    for label, fitted in exp.fitted.items():
+        log_router_run(label, fitted, exp, plots_dir)
+    headline = report["routers"][exported]
+    log_metrics(flatten("test", {k: headline.get(k) for k in ("quality", "cost", "gap_closed", "aiq")}))
+    log_metrics(flatten("test", {"routing_share": headline["routing_share"], "per_task": headline["per_task"]}))
+    if exp.report.baselines.has_cost:
+        log_file(plot_cost_quality(exp.report, plots_dir / "cost_quality.png",
+                                   title=f"{job.name}: cost vs quality on held-out queries"), "plots")

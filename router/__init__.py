@@ -6,6 +6,6 @@ def load(uri):
 
     Returns a ``RouterService`` with ``route(prompts, lam=None, budget=None)`` and ``scores(prompts)``.
     """
-    from pipelines.export import load as _load
+    from router.serve.load import load as _load
 
     return _load(uri)

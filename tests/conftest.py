@@ -8,28 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router.data import ingest
-from router.data import labels
+from router.data import formats, labels
 from router.embed import Embedder, EmbeddingCache, embed_with_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_DATA = ROOT.parent / "shared" / "data"
 NQ_SAMPLE = ROOT / "pipelines" / "sample" / "nq_sample.jsonl"
-MMLU_SPEC = ingest.WideSpec(
+MMLU_SPEC = formats.WideSpec(
     id_column="question_id", prompt_column="question", task_column="category",
     prompts_file=str(FIXTURES / "mmlu_pro" / "questions.csv"),
 )
 # The tests embed a few hundred prompts; a cache under the repo keeps re-runs fast and is
 # itself what the cache tests exercise. Override with ROUTER_TEST_CACHE.
 TEST_CACHE = Path(os.environ.get("ROUTER_TEST_CACHE", ROOT / ".cache" / "test-embeddings"))
-
-
-def shared(*parts: str) -> Path:
-    """A file under ../shared/data; the test fails (not skips) if it is missing."""
-    path = SHARED_DATA.joinpath(*parts)
-    assert path.exists(), f"{path} is missing: the tests need ../shared/data beside the checkout"
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +31,7 @@ def embedder() -> Embedder:
 @pytest.fixture(scope="session")
 def mmlu_small() -> labels.RoutingData:
     """300 MMLU-Pro questions x 31 models (wide fixture with a separate questions file)."""
-    lf = ingest.scan_wide(FIXTURES / "mmlu_pro" / "correct_wide.csv", MMLU_SPEC)
+    lf = formats.scan_wide(FIXTURES / "mmlu_pro" / "correct_wide.csv", MMLU_SPEC)
     return labels.build_routing_data(lf)
 
 
@@ -53,7 +44,7 @@ def mmlu_small_X(mmlu_small, embedder) -> np.ndarray:
 @pytest.fixture(scope="session")
 def nq() -> labels.RoutingData:
     """The bundled sample: 500 NQ questions x 6 models with $ cost."""
-    return labels.build_routing_data(ingest.scan_logs(NQ_SAMPLE))
+    return labels.build_routing_data(formats.scan_logs(NQ_SAMPLE))
 
 
 @pytest.fixture(scope="session")

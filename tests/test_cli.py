@@ -8,7 +8,7 @@ import polars as pl
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from tests.conftest import FIXTURES, NQ_SAMPLE, shared
+from tests.conftest import FIXTURES, NQ_SAMPLE
 
 runner = CliRunner()
 
@@ -23,18 +23,23 @@ def test_summary_of_bundled_sample_by_default():
     assert "| google/gemma-2-27b-it | 0.457 |" in out
 
 
-def test_summary_mmlu_pro_reproduces_readme(tmp_path):
+def test_summary_mmlu_pro_reproduces_fixture_readme(tmp_path):
+    """Wide file + separate questions file from the command line; figures as in tests/fixtures/README.md."""
+    wide = FIXTURES / "mmlu_pro"
     result = runner.invoke(app, [
-        "summary", str(shared("mmlu_pro", "correct_wide.csv.gz")), "--id-column", "question_id",
+        "summary", str(wide / "correct_wide.csv"), "--id-column", "question_id",
         "--prompt-column", "question", "--task-column", "category",
-        "--prompts-file", str(shared("mmlu_pro", "questions.csv.gz")), "--json", str(tmp_path / "s.json")])
+        "--prompts-file", str(wide / "questions.csv"), "--json", str(tmp_path / "s.json")])
     assert result.exit_code == 0, result.output
-    assert "12,032 queries x 31 models" in result.output
-    assert "the 27 models complete on all 12,032 queries" in result.output
-    assert "best single model: gpt4o_repo_json (0.721)" in result.output
-    assert "oracle: 0.942" in result.output
+    assert "300 queries x 31 models" in result.output
+    assert "missing (query, model) scores, masked: 36" in result.output
+    assert "the 28 models complete on all 300 queries" in result.output
+    assert "best single model: gpt4o_repo_json (0.763)" in result.output
+    assert "oracle: 0.950" in result.output
     summary = json.loads((tmp_path / "s.json").read_text())
-    assert summary["best_single"] == "gpt4o_repo_json" and len(summary["complete_models"]) == 27
+    assert summary["best_single"] == "gpt4o_repo_json" and len(summary["complete_models"]) == 28
+    assert "DeepSeek-Coder-V2_5shots" not in summary["complete_models"]  # 34 questions without a record
+    assert len(summary["tasks"]) == 14  # MMLU-Pro's categories, joined from the questions file
 
 
 def test_bad_input_exits_nonzero_with_reason(tmp_path):

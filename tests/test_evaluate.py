@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
+from router.evaluation import curves as C
 from router.evaluation import metrics as E
+from router.evaluation.report import build_report
 from router.data.labels import RoutingData, model_means
 from router.evaluation.splits import split_queries
 
@@ -77,36 +79,36 @@ def test_small_metric_functions():
 def test_aiq_three_points_with_one_under_the_hull():
     costs, quals = [0.0, 1.0, 2.0], [0.5, 0.6, 0.9]
     # (1, 0.6) is under the segment (0, 0.5)-(2, 0.9), whose height at 1 is 0.7
-    hc, hq = E.nondecreasing_hull(costs, quals)
+    hc, hq = C.nondecreasing_hull(costs, quals)
     assert hc.tolist() == [0.0, 2.0] and hq.tolist() == [0.5, 0.9]
-    assert E.aiq(costs, quals) == pytest.approx(0.7)  # trapezoid area 1.4 over range 2
+    assert C.aiq(costs, quals) == pytest.approx(0.7)  # trapezoid area 1.4 over range 2
     # a dearer but worse point: the hull stays flat at 0.9 up to it -> (1.4 + 0.9) / 3
-    assert E.aiq(costs + [3.0], quals + [0.8]) == pytest.approx(2.3 / 3)
+    assert C.aiq(costs + [3.0], quals + [0.8]) == pytest.approx(2.3 / 3)
     # a common range wider than the router's: flat to the right -> (1.4 + 2 * 0.9) / 4
-    assert E.aiq(costs, quals, cost_range=(0.0, 4.0)) == pytest.approx(0.8)
-    assert E.aiq([1.0, 1.0], [0.2, 0.4]) == 0.4  # one cost: its best quality
+    assert C.aiq(costs, quals, cost_range=(0.0, 4.0)) == pytest.approx(0.8)
+    assert C.aiq([1.0, 1.0], [0.2, 0.4]) == 0.4  # one cost: its best quality
     with pytest.raises(ValueError, match="cheapest point"):
-        E.aiq(costs, quals, cost_range=(-1.0, 2.0))
+        C.aiq(costs, quals, cost_range=(-1.0, 2.0))
 
 
 def test_apgr_and_cpt_on_a_two_model_example():
     # columns weak, strong; router advantage (strong - weak) per query
     weak, strong = np.array([1, 0, 0, 1.0]), np.array([1, 1, 1, 0.0])
     adv = np.array([0.1, 0.9, 0.5, -0.5])
-    shares, quals = E.strong_share_curve(adv, strong, weak)
+    shares, quals = C.strong_share_curve(adv, strong, weak)
     # strong in order q1, q2, q0, q3 with gains 1, 1, 0, -1 over weak's mean 0.5
     assert shares.tolist() == [0, 0.25, 0.5, 0.75, 1.0]
     assert quals.tolist() == [0.5, 0.75, 1.0, 1.0, 0.75]
     # PGR = (q - 0.5) / 0.25 = 0, 1, 2, 2, 1 -> trapezoid 0.25 * (0/2 + 1 + 2 + 2 + 1/2)
-    assert E.apgr(shares, quals, 0.5, 0.75) == pytest.approx(1.375)
-    assert E.cpt(shares, quals, 0.5, 0.75, 0.5) == pytest.approx(0.125)
-    assert E.cpt(shares, quals, 0.5, 0.75, 0.8) == pytest.approx(0.2)
+    assert C.apgr(shares, quals, 0.5, 0.75) == pytest.approx(1.375)
+    assert C.cpt(shares, quals, 0.5, 0.75, 0.5) == pytest.approx(0.125)
+    assert C.cpt(shares, quals, 0.5, 0.75, 0.8) == pytest.approx(0.2)
     # a router that cannot tell queries apart is a random router: the straight line
-    shares, quals = E.strong_share_curve(np.zeros(4), strong, weak)
+    shares, quals = C.strong_share_curve(np.zeros(4), strong, weak)
     assert quals.tolist() == [0.5, 0.5625, 0.625, 0.6875, 0.75]
-    assert E.apgr(shares, quals, 0.5, 0.75) == pytest.approx(0.5)
-    assert E.cpt(shares, quals, 0.5, 0.75, 0.8) == pytest.approx(0.8)
-    assert np.isnan(E.apgr(shares, quals, 0.5, 0.5))
+    assert C.apgr(shares, quals, 0.5, 0.75) == pytest.approx(0.5)
+    assert C.cpt(shares, quals, 0.5, 0.75, 0.8) == pytest.approx(0.8)
+    assert np.isnan(C.apgr(shares, quals, 0.5, 0.5))
 
 
 def test_evaluate_router_two_model_pool_matches_hand_values():
@@ -159,7 +161,7 @@ def test_router_on_real_logs(nq_results):
 
 def test_report_to_dict_round_trips_through_json(nq_results):
     results, train, test, split = nq_results
-    report = E.build_report(results, train, test, split=split.how)
+    report = build_report(results, train, test, split=split.how)
     d = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert {"best_single", "oracle", "random", "n_train", "n_test", "n_dropped_incomplete", "routers"} <= set(d)
     assert (d["n_train"], d["n_test"], d["n_dropped_incomplete"]) == (350, 150, 0)
@@ -184,7 +186,7 @@ def test_incomplete_queries_dropped_and_no_cost_report(mmlu_small):
     rng = np.random.default_rng(0)
     pred = np.tile(np.nan_to_num(model_means(train.scores, train.mask)), (test.n_queries, 1))
     r = E.evaluate_router(pred + rng.normal(0, 0.05, pred.shape), test, train, n_boot=200)
-    report = E.build_report({"noisy-means": r}, train, test)
+    report = build_report({"noisy-means": r}, train, test)
     d = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert d["n_dropped_incomplete"] == incomplete and d["n_eval"] == test.n_queries - incomplete
     assert "aiq" not in d["routers"]["noisy-means"] and d["oracle"]["cost"] is None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import socket
 import subprocess
@@ -74,7 +75,10 @@ def test_job_trains_logs_exports_and_registers(first_job, store):
     result, out = first_job
     assert result.promotion.promoted and result.promotion.reason == "no champion yet"
     assert champion_version() == result.promotion.version == "1"
-    assert "500 queries x 6 models" in out and "| **ridge** |" in out and "promoted to @champion" in out
+    assert "500 queries x 6 models" in out and "| **ridge** |" in out
+    steps = [line.split("]")[0] + "]" for line in out.splitlines() if line.startswith("[")]
+    assert steps == ["[prepare]", "[fit and evaluate]", "[log to MLflow]", "[export]", "[register]"]
+    assert out.splitlines()[-1].startswith("exported ridge router to ") and "promoted to @champion" in out
 
     run = MlflowClient().get_run(result.run_id)
     assert run.info.status == "FINISHED"
@@ -244,17 +248,79 @@ def test_rest_serving_on_loopback(first_job, store):
         server.wait(timeout=30)
 
 
-def test_unloadable_champion_is_replaced_with_the_reason_recorded(first_job, store):
-    """A champion this release cannot load or score (e.g. pickled by an older release) does not
-    fail the job: the new version takes the alias and its tag says why."""
+def test_champion_with_an_incompatible_format_is_replaced_with_the_reason_recorded(first_job, store):
+    """A champion whose artifact declares a format this release cannot read can never be scored
+    again: the new version takes the alias and its tag says why."""
     from pipelines.registry import register_and_promote
+    from router.serve.artifact import ArtifactVersionError
 
-    def broken(uri):
-        raise AttributeError("'KNNRouter' object has no attribute 'temperature_'")
+    def old_format(uri):
+        raise ArtifactVersionError("head.json: this head was written by format version 0; retrain")
 
     before = champion_version()
-    promotion = register_and_promote(first_job[0].model_uri, NAME, 0.0, broken)
+    promotion = register_and_promote(first_job[0].model_uri, NAME, 0.0, old_format, alias="champion",
+                                     min_improvement=0.0)
     assert promotion.promoted and champion_version() == promotion.version != before
-    assert "could not be loaded or scored" in promotion.reason and "temperature_" in promotion.reason
+    assert "incompatible artifact format" in promotion.reason and "retrain" in promotion.reason
     # put the first job's version back, so the tests after this one see the champion they expect
     MlflowClient().set_registered_model_alias(NAME, "champion", before)
+
+
+def test_error_scoring_the_champion_fails_the_job_and_keeps_the_alias(first_job, store, monkeypatch):
+    """Any other failure while scoring the champion is not a win for the challenger: the job fails,
+    its MLflow run is marked FAILED, the alias stays and the new version's tag says why."""
+    import pipelines.job
+
+    def broken(*args):
+        raise RuntimeError("tracking server went away")
+
+    monkeypatch.setattr(pipelines.job, "champion_value", broken)
+    before = champion_version()
+    n_versions = len(MlflowClient().search_model_versions(f"name='{NAME}'"))
+    with pytest.raises(RuntimeError, match="tracking server went away"):
+        run_job(job_config(store), echo=lambda _: None)
+    assert champion_version() == before
+    versions = MlflowClient().search_model_versions(f"name='{NAME}'", order_by=["version_number DESC"])
+    assert len(versions) == n_versions + 1
+    assert versions[0].tags["promotion"].startswith("not promoted: scoring champion")
+    run = MlflowClient().get_run(versions[0].run_id)
+    assert run.info.status == "FAILED"
+
+
+def test_planted_pickle_and_code_in_an_export_are_never_run(first_job, tmp_path):
+    """router.load reads an export as data: a pickle dropped into the head folder and a replaced
+    pyfunc_model.py are never loaded, and an export of the old pickled format asks for a retrain."""
+    import shutil
+
+    from router.serve.artifact import ArtifactVersionError
+
+    folder = tmp_path / "export"
+    shutil.copytree(first_job[0].export_path, folder)
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    (folder / "artifacts" / "head" / "head.pkl").write_bytes(pickle.dumps(Payload()))
+    (folder / "pyfunc_model.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n")
+    assert router.load(folder).route(PROMPTS) == router.load(first_job[0].export_path).route(PROMPTS)
+    assert not marker.exists()
+
+    (folder / "artifacts" / "head" / "head.json").unlink()  # what an export of the pickle era looked like
+    with pytest.raises(ArtifactVersionError, match="retrain"):
+        router.load(folder)
+    assert not marker.exists()
+
+
+def test_cli_quiet_prints_only_the_final_line(first_job, store, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    config = tmp_path / "job.yaml"
+    config.write_text(job_config(store).model_dump_json())  # JSON is YAML
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines() == [result.stdout.strip()]
+    assert result.stdout.startswith("exported ridge router to ") and "not promoted" in result.stdout

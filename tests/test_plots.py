@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from router.evaluation import metrics as E
+from router.evaluation.report import build_report
 from router.data.labels import model_means
 from router.evaluation.plots import plot_cost_quality, plot_routing_share
 from router.evaluation.splits import split_queries
@@ -22,7 +23,7 @@ def png_size(path) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def nq_report(nq):
-    split = split_queries(nq, seed=0)
+    split = split_queries(nq, seed=0, test_size=0.3)
     train, test = nq.subset(split.train), nq.subset(split.test)
     rng = np.random.default_rng(0)
     means = np.tile(model_means(train.scores, train.mask), (test.n_queries, 1))
@@ -31,7 +32,7 @@ def nq_report(nq):
                                           n_boot=100),
         "train means": E.evaluate_router(means + rng.normal(0, 0.05, means.shape), test, train, n_boot=100),
     }
-    return E.build_report(results, train, test)
+    return build_report(results, train, test)
 
 
 def test_cost_quality_png(nq_report, tmp_path):
@@ -56,7 +57,7 @@ def test_routing_share_png(nq_report, tmp_path):
 
 def test_cost_quality_needs_costs(mmlu_small, tmp_path):
     data = mmlu_small.select_models(mmlu_small.complete_models()[:3])
-    split = split_queries(data, seed=0)
+    split = split_queries(data, seed=0, test_size=0.3)
     train, test = data.subset(split.train), data.subset(split.test)
     result = E.evaluate_router(test.scores, test, train, n_boot=50)
     with pytest.raises(ValueError, match="no cost information"):

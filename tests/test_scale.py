@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from benchmarks.generate_logs import generate, read_manifest
+from router.data import formats
 from router.data import ingest
 from router.data import labels
 from router.data import schema as S
@@ -27,7 +28,7 @@ def gen(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lf(gen) -> pl.LazyFrame:
-    return ingest.scan_logs(gen.out)
+    return formats.scan_logs(gen.out)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_prompts_are_distinct_realistic_and_reproducible(gen, data, tmp_path):
 def test_optional_columns_can_be_left_out(tmp_path):
     gen = generate(tmp_path, 500, 3, seed=1, cost=False, task=False, timestamp=False)
     assert gen.columns == [S.QUERY_ID, S.PROMPT, S.MODEL, S.SCORE]
-    data = labels.build_routing_data(ingest.scan_logs(tmp_path))
+    data = labels.build_routing_data(formats.scan_logs(tmp_path))
     assert data.n_queries == 500 and not data.has_cost and data.tasks is None and data.timestamps is None
 
 
@@ -76,7 +77,7 @@ def test_invalid_rows_are_named_by_file_and_row(tmp_path):
     assert gen.invalid_kind == "negative cost" and gen.invalid_rows > 0
     first_file, first_row = gen.invalid_examples[0]
     with pytest.raises(LogValidationError) as err:
-        validate_logs(ingest.scan_logs(tmp_path), source=str(tmp_path))
+        validate_logs(formats.scan_logs(tmp_path), source=str(tmp_path))
     msg = str(err.value)
     assert msg.startswith(f"file {first_file}, column 'cost': negative cost ({gen.invalid_rows} rows)")
     assert f"row={first_row}," in msg and err.value.file == first_file
@@ -87,7 +88,7 @@ def test_nan_scores_when_there_is_no_cost(tmp_path):
     file, row = gen.invalid_examples[0]
     with pytest.raises(LogValidationError, match=rf"(?s)column 'score': NaN score \({gen.invalid_rows} rows?\).*"
                                                  rf"row={row},"):
-        validate_logs(ingest.scan_logs(tmp_path))
+        validate_logs(formats.scan_logs(tmp_path))
 
 
 def test_filter_since_keeps_whole_queries_by_their_latest_time(lf, data):
@@ -135,7 +136,7 @@ def test_conflicts_across_files_name_both_files_and_rows(tmp_path):
     first.with_columns((1 - pl.col(S.SCORE)).alias(S.SCORE)).write_parquet(extra)
     qid, model = first[S.QUERY_ID][0], first[S.MODEL][0]
     with pytest.raises(LogValidationError) as err:
-        validate_logs(ingest.scan_logs(tmp_path))
+        validate_logs(formats.scan_logs(tmp_path))
     msg = str(err.value)
     assert "duplicate (query_id, model) rows with different scores (1 row)" in msg
     assert f"file={tmp_path / 'logs-00002.parquet'}, row=1, query_id='{qid}', model='{model}'" in msg
@@ -144,7 +145,7 @@ def test_conflicts_across_files_name_both_files_and_rows(tmp_path):
     with pytest.raises(LogValidationError, match=rf"(?s)one query_id has different prompts \(1 row\).*"
                                                  rf"logs-00002\.parquet, row=1, query_id='{qid}'.*"
                                                  rf"logs-99999\.parquet, row=1, query_id='{qid}'"):
-        validate_logs(ingest.scan_logs(tmp_path))
+        validate_logs(formats.scan_logs(tmp_path))
 
 
 def test_since_and_max_queries_from_config_and_command_line(gen, data, tmp_path):

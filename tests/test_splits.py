@@ -30,12 +30,12 @@ def test_query_split_is_seeded_disjoint_and_sized(nq):
 
 def test_query_split_keeps_a_query_on_each_side(nq):
     tiny = nq.subset(np.arange(3))
-    split = split_queries(tiny, test_size=0.01)
+    split = split_queries(tiny, test_size=0.01, seed=0)
     assert len(split.test) == 1 and len(split.train) == 2
     with pytest.raises(ValueError, match="test_size"):
-        split_queries(nq, test_size=1.0)
+        split_queries(nq, test_size=1.0, seed=0)
     with pytest.raises(ValueError, match="by must be"):
-        split_queries(nq, by="row")
+        split_queries(nq, by="row", test_size=0.3, seed=0)
 
 
 def test_task_split_holds_out_whole_tasks(mmlu_small):
@@ -52,13 +52,13 @@ def test_task_split_holds_out_whole_tasks(mmlu_small):
 
 
 def test_task_split_with_named_tasks(mmlu_small):
-    split = split_queries(mmlu_small, by="task", test_tasks=["law", "math"])
+    split = split_queries(mmlu_small, by="task", test_tasks=["law", "math"], test_size=0.3, seed=0)
     assert set(mmlu_small.tasks[split.test]) == {"law", "math"}
     assert len(split.test) == 31 + 36  # the fixture's law and math counts
     with pytest.raises(ValueError, match="unknown test_tasks"):
-        split_queries(mmlu_small, by="task", test_tasks=["astrology"])
+        split_queries(mmlu_small, by="task", test_tasks=["astrology"], test_size=0.3, seed=0)
     with pytest.raises(ValueError, match="task column"):
-        split_queries(replace(mmlu_small, tasks=None), by="task")
+        split_queries(replace(mmlu_small, tasks=None), by="task", test_size=0.3, seed=0)
 
 
 def test_given_split_is_used_as_given(nq):
@@ -86,5 +86,5 @@ def test_given_split_errors_are_clear(nq):
 def test_resolve_split_falls_back_to_random(nq):
     empty = replace(nq, splits=np.array([None] * nq.n_queries, dtype=object))
     assert not has_given_split(empty) and not has_given_split(nq)
-    split = resolve_split(empty, seed=2)
-    assert np.array_equal(split.test, split_queries(nq, seed=2).test)
+    split = resolve_split(empty, seed=2, test_size=0.3)
+    assert np.array_equal(split.test, split_queries(nq, seed=2, test_size=0.3).test)

@@ -16,8 +16,9 @@ in ~10 s, and cached on disk: see ``router.embed.onnx``. Measurements: benchmark
 from __future__ import annotations
 
 import hashlib
-import os
+import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +75,8 @@ class Embedder:
     ``batch_size``: prompts per forward pass (None: the backend's ``DEFAULT_BATCH_SIZES``; the
     onnx-int8 backend always runs one prompt per call so a vector never depends on its batch).
     ``backend`` is one of ``BACKENDS`` (it changes the vectors slightly, so it is part of ``id``);
-    ``threads`` caps the CPU threads (onnxruntime: per session; torch: ``torch.set_num_threads``,
-    which is process-wide) and does not change the vectors.
+    ``threads`` caps the CPU threads (onnxruntime: per session; torch: set around each load and
+    encode call, then restored) and does not change the vectors.
     """
 
     def __init__(
@@ -157,12 +158,8 @@ class Embedder:
 
     @classmethod
     def from_settings(cls, settings: dict, **overrides) -> Embedder:
-        """The embedder ``settings()`` describes (serving: reproduce training's embedder).
-
-        Settings saved before backends existed have no ``backend``: they were torch, and mean torch
-        here, not today's default.
-        """
-        return cls(**{"backend": "torch", **settings, **overrides})
+        """The embedder ``settings()`` describes (serving: reproduce training's embedder)."""
+        return cls(**{**settings, **overrides})
 
     # -- encoding ---------------------------------------------------------------------------
     def load(self):
@@ -172,9 +169,6 @@ class Embedder:
         (its ``.path`` is the cached ONNX file, built here on first use).
         """
         if self._model is None:
-            # No hub exists here or in CI; make a typo fail fast instead of retrying a network.
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
             self._model = self._load_torch() if self.backend == "torch" else self._load_onnx()
         return self._model
 
@@ -203,12 +197,10 @@ class Embedder:
     def _load_torch(self):
         from sentence_transformers import SentenceTransformer
 
-        if self.threads is not None:
-            import torch
-
-            torch.set_num_threads(self.threads)
         try:
-            model = SentenceTransformer(self.model_path, device=self.device)
+            # local_files_only: no hub here or in CI; a typo fails fast instead of retrying a network.
+            with _torch_threads(self.threads):
+                model = SentenceTransformer(self.model_path, device=self.device, local_files_only=True)
         except OSError as exc:
             raise RuntimeError(
                 f"could not load embedder {self.model!r} offline: {exc}. Pass a local model directory, "
@@ -232,16 +224,19 @@ class Embedder:
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         model = self.load()
-        show = self.show_progress if self.show_progress is not None else len(texts) >= _PROGRESS_FROM
+        show = self.show_progress
+        if show is None:  # a bar only where someone watches: a terminal, never a cron mail or CI log
+            show = len(texts) >= _PROGRESS_FROM and sys.stderr.isatty()
         if self.backend != "torch":
             return model.encode(texts, batch_size=self.batch_size, normalize=self.normalize, show_progress=show)
-        vectors = model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=self.normalize,
-            convert_to_numpy=True,
-            show_progress_bar=show,
-        )
+        with _torch_threads(self.threads):
+            vectors = model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=self.normalize,
+                convert_to_numpy=True,
+                show_progress_bar=show,
+            )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def __getstate__(self) -> dict:
@@ -249,10 +244,6 @@ class Embedder:
         state = self.__dict__.copy()
         state["_model"] = None
         return state
-
-    def __setstate__(self, state: dict) -> None:
-        # Embedders pickled before backends existed ran torch.
-        self.__dict__.update({"backend": "torch", "threads": None, **state})
 
     def __repr__(self) -> str:
         return (f"Embedder(model={self.model!r}, max_seq_length={self.max_seq_length}, normalize={self.normalize}, "
@@ -267,3 +258,19 @@ def _dir_fingerprint(path: Path) -> str:
             st = f.stat()
             h.update(f"{f.relative_to(path)}:{st.st_size}:{int(st.st_mtime)}".encode())
     return h.hexdigest()
+
+
+@contextmanager
+def _torch_threads(threads: int | None):
+    """torch's intra-op thread count set to ``threads`` for the block only (its setting is process-wide)."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -30,16 +30,29 @@ def _check(pred_scores, model_costs) -> tuple[np.ndarray, np.ndarray]:
     return pred, costs
 
 
-def choose(pred_scores: np.ndarray, model_costs: np.ndarray, lam: float = 0.0) -> np.ndarray:
+def choose(pred_scores: np.ndarray, model_costs: np.ndarray, lam: float = 0.0,
+           allowed: np.ndarray | None = None) -> np.ndarray:
     """Index of the chosen model per query: argmax of ``pred - lam * cost``.
 
     Exact ties go to the cheaper model (then the lower index): at a breakpoint both are equally
-    good, and preferring the cheaper one keeps spend non-increasing in ``lam``.
+    good, and preferring the cheaper one keeps spend non-increasing in ``lam``. ``allowed``
+    (n_queries, n_models) bool, optional: only these models compete (their scores must be
+    finite, the others are ignored); every query needs at least one.
     """
+    if allowed is not None:
+        allowed = np.asarray(allowed, dtype=bool)
+        if allowed.shape != np.shape(pred_scores):
+            raise ValueError(f"allowed must have the shape of pred_scores {np.shape(pred_scores)}, "
+                             f"got {allowed.shape}")
+        pred_scores = np.where(allowed, pred_scores, 0.0)  # scores of excluded models may be NaN
     pred, costs = _check(pred_scores, model_costs)
+    if allowed is not None and not allowed.any(axis=1).all():
+        raise ValueError("allowed leaves some queries without any model")
     if not (np.isfinite(lam) and lam >= 0):
         raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
     util = pred - lam * costs
+    if allowed is not None:
+        util[~allowed] = -np.inf
     tied = util >= util.max(axis=1, keepdims=True)
     return np.where(tied, costs, np.inf).argmin(axis=1)
 

@@ -1,4 +1,4 @@
-"""Metrics of routed choices and the evaluation report (pure functions, no I/O).
+"""Metrics of routed choices (pure functions, no I/O); the report that renders them is ``report``.
 
 Conventions
 - Evaluation uses only test queries on which every model was scored (an incomplete query has no
@@ -14,10 +14,7 @@ Conventions
 Curves
 - The cost-quality curve sweeps lambda over ``decision.lambda_grid`` and records (mean cost,
   mean quality) of the choices on the test queries.
-- AIQ (RouterBench): mean height of the router's non-decreasing convex hull over its cost range
-  (see ``aiq``).
-- Two-model pools (RouteLLM): APGR and CPT(x%) over the curve of strong-call share (see
-  ``strong_share_curve``, ``apgr``, ``cpt``).
+- AIQ, APGR and CPT of those curves: ``router.evaluation.curves``.
 """
 
 from __future__ import annotations
@@ -27,8 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from router.evaluation.decision import choose, lambda_grid
 from router.data.labels import RoutingData, best_model_labels, model_means
+from router.evaluation.curves import aiq, apgr, cpt, strong_share_curve
+from router.evaluation.decision import choose, lambda_grid
 
 # --------------------------------------------------------------------------- basic metrics
 
@@ -86,127 +84,6 @@ def _best_index(means: np.ndarray, costs: np.ndarray) -> int:
     means = np.nan_to_num(means, nan=-np.inf)
     tied = np.flatnonzero(means == means.max())
     return int(tied[np.argmin(costs[tied])])
-
-
-# --------------------------------------------------------------------------- AIQ
-
-
-def nondecreasing_hull(costs, qualities) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices (cost, quality) of the non-decreasing upper convex hull of the points.
-
-    The upper hull is what mixing two operating points at random can reach; it is cut at its
-    highest point, because spending more never has to buy less quality (one can always spend
-    less). Points on or below the hull are dropped.
-    """
-    c = np.asarray(costs, dtype=np.float64)
-    q = np.asarray(qualities, dtype=np.float64)
-    if c.shape != q.shape or c.ndim != 1 or len(c) == 0:
-        raise ValueError(f"costs and qualities must be equal-length 1-D arrays, got {c.shape} and {q.shape}")
-    if not (np.isfinite(c).all() and np.isfinite(q).all()):
-        raise ValueError("costs and qualities must be finite")
-    order = np.lexsort((-q, c))  # by cost, best quality first at equal cost
-    c, q = c[order], q[order]
-    keep = np.r_[True, c[1:] != c[:-1]]
-    c, q = c[keep], q[keep]
-    hull: list[int] = []
-    for k in range(len(c)):
-        # pop the last vertex while it lies on or below the segment from the one before to k
-        while len(hull) >= 2:
-            a, b = hull[-2], hull[-1]
-            if (c[b] - c[a]) * (q[k] - q[a]) - (q[b] - q[a]) * (c[k] - c[a]) >= 0:
-                hull.pop()
-            else:
-                break
-        hull.append(k)
-    hc, hq = c[hull], q[hull]
-    top = int(np.argmax(hq))
-    return hc[: top + 1], hq[: top + 1]
-
-
-def aiq(costs, qualities, cost_range: tuple[float, float] | None = None) -> float:
-    """Average Improvement in Quality (RouterBench): mean height of the non-decreasing convex hull.
-
-    AIQ = 1 / (c_max - c_min) * integral over [c_min, c_max] of hull(c) dc, where the hull is
-    ``nondecreasing_hull`` of the router's own (cost, quality) points, flat after its highest
-    point, and [c_min, c_max] is the range of those points' costs (RouterBench's paper; its code
-    divides by c_max instead and extends all routers to a common c_max). ``cost_range`` gives a
-    common range instead; the hull is flat to its right and cannot start left of the cheapest
-    point. A single cost gives the best quality at that cost.
-    """
-    hc, hq = nondecreasing_hull(costs, qualities)
-    lo, hi = (float(hc[0]), float(np.max(costs))) if cost_range is None else map(float, cost_range)
-    if lo < hc[0] - 1e-12 * max(1.0, abs(hc[0])) or hi < lo:
-        raise ValueError(f"cost_range {cost_range} must satisfy cheapest point {hc[0]:.6g} <= lo <= hi")
-    if hi <= lo:
-        return float(np.interp(lo, hc, hq))
-    x = np.concatenate([[lo], hc[(hc > lo) & (hc < hi)], [hi]])
-    y = np.interp(x, hc, hq)  # np.interp is flat past the last vertex
-    return float(np.trapezoid(y, x) / (hi - lo))
-
-
-# --------------------------------------------------------------------------- two-model pools
-
-
-def strong_share_curve(advantage, strong_scores, weak_scores) -> tuple[np.ndarray, np.ndarray]:
-    """Quality against the share of calls to the strong model (RouteLLM's threshold sweep).
-
-    Queries are sent to the strong model in decreasing order of ``advantage`` (predicted strong
-    minus weak score); at share k/n the k most favoured go strong. Queries with equal advantage
-    cannot be ordered by the router, so inside a tie group the curve is the expected quality of
-    a random order (linear between the group's ends). Returns shares (n+1,) from 0 to 1 and the
-    mean quality at each.
-    """
-    d = np.asarray(advantage, dtype=np.float64)
-    gain = np.asarray(strong_scores, dtype=np.float64) - np.asarray(weak_scores, dtype=np.float64)
-    n = len(d)
-    if n == 0 or gain.shape != d.shape:
-        raise ValueError(f"advantage and scores must be equal-length and non-empty, got {d.shape} and {gain.shape}")
-    order = np.argsort(-d, kind="stable")
-    ds = d[order]
-    cum = np.concatenate([[0.0], np.cumsum(gain[order])])
-    ends = np.flatnonzero(np.r_[True, ds[1:] != ds[:-1], True])  # tie-group boundaries in 0..n
-    k = np.arange(n + 1)
-    cum = np.interp(k, ends, cum[ends])
-    return k / n, float(np.mean(weak_scores)) + cum / n
-
-
-def _pgr(qualities, weak: float, strong: float) -> np.ndarray | None:
-    gap = strong - weak
-    return None if gap <= 1e-12 else (np.asarray(qualities, dtype=np.float64) - weak) / gap
-
-
-def apgr(shares, qualities, weak: float, strong: float) -> float:
-    """Average Performance Gap Recovered (RouteLLM).
-
-    PGR(s) = (quality(s) - weak) / (strong - weak) at strong-call share s; APGR is its integral
-    over s in [0, 1] (trapezoid over the given points, which must span 0..1). RouteLLM's code
-    integrates ~10 threshold points; ``strong_share_curve`` gives every share k/n. 0.5 is a
-    random router; NaN when strong <= weak on these queries.
-    """
-    pgr = _pgr(qualities, weak, strong)
-    if pgr is None:
-        return math.nan
-    s = np.asarray(shares, dtype=np.float64)
-    return float(np.trapezoid(pgr, s) / (s[-1] - s[0]))
-
-
-def cpt(shares, qualities, weak: float, strong: float, level: float) -> float:
-    """Call-Performance Threshold CPT(level) (RouteLLM): the smallest share of strong-model calls
-    at which PGR reaches ``level`` (0.5 for CPT(50%)), linear between curve points (a random mix
-    of two neighbouring thresholds realises it). NaN when strong <= weak or never reached.
-    """
-    pgr = _pgr(qualities, weak, strong)
-    if pgr is None:
-        return math.nan
-    s = np.asarray(shares, dtype=np.float64)
-    hit = np.flatnonzero(pgr >= level - 1e-12)
-    if hit.size == 0:
-        return math.nan
-    i = int(hit[0])
-    if i == 0:
-        return float(s[0])
-    t = (level - pgr[i - 1]) / (pgr[i] - pgr[i - 1])
-    return float(s[i - 1] + t * (s[i] - s[i - 1]))
 
 
 # --------------------------------------------------------------------------- baselines
@@ -439,109 +316,7 @@ def evaluate_router(
     )
 
 
-# --------------------------------------------------------------------------- the report
-
-
-@dataclass(frozen=True)
-class EvaluationReport:
-    """Routers side by side with the baselines; ``to_dict`` is JSON-ready, ``to_markdown`` readable."""
-
-    baselines: Baselines
-    routers: dict[str, RouterResult]
-    split: str | None = None
-
-    def to_dict(self) -> dict:
-        b = self.baselines
-
-        def single(j: int) -> dict:
-            return {"name": b.models[j], "quality": _num(b.single_quality[j]), "cost": _num(b.single_cost[j])}
-
-        return {
-            "models": list(b.models),
-            "split": self.split,
-            "n_train": b.n_train,
-            "n_test": b.n_test,
-            "n_eval": b.n_eval,
-            "n_dropped_incomplete": b.n_dropped_incomplete,
-            "has_cost": b.has_cost,
-            "best_single": single(b.best_single),
-            "hindsight_best_single": single(b.hindsight_best),
-            "oracle": {"quality": _num(b.oracle_quality), "cost": _num(b.oracle_cost)},
-            "random": {"quality": _num(b.random_quality), "cost": _num(b.random_cost)},
-            "single_models": {m: {"quality": _num(q), "cost": _num(c)}
-                              for m, q, c in zip(b.models, b.single_quality, b.single_cost)},
-            "routers": {name: r.to_dict() for name, r in self.routers.items()},
-        }
-
-    def to_markdown(self) -> str:
-        b = self.baselines
-        best_q = b.single_quality[b.best_single]
-        ci = f"{_ci_level(self)} CI"
-
-        def top_share(r: RouterResult) -> str:
-            j = int(np.argmax(r.routing_share))
-            return f"{b.models[j]} ({_pct(r.routing_share[j])})"
-
-        # (header, cell for a router, cell for a baseline row from its (quality, cost) or None)
-        cols = [("quality", lambda r: _f(r.quality), lambda q, c: _f(q)),
-                (ci, lambda r: _ci(r.ci["quality"]), None)]
-        if b.has_cost:
-            cols.append(("cost $/query", lambda r: _cost(r.cost), lambda q, c: _cost(c)))
-        cols += [("gap closed", lambda r: _f(r.gap_closed), lambda q, c: _f(gap_closed(q, best_q, b.oracle_quality))),
-                 (f"gap closed {ci}", lambda r: _ci(r.ci["gap_closed"]), None)]
-        if b.has_cost:
-            cols.append(("AIQ", lambda r: _f(r.aiq), None))
-        if len(b.models) == 2:
-            cols += [("APGR", lambda r: _f(r.apgr), None), ("CPT(50%)", lambda r: _pct(r.cpt50), None),
-                     ("CPT(80%)", lambda r: _pct(r.cpt80), None)]
-        cols.append(("top model (share)", top_share, None))
-        fixed = [
-            (f"best single (train): {b.models[b.best_single]}", best_q, b.single_cost[b.best_single]),
-            (f"best single (hindsight): {b.models[b.hindsight_best]}", b.single_quality[b.hindsight_best],
-             b.single_cost[b.hindsight_best]),
-            ("oracle", b.oracle_quality, b.oracle_cost),
-            ("random (uniform)", b.random_quality, b.random_cost),
-        ]
-        rows = [[f"**{name}**"] + [cell(r) for _, cell, _ in cols] for name, r in self.routers.items()]
-        rows += [[label] + ["" if cell is None else cell(q, c) for _, _, cell in cols] for label, q, c in fixed]
-        head = [""] + [h for h, _, _ in cols]
-        lines = [
-            "## Router evaluation",
-            "",
-            f"Train {b.n_train} queries; test {b.n_test} queries, {b.n_eval} evaluated "
-            f"({b.n_dropped_incomplete} dropped: not scored by every model)."
-            + (f" Split: {self.split}." if self.split else ""),
-            "",
-            _table(head, rows),
-        ]
-        tasks = sorted({t for r in self.routers.values() for t in r.per_task})
-        if len(tasks) > 1:
-            names = list(self.routers)
-            first = self.routers[names[0]].per_task
-            task_rows = [[t, str(first[t]["n"]), _f(first[t]["best_single"]), _f(first[t]["oracle"])]
-                         + [_f(self.routers[n].per_task[t]["router"]) for n in names] for t in tasks]
-            lines += ["", "### Quality per task", "",
-                      _table(["task", "n", "best single", "oracle"] + names, task_rows)]
-        return "\n".join(lines) + "\n"
-
-
-def build_report(
-    results: dict[str, RouterResult],
-    train: RoutingData,
-    test: RoutingData,
-    model_costs: np.ndarray | None = None,
-    *,
-    split: str | None = None,
-) -> EvaluationReport:
-    """Collect router results with the baselines computed on the same train/test queries."""
-    base = baselines(train, test, model_costs)
-    for name, r in results.items():
-        if r.baselines.n_eval != base.n_eval or r.baselines.models != base.models:
-            raise ValueError(f"router {name!r} was evaluated on other queries or models than this report")
-    return EvaluationReport(baselines=base, routers=dict(results), split=split)
-
-
-# --------------------------------------------------------------------------- formatting helpers
+# --------------------------------------------------------------------------- JSON helpers
 
 
 def _num(x) -> float | None:
@@ -564,31 +339,3 @@ def _jsonable(obj):
     if isinstance(obj, (float, np.floating)):
         return _num(obj)
     return obj
-
-
-def _f(x) -> str:
-    return "-" if x is None or not math.isfinite(float(x)) else f"{float(x):.3f}"
-
-
-def _pct(x) -> str:
-    return "-" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.1f}%"
-
-
-def _cost(x) -> str:
-    return "-" if x is None or not math.isfinite(float(x)) else f"{float(x):.3g}"
-
-
-def _ci(bounds) -> str:
-    lo, hi = bounds
-    return "-" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{lo:.3f}, {hi:.3f}]"
-
-
-def _ci_level(report: EvaluationReport) -> str:
-    levels = {r.ci["level"] for r in report.routers.values()} or {0.95}
-    return "/".join(f"{100 * level:g}%" for level in sorted(levels))
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)

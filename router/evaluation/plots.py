@@ -15,7 +15,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from router.evaluation.metrics import Baselines, EvaluationReport, RouterResult, nondecreasing_hull
+from router.evaluation.curves import nondecreasing_hull
+from router.evaluation.metrics import Baselines, RouterResult
+from router.evaluation.report import EvaluationReport
 
 _LOG_X_SPAN = 20.0  # log-x once the dearest point costs this many times the cheapest
 

@@ -19,8 +19,8 @@ from typing import Literal
 import numpy as np
 
 from router.data.labels import RoutingData
+from router.data.schema import SPLIT_VALUES
 
-SPLIT_VALUES = ("train", "test", "ood")
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ def _indices(rows) -> np.ndarray:
 def split_queries(
     data: RoutingData,
     *,
-    test_size: float = 0.3,
-    seed: int = 0,
+    test_size: float,
+    seed: int,
     by: Literal["query", "task"] = "query",
     test_tasks: list[str] | tuple[str, ...] | None = None,
 ) -> Split:
@@ -147,8 +147,8 @@ def has_given_split(data: RoutingData) -> bool:
 def resolve_split(
     data: RoutingData,
     *,
-    test_size: float = 0.3,
-    seed: int = 0,
+    test_size: float,
+    seed: int,
     by: Literal["query", "task"] = "query",
     test_tasks: list[str] | tuple[str, ...] | None = None,
 ) -> Split:

@@ -1,30 +1,35 @@
-"""Small helpers shared by the router families: CV folds, the routing score, target shaping."""
+"""Small helpers shared by the router families: the routing score, target and feature shaping."""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import KFold
+
+from router.evaluation.decision import choose
+
+
+def routed_scores(Y: np.ndarray, mask: np.ndarray, S: np.ndarray) -> np.ndarray:
+    """Per query, the observed score of the model the decision rule picks from predictions S.
+
+    Only observed models compete: with partial logs we cannot grade an unobserved choice. No
+    costs are at hand, so ties go to the lower index. NaN for queries with no observed score.
+    """
+    out = np.full(len(Y), np.nan)
+    rows = mask.any(axis=1)
+    if rows.any():
+        pick = choose(S[rows], np.zeros(Y.shape[1]), allowed=mask[rows])
+        out[rows] = Y[np.flatnonzero(rows), pick]
+    return out
+
+
+def observed_mean(values: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of per-query values over the queries with an observed score (NaN if there are none)."""
+    rows = mask.any(axis=1)
+    return float(values[rows].mean()) if rows.any() else float("nan")
 
 
 def routing_quality(Y: np.ndarray, mask: np.ndarray, S: np.ndarray) -> float:
-    """Mean observed score of the model each row would be routed to (argmax of S).
-
-    Only observed models compete: with partial logs we cannot grade an unobserved choice.
-    Rows with no observed score are skipped.
-    """
-    S = np.where(mask, S, -np.inf)
-    rows = mask.any(axis=1)
-    pick = np.argmax(S[rows], axis=1)
-    return float(Y[rows][np.arange(rows.sum()), pick].mean()) if rows.any() else float("nan")
-
-
-def folds(n: int, n_splits: int, random_state: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Shuffled K-fold (train, validation) index pairs over queries."""
-    if n_splits < 2:
-        raise ValueError(f"cv must be >= 2 folds, got {n_splits}")
-    if n < n_splits:
-        raise ValueError(f"cross-validation needs at least cv={n_splits} queries, got {n}")
-    return list(KFold(n_splits, shuffle=True, random_state=random_state).split(np.arange(n)))
+    """Mean observed score of the model each query would be routed to (``routed_scores``)."""
+    return observed_mean(routed_scores(Y, mask, S), mask)
 
 
 def column_means(Y: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -52,11 +57,6 @@ def rank_rows(S: np.ndarray) -> np.ndarray:
     return (rankdata(S, axis=1) - 1) / max(S.shape[1] - 1, 1)
 
 
-def pick_best(results: dict):
-    """The grid point with the highest mean CV score (the first one wins ties: order grids by preference)."""
-    return max(results, key=results.__getitem__)
-
-
 def check_choice(name: str, value, valid) -> None:
     if value not in valid:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {list(valid)}")
@@ -68,3 +68,20 @@ def as_grid(value) -> tuple:
     if not grid:
         raise ValueError("an empty tuple of candidates was given")
     return grid
+
+
+def standardise_stats(X) -> tuple[np.ndarray, float]:
+    """Feature means and one global scale: unit average variance for the optimiser, while keeping
+    the embedding's geometry (per-feature scaling would blow up near-constant dimensions)."""
+    mean = X.mean(axis=0).astype(np.float64)
+    return mean, float(max(np.sqrt(((X - mean) ** 2).mean()), 1e-12))
+
+
+def standardise(X, mean: np.ndarray, scale: float) -> np.ndarray:
+    """X centred and scaled by ``standardise_stats``, in float32 (what the optimisers run in)."""
+    return ((X - mean) / scale).astype(np.float32)
+
+
+def affine(X, W) -> np.ndarray:
+    """X @ W[:-1] + W[-1]: stacked (d + 1, k) weights whose last row is the bias."""
+    return X @ W[:-1] + W[-1]

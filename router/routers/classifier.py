@@ -7,9 +7,9 @@ from scipy.optimize import minimize
 from scipy.special import log_softmax, softmax
 
 from router.data import labels
-from router.routers._common import as_grid, check_choice, folds, pick_best, routing_quality
+from router.routers._common import affine, as_grid, check_choice, standardise, standardise_stats
 from router.routers.base import BaseRouter
-from router.routers.linear import standardise_stats
+from router.routers.search import cv_search
 
 LABELS = ("hard", "soft")
 CLASS_WEIGHTS = (None, "balanced")
@@ -51,19 +51,17 @@ class ClassifierRouter(BaseRouter):
         check_choice("class_weight", self.class_weight, CLASS_WEIGHTS)
         T, keep = self._targets(Y, C, mask)
         self.x_mean_, self.x_scale_ = standardise_stats(X)
-        Xs = ((X - self.x_mean_) / self.x_scale_).astype(np.float32)
+        Xs = standardise(X, self.x_mean_, self.x_scale_)
         alphas = sorted(as_grid(self.alpha), reverse=True)  # strongest first: smoother warm starts
-        self.cv_results_ = {}
-        if len(alphas) > 1:
-            scores = {a: [] for a in alphas}
-            for tr, va in folds(len(X), self.cv, self.random_state):
-                tr = tr[keep[tr]]
-                W = None
-                for a in alphas:
-                    W = self._fit_one(Xs[tr], T[tr], a, W)
-                    scores[a].append(routing_quality(Y[va], mask[va], _logits(Xs[va], W)))
-            self.cv_results_ = {a: float(np.mean(v)) for a, v in scores.items()}
-        self.alpha_ = pick_best(self.cv_results_) if self.cv_results_ else alphas[0]
+
+        def fold_predictions(tr, va):
+            tr = tr[keep[tr]]
+            W = None
+            for a in alphas:
+                W = self._fit_one(Xs[tr], T[tr], a, W)
+                yield _probabilities(Xs[va], W)
+
+        self.alpha_, self.cv_results_ = cv_search(alphas, fold_predictions, Y, mask, self.cv, self.random_state)
         self.best_params_ = {"alpha": self.alpha_}
         self.W_ = self._fit_one(Xs[keep], T[keep], self.alpha_)
 
@@ -95,11 +93,12 @@ class ClassifierRouter(BaseRouter):
         return full
 
     def _predict_scores(self, X) -> np.ndarray:
-        return softmax(_logits(((X - self.x_mean_) / self.x_scale_).astype(np.float32), self.W_), axis=1)
+        return _probabilities(standardise(X, self.x_mean_, self.x_scale_), self.W_)
 
 
-def _logits(X, W) -> np.ndarray:
-    return X @ W[:-1] + W[-1]
+def _probabilities(Xs, W) -> np.ndarray:
+    # Finite even for never-best classes (their -inf logit gives 0): the decision rule needs that.
+    return softmax(affine(Xs, W), axis=1)
 
 
 def fit_softmax(X, T, alpha, max_iter, W0=None) -> np.ndarray:
@@ -114,7 +113,7 @@ def fit_softmax(X, T, alpha, max_iter, W0=None) -> np.ndarray:
 
     def loss(w):
         W = w.reshape(d + 1, k)
-        logp = log_softmax(_logits(X, W.astype(np.float32)), axis=1)
+        logp = log_softmax(affine(X, W.astype(np.float32)), axis=1)
         f = -(T * logp).sum(dtype=np.float64) / n + 0.5 * alpha * (W[:-1] ** 2).sum()
         G = (mass * np.exp(logp) - T) / n
         grad = np.vstack([X.T @ G + alpha * W[:-1], G.sum(axis=0)])

@@ -8,10 +8,9 @@ from itertools import product
 import numpy as np
 from sklearn.base import clone
 
-from router.routers._common import (
-    as_grid, check_choice, column_means, folds, pick_best, rank_rows, routing_quality, zscore_rows,
-)
+from router.routers._common import as_grid, check_choice, column_means, rank_rows, zscore_rows
 from router.routers.base import BaseRouter
+from router.routers.search import cv_search
 
 NORMALISATIONS = ("zscore", "rank", "none")
 _WEIGHT_LEVELS = (0.0, 1.0, 2.0)  # per-member levels of the "cv" weight grid (normalised after)
@@ -62,24 +61,22 @@ class EnsembleRouter(BaseRouter):
         if not all(0.0 <= s <= 1.0 for s in shrinks):
             raise ValueError(f"shrink must be in [0, 1], got {self.shrink}")
         fitted = [clone(r).fit(X, Y, C, mask) for _, r in members]
-        self.cv_results_ = {}
-        if len(weight_grid) * len(shrinks) > 1:
-            inner = [r if self.nested else clone(r).set_params(**getattr(f, "best_params_", {}))
-                     for (_, r), f in zip(members, fitted)]
-            oof = [np.empty(Y.shape) for _ in members]
-            prior = np.empty(Y.shape)
-            for tr, va in folds(len(X), self.cv, self.random_state):
-                for k, r in enumerate(inner):
-                    oof[k][va] = clone(r).fit(X[tr], Y[tr], C[tr], mask[tr]).predict_scores(X[va])
-                prior[va] = column_means(Y[tr], mask[tr])
-            parts = self._normalised(oof)
+        inner = [r if self.nested else clone(r).set_params(**getattr(f, "best_params_", {}))
+                 for (_, r), f in zip(members, fitted)]
+
+        def fold_predictions(tr, va):
+            # Members are fitted once per fold; every (weights, shrink) point blends their predictions.
+            parts = self._normalised([clone(r).fit(X[tr], Y[tr], C[tr], mask[tr]).predict_scores(X[va])
+                                      for r in inner])
+            prior = column_means(Y[tr], mask[tr])
             for w in weight_grid:
                 blend = _blend(parts, w)
                 for s in shrinks:
-                    self.cv_results_[(w, s)] = routing_quality(Y, mask, (1 - s) * blend + s * prior)
-            self.weights_, self.shrink_ = pick_best(self.cv_results_)
-        else:
-            self.weights_, self.shrink_ = weight_grid[0], shrinks[0]
+                    yield (1 - s) * blend + s * prior
+
+        # Pooled: scored on all out-of-fold predictions at once, as stacking usually is.
+        (self.weights_, self.shrink_), self.cv_results_ = cv_search(
+            list(product(weight_grid, shrinks)), fold_predictions, Y, mask, self.cv, self.random_state, pooled=True)
         self.best_params_ = {"weights": tuple(float(w) for w in self.weights_), "shrink": float(self.shrink_)}
         self.weights_ = np.asarray(self.weights_)
         self.prior_ = column_means(Y, mask)

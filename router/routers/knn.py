@@ -6,8 +6,9 @@ from itertools import product
 
 import numpy as np
 
-from router.routers._common import as_grid, check_choice, column_means, folds, pick_best, routing_quality
+from router.routers._common import as_grid, check_choice, column_means
 from router.routers.base import BaseRouter
+from router.routers.search import cv_search
 
 WEIGHTINGS = ("uniform", "similarity", "kernel")
 _CHUNK = 2048  # query rows per similarity block: bounds memory at chunk x n_train floats
@@ -59,17 +60,14 @@ class KNNRouter(BaseRouter):
         grid = self._grid()
         Xn = _unit(X)
         Yz = np.where(mask, Y, 0.0)
-        self.cv_results_ = {}
-        if len(grid) > 1:
-            scores = {g: [] for g in grid}
-            for tr, va in folds(len(X), self.cv, self.random_state):
-                sim, idx = _neighbours(Xn[va], Xn[tr], max(g[0] for g in grid))
-                prior = column_means(Y[tr], mask[tr])
-                for g in grid:
-                    S = _combine(sim, idx, Yz[tr], mask[tr], prior, *g)
-                    scores[g].append(routing_quality(Y[va], mask[va], S))
-            self.cv_results_ = {g: float(np.mean(v)) for g, v in scores.items()}
-        best = pick_best(self.cv_results_) if self.cv_results_ else grid[0]
+
+        def fold_predictions(tr, va):
+            # Neighbours once per fold, for the largest k: every grid point reads a prefix.
+            sim, idx = _neighbours(Xn[va], Xn[tr], max(g[0] for g in grid))
+            prior = column_means(Y[tr], mask[tr])
+            return (_combine(sim, idx, Yz[tr], mask[tr], prior, *g) for g in grid)
+
+        best, self.cv_results_ = cv_search(grid, fold_predictions, Y, mask, self.cv, self.random_state)
         self.n_neighbors_ = min(best[0], len(X))
         self.weighting_, self.temperature_, self.prior_weight_ = best[1:]
         self.best_params_ = dict(zip(("n_neighbors", "weighting", "temperature", "prior_weight"), best))

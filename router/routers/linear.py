@@ -6,8 +6,9 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
-from router.routers._common import as_grid, check_choice, folds, pick_best, routing_quality, row_centre
+from router.routers._common import affine, as_grid, check_choice, row_centre, standardise, standardise_stats
 from router.routers.base import BaseRouter
+from router.routers.search import cv_search
 
 TARGETS = ("raw", "centred")
 
@@ -45,22 +46,19 @@ class RidgeRouter(BaseRouter):
         if (alphas <= 0).any():
             raise ValueError(f"alpha must be > 0, got {self.alpha}")
         m = Y.shape[1]
-        self.cv_results_ = {}
-        if len(alphas) > 1:
-            route = np.zeros(len(alphas))
-            sq_err = np.zeros((len(alphas), m))
-            for tr, va in folds(len(X), self.cv, self.random_state):
-                coef, icpt = ridge_path(X[tr], T[tr], mask[tr], alphas)
-                P = np.einsum("nd,adm->anm", X[va].astype(np.float64), coef) + icpt[:, None, :]
-                route += [routing_quality(Y[va], mask[va], P[a]) for a in range(len(alphas))]
-                sq_err += np.where(mask[va], (P - np.nan_to_num(T[va])) ** 2, 0.0).sum(axis=1)
-            self.cv_results_ = {float(a): float(r / self.cv) for a, r in zip(alphas, route)}
-            if self.alpha_per_model:
-                self.alpha_ = alphas[np.argmin(sq_err, axis=0)]
-            else:
-                self.alpha_ = np.full(m, pick_best(self.cv_results_))
-        else:
-            self.alpha_ = np.full(m, alphas[0])
+        sq_err = np.zeros((len(alphas), m))  # per alpha and model, for alpha_per_model
+
+        def fold_predictions(tr, va):
+            # One SVD per fold gives the whole alpha path.
+            coef, icpt = ridge_path(X[tr], T[tr], mask[tr], alphas)
+            P = np.einsum("nd,adm->anm", X[va].astype(np.float64), coef) + icpt[:, None, :]
+            sq_err[:] += np.where(mask[va], (P - np.nan_to_num(T[va])) ** 2, 0.0).sum(axis=1)
+            return P
+
+        best, self.cv_results_ = cv_search([float(a) for a in alphas], fold_predictions, Y, mask, self.cv,
+                                           self.random_state)
+        # Without a search sq_err stays 0 and argmin takes the one candidate.
+        self.alpha_ = alphas[np.argmin(sq_err, axis=0)] if self.alpha_per_model else np.full(m, best)
         # Per-model alphas cannot be frozen into the one ``alpha`` parameter.
         self.best_params_ = {} if self.alpha_per_model else {"alpha": float(self.alpha_[0])}
         self.coef_ = np.empty((X.shape[1], m))
@@ -125,37 +123,24 @@ class LogisticRouter(BaseRouter):
         lo, hi = self.score_range_
         T = np.where(mask, (np.where(mask, Y, lo) - lo) / (hi - lo), 0.0)
         self.x_mean_, self.x_scale_ = standardise_stats(X)
-        Xs = ((X - self.x_mean_) / self.x_scale_).astype(np.float32)
+        Xs = standardise(X, self.x_mean_, self.x_scale_)
         # Strongest penalty first: each next fit warm-starts from a smoother solution.
         alphas = sorted(as_grid(self.alpha), reverse=True)
-        self.cv_results_ = {}
-        if len(alphas) > 1:
-            scores = {a: [] for a in alphas}
-            for tr, va in folds(len(X), self.cv, self.random_state):
-                W = None
-                for a in alphas:
-                    W = fit_sigmoid(Xs[tr], T[tr], mask[tr], a, self.max_iter, W)
-                    scores[a].append(routing_quality(Y[va], mask[va], _linear(Xs[va], W)))
-            self.cv_results_ = {a: float(np.mean(v)) for a, v in scores.items()}
-        self.alpha_ = pick_best(self.cv_results_) if self.cv_results_ else alphas[0]
+
+        def fold_predictions(tr, va):
+            W = None
+            for a in alphas:
+                W = fit_sigmoid(Xs[tr], T[tr], mask[tr], a, self.max_iter, W)
+                yield affine(Xs[va], W)
+
+        self.alpha_, self.cv_results_ = cv_search(alphas, fold_predictions, Y, mask, self.cv, self.random_state)
         self.best_params_ = {"alpha": self.alpha_}
         self.W_ = fit_sigmoid(Xs, T, mask, self.alpha_, self.max_iter)
 
     def _predict_scores(self, X) -> np.ndarray:
-        p = expit(_linear(((X - self.x_mean_) / self.x_scale_).astype(np.float32), self.W_))
+        p = expit(affine(standardise(X, self.x_mean_, self.x_scale_), self.W_))
         lo, hi = self.score_range_
         return lo + (hi - lo) * p
-
-
-def standardise_stats(X) -> tuple[np.ndarray, float]:
-    """Feature means and one global scale: unit average variance for the optimiser, while keeping
-    the embedding's geometry (per-feature scaling would blow up near-constant dimensions)."""
-    mean = X.mean(axis=0).astype(np.float64)
-    return mean, float(max(np.sqrt(((X - mean) ** 2).mean()), 1e-12))
-
-
-def _linear(X, W) -> np.ndarray:
-    return X @ W[:-1] + W[-1]
 
 
 def fit_sigmoid(X, T, mask, alpha, max_iter, W0=None) -> np.ndarray:
@@ -170,7 +155,7 @@ def fit_sigmoid(X, T, mask, alpha, max_iter, W0=None) -> np.ndarray:
 
     def loss(w):
         W = w.reshape(d + 1, m)
-        Z = _linear(X, W.astype(np.float32))
+        Z = affine(X, W.astype(np.float32))
         # Soft-target BCE, stable via log_expit; float32 products halve the time on big data.
         f = -(M * (T * log_expit(Z) + (1 - T) * log_expit(-Z))).sum(dtype=np.float64) / n
         G = M * (expit(Z) - T) / n

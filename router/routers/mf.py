@@ -13,9 +13,9 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
-from router.routers._common import as_grid, folds, pick_best, routing_quality
+from router.routers._common import as_grid, standardise, standardise_stats
 from router.routers.base import BaseRouter
-from router.routers.linear import standardise_stats
+from router.routers.search import cv_search
 
 
 class MFRouter(BaseRouter):
@@ -48,20 +48,17 @@ class MFRouter(BaseRouter):
             raise ValueError(f"dim must be >= 1, got {self.dim}")
         alphas = as_grid(self.alpha)
         self.x_mean_, self.x_scale_ = standardise_stats(X)
-        Xs = ((X - self.x_mean_) / self.x_scale_).astype(np.float32)
-        self.cv_results_ = {}
-        if len(alphas) > 1:
-            scores = {a: [] for a in alphas}
-            for tr, va in folds(len(X), self.cv, self.random_state):
-                for a in alphas:
-                    P, V, b, _ = self._train(Xs[tr], Y[tr], mask[tr], a)
-                    scores[a].append(routing_quality(Y[va], mask[va], (Xs[va] @ P) @ V.T + b))
-            self.cv_results_ = {a: float(np.mean(v)) for a, v in scores.items()}
-        self.alpha_ = pick_best(self.cv_results_) if self.cv_results_ else alphas[0]
+        Xs = standardise(X, self.x_mean_, self.x_scale_)
+
+        def fold_predictions(tr, va):
+            for a in alphas:
+                yield _logits(Xs[va], *self._train(Xs[tr], Y[tr], mask[tr], a)[:3])
+
+        self.alpha_, self.cv_results_ = cv_search(alphas, fold_predictions, Y, mask, self.cv, self.random_state)
         self.best_params_ = {"alpha": self.alpha_}
         self.P_, self.V_, self.b_, self.n_iter_ = self._train(Xs, Y, mask, self.alpha_)
         # Affine calibration of the logits to the score scale (least squares, slope kept > 0).
-        S = self._logits(Xs)[mask]
+        S = _logits(Xs, self.P_, self.V_, self.b_)[mask]
         y = Y[mask]
         slope = max(float(np.cov(S, y)[0, 1] / max(S.var(), 1e-12)), 1e-6)
         self.calibration_ = (slope, float(y.mean() - slope * S.mean()))
@@ -93,12 +90,13 @@ class MFRouter(BaseRouter):
         P, V, b = (a.copy() for a in unpack(res.x))
         return P, V, b, int(res.nit)
 
-    def _logits(self, Xs) -> np.ndarray:
-        return (Xs @ self.P_) @ self.V_.T + self.b_
-
     def _predict_scores(self, X) -> np.ndarray:
         slope, offset = self.calibration_
-        return offset + slope * self._logits(((X - self.x_mean_) / self.x_scale_).astype(np.float32))
+        return offset + slope * _logits(standardise(X, self.x_mean_, self.x_scale_), self.P_, self.V_, self.b_)
+
+
+def _logits(Xs, P, V, b) -> np.ndarray:
+    return (Xs @ P) @ V.T + b
 
 
 def _pairs(Y, mask) -> tuple[np.ndarray, np.ndarray]:

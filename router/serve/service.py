@@ -1,14 +1,15 @@
 """The runtime router: embedder + fitted head + metadata, answering prompts -> model names.
 
-Used by the MLflow pyfunc (``pyfunc_model.py``) and by ``router.load``. Thread-safe: the
-tokenizer of a fast HF tokenizer is not re-entrant, so embedding is serialised by a lock; the
-head's prediction is pure numpy and runs concurrently.
+Used by the MLflow pyfunc (``pyfunc_model.py``) and by ``router.load``. The head is read by
+``router.serve.artifact`` (data only, never pickle); choices go through the one decision rule,
+``router.evaluation.decision.choose``, as in evaluation. Thread-safe: the tokenizer of a fast HF
+tokenizer is not re-entrant, so embedding is serialised by a lock; the head's prediction is pure
+numpy and runs concurrently.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from router.embed import Embedder
+from router.evaluation.decision import choose
+from router.serve.artifact import ArtifactError, ArtifactVersionError, load_head
 
 META_FILE = "router_meta.json"
-HEAD_FILE = "head.pkl"
+META_VERSION = 1  # bump with any change of RouterMeta's fields; older exports then ask for a retrain
 
 
 @dataclass(frozen=True)
@@ -32,13 +35,28 @@ class RouterMeta:
     embedder: dict  # Embedder.settings() at training time; serving reproduces them
     router: str  # family name
     budget_curve: list[list[float]] = field(default_factory=list)  # [lam, $/query, quality] on held-out
+    format_version: int = META_VERSION
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, indent=2)
 
     @classmethod
-    def from_json(cls, text: str) -> RouterMeta:
-        return cls(**json.loads(text))
+    def read(cls, path: Path) -> RouterMeta:
+        """The metadata at ``path``; a foreign or older file raises ``ArtifactError`` / ``ArtifactVersionError``."""
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{path}: cannot be read as router metadata ({exc})") from None
+        if not isinstance(raw, dict):
+            raise ArtifactError(f"{path}: expected a JSON object of router metadata")
+        if raw.get("format_version") != META_VERSION:
+            raise ArtifactVersionError(
+                f"{path}: written with metadata format {raw.get('format_version', 0)}; this release reads "
+                f"format {META_VERSION}: retrain the router with this release")
+        try:
+            return cls(**raw)
+        except TypeError as exc:
+            raise ArtifactError(f"{path}: unexpected router metadata fields ({exc})") from None
 
 
 class RouterService:
@@ -53,14 +71,13 @@ class RouterService:
 
     @classmethod
     def from_dir(cls, head_dir: str | Path, embedder_dir: str | Path | None = None) -> RouterService:
-        """Load from an artifact folder holding ``head.pkl`` and ``router_meta.json``.
+        """Load from an artifact folder holding the saved head and ``router_meta.json``.
 
         ``embedder_dir`` replaces the recorded model name with local weights (the exported copy).
         """
         head_dir = Path(head_dir)
-        meta = RouterMeta.from_json((head_dir / META_FILE).read_text())
-        with open(head_dir / HEAD_FILE, "rb") as fh:
-            head = pickle.load(fh)
+        meta = RouterMeta.read(head_dir / META_FILE)
+        head = load_head(head_dir)
         overrides = {"show_progress": False}
         if embedder_dir is not None:
             overrides["model"] = str(embedder_dir)
@@ -92,7 +109,8 @@ class RouterService:
         return float(self.meta.default_lam)
 
     def choose(self, scores: np.ndarray, lam: float) -> np.ndarray:
-        return np.argmax(scores - lam * self._costs, axis=1)
+        """The evaluated decision rule: argmax of score - lam * cost, ties to the cheaper model."""
+        return choose(scores, self._costs, lam)
 
     def route(self, prompts: Sequence[str], lam: float | None = None, budget: float | None = None) -> list[str]:
         """The chosen model name per prompt."""

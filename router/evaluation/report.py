@@ -1,0 +1,149 @@
+"""The evaluation report: routers side by side with their baselines (no I/O).
+
+``build_report`` collects ``RouterResult``s (see ``metrics``) with the baselines computed on the
+same train/test queries; ``EvaluationReport.to_dict`` is JSON-ready and ``to_markdown`` renders
+the comparison tables.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from router.data.labels import RoutingData
+from router.evaluation.metrics import Baselines, RouterResult, _num, baselines, gap_closed
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Routers side by side with the baselines; ``to_dict`` is JSON-ready, ``to_markdown`` readable."""
+
+    baselines: Baselines
+    routers: dict[str, RouterResult]
+    split: str | None = None
+
+    def to_dict(self) -> dict:
+        b = self.baselines
+
+        def single(j: int) -> dict:
+            return {"name": b.models[j], "quality": _num(b.single_quality[j]), "cost": _num(b.single_cost[j])}
+
+        return {
+            "models": list(b.models),
+            "split": self.split,
+            "n_train": b.n_train,
+            "n_test": b.n_test,
+            "n_eval": b.n_eval,
+            "n_dropped_incomplete": b.n_dropped_incomplete,
+            "has_cost": b.has_cost,
+            "best_single": single(b.best_single),
+            "hindsight_best_single": single(b.hindsight_best),
+            "oracle": {"quality": _num(b.oracle_quality), "cost": _num(b.oracle_cost)},
+            "random": {"quality": _num(b.random_quality), "cost": _num(b.random_cost)},
+            "single_models": {m: {"quality": _num(q), "cost": _num(c)}
+                              for m, q, c in zip(b.models, b.single_quality, b.single_cost)},
+            "routers": {name: r.to_dict() for name, r in self.routers.items()},
+        }
+
+    def to_markdown(self) -> str:
+        b = self.baselines
+        best_q = b.single_quality[b.best_single]
+        ci = f"{_ci_level(self)} CI"
+
+        def top_share(r: RouterResult) -> str:
+            j = int(np.argmax(r.routing_share))
+            return f"{b.models[j]} ({_pct(r.routing_share[j])})"
+
+        # (header, cell for a router, cell for a baseline row from its (quality, cost) or None)
+        cols = [("quality", lambda r: _f(r.quality), lambda q, c: _f(q)),
+                (ci, lambda r: _ci(r.ci["quality"]), None)]
+        if b.has_cost:
+            cols.append(("cost $/query", lambda r: _cost(r.cost), lambda q, c: _cost(c)))
+        cols += [("gap closed", lambda r: _f(r.gap_closed), lambda q, c: _f(gap_closed(q, best_q, b.oracle_quality))),
+                 (f"gap closed {ci}", lambda r: _ci(r.ci["gap_closed"]), None)]
+        if b.has_cost:
+            cols.append(("AIQ", lambda r: _f(r.aiq), None))
+        if len(b.models) == 2:
+            cols += [("APGR", lambda r: _f(r.apgr), None), ("CPT(50%)", lambda r: _pct(r.cpt50), None),
+                     ("CPT(80%)", lambda r: _pct(r.cpt80), None)]
+        cols.append(("top model (share)", top_share, None))
+        fixed = [
+            (f"best single (train): {b.models[b.best_single]}", best_q, b.single_cost[b.best_single]),
+            (f"best single (hindsight): {b.models[b.hindsight_best]}", b.single_quality[b.hindsight_best],
+             b.single_cost[b.hindsight_best]),
+            ("oracle", b.oracle_quality, b.oracle_cost),
+            ("random (uniform)", b.random_quality, b.random_cost),
+        ]
+        rows = [[f"**{name}**"] + [cell(r) for _, cell, _ in cols] for name, r in self.routers.items()]
+        rows += [[label] + ["" if cell is None else cell(q, c) for _, _, cell in cols] for label, q, c in fixed]
+        head = [""] + [h for h, _, _ in cols]
+        lines = [
+            "## Router evaluation",
+            "",
+            f"Train {b.n_train} queries; test {b.n_test} queries, {b.n_eval} evaluated "
+            f"({b.n_dropped_incomplete} dropped: not scored by every model)."
+            + (f" Split: {self.split}." if self.split else ""),
+            "",
+            _table(head, rows),
+        ]
+        tasks = sorted({t for r in self.routers.values() for t in r.per_task})
+        if len(tasks) > 1:
+            names = list(self.routers)
+            first = self.routers[names[0]].per_task
+            task_rows = [[t, str(first[t]["n"]), _f(first[t]["best_single"]), _f(first[t]["oracle"])]
+                         + [_f(self.routers[n].per_task[t]["router"]) for n in names] for t in tasks]
+            lines += ["", "### Quality per task", "",
+                      _table(["task", "n", "best single", "oracle"] + names, task_rows)]
+        return "\n".join(lines) + "\n"
+
+
+def build_report(
+    results: dict[str, RouterResult],
+    train: RoutingData,
+    test: RoutingData,
+    model_costs: np.ndarray | None = None,
+    *,
+    split: str | None = None,
+) -> EvaluationReport:
+    """Collect router results with the baselines computed on the same train/test queries."""
+    base = baselines(train, test, model_costs)
+    for name, r in results.items():
+        if r.baselines.n_eval != base.n_eval or r.baselines.models != base.models:
+            raise ValueError(f"router {name!r} was evaluated on other queries or models than this report")
+    return EvaluationReport(baselines=base, routers=dict(results), split=split)
+
+
+# --------------------------------------------------------------------------- formatting helpers
+
+
+def _f(x) -> str:
+    return "-" if x is None or not math.isfinite(float(x)) else f"{float(x):.3f}"
+
+
+def _pct(x) -> str:
+    return "-" if x is None or not math.isfinite(float(x)) else f"{100 * float(x):.1f}%"
+
+
+def _cost(x) -> str:
+    return "-" if x is None or not math.isfinite(float(x)) else f"{float(x):.3g}"
+
+
+def _ci(bounds) -> str:
+    lo, hi = bounds
+    return "-" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{lo:.3f}, {hi:.3f}]"
+
+
+def _ci_level(report: EvaluationReport) -> str:
+    levels = {r.ci["level"] for r in report.routers.values()} or {0.95}
+    return "/".join(f"{100 * level:g}%" for level in sorted(levels))
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

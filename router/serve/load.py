@@ -1,0 +1,53 @@
+"""``router.load``: an exported router from a local folder or an MLflow URI, read as data.
+
+Nothing in the artifact is executed or unpickled: the head is read by ``router.serve.artifact``
+and the metadata as JSON; the model's ``pyfunc_model.py`` is never imported. ``models:/...`` and
+``runs:/...`` URIs are downloaded with MLflow (needs the ``mlflow`` package) to a temporary folder
+that lives as long as the returned service (the embedder may open its files again later).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+
+from router.serve.artifact import ArtifactError
+from router.serve.service import RouterService
+
+_HEAD = Path("artifacts") / "head"
+_EMBEDDER = Path("artifacts") / "embedder"
+
+
+def load_folder(folder: str | Path) -> RouterService:
+    """The router exported to ``folder`` (an MLflow model folder written by ``pipelines.export``)."""
+    folder = Path(folder)
+    if not (folder / _HEAD).is_dir() or not (folder / _EMBEDDER).is_dir():
+        raise ArtifactError(f"{folder}: not an exported learned-router model (expected {_HEAD}/ and {_EMBEDDER}/)")
+    return RouterService.from_dir(folder / _HEAD, folder / _EMBEDDER)
+
+
+def load(uri: str | Path) -> RouterService:
+    """Load an exported router: ``load("models:/<name>@champion")``, a ``runs:/`` URI or a local folder.
+
+    The returned service has ``route(prompts, lam=None, budget=None) -> list[str]`` and
+    ``scores(prompts) -> (n, n_models)``, and may be shared between threads.
+    """
+    text = str(uri)
+    if Path(text).exists() or "://" not in text and ":/" not in text:
+        if not Path(text).exists():
+            raise FileNotFoundError(f"no exported router at {text!r} (a folder, or a models:/ or runs:/ URI)")
+        return load_folder(text)
+    try:
+        import mlflow
+    except ImportError as exc:
+        raise RuntimeError(f"loading {text!r} needs the mlflow package; or pass an exported folder") from exc
+    tmp = tempfile.mkdtemp(prefix="router-load-")
+    try:
+        service = load_folder(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=tmp))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    weakref.finalize(service, shutil.rmtree, tmp, True)
+    return service
