@@ -86,3 +86,28 @@ def test_cache_writes_are_atomic_shards(tmp_path, nq):
     # a torn temp file from a killed run is ignored
     (shards[0].parent / ".shard-x.npy.tmp").write_bytes(b"garbage")
     assert cache.size(Embedder().id) == 30
+
+
+def test_embedding_leaves_the_process_settings_alone():
+    """A service that imports the router keeps its own environment, root logger and torch threads."""
+    import subprocess
+    import sys
+    import textwrap
+
+    # Third-party libraries set a few variables of their own when imported (OpenMP, torch inductor):
+    # import them first, so the check sees only what this project does.
+    code = textwrap.dedent("""
+        import logging, os, torch, transformers, sentence_transformers, onnxruntime, tokenizers
+        env, level, handlers, threads = dict(os.environ), logging.getLogger().level, \\
+            list(logging.getLogger().handlers), torch.get_num_threads()
+        from router.embed import Embedder
+        Embedder().encode(["who wrote hamlet"] * 3)
+        Embedder(backend="torch", threads=1).encode(["who wrote hamlet"])
+        assert dict(os.environ) == env, set(os.environ.items()) ^ set(env.items())
+        assert logging.getLogger().level == level and logging.getLogger().handlers == handlers
+        assert not logging.getLogger().filters
+        assert torch.get_num_threads() == threads
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
