@@ -64,11 +64,14 @@ def _job_config(given: dict):
 
     job = load_config(given.pop("config"))
     overrides = {_CONFIG_FIELDS.get(k, k): v for k, v in given.items() if v is not None}
-    if not overrides:
-        return job
-    logs = {**job.logs.model_dump(), **overrides}
-    # Re-validate so command-line values get the same checks as a config file.
-    return type(job).model_validate({**job.model_dump(), "logs": logs})
+    return _override(job, {"logs": {**job.logs.model_dump(), **overrides}}) if overrides else job
+
+
+def _override(job, update: dict):
+    """``job`` with command-line values, validated with the same checks (and messages) as a config file."""
+    from pipelines.config import parse_config
+
+    return parse_config({**job.model_dump(), **update}, "command line")
 
 
 def _fail(exc: Exception) -> None:
@@ -162,7 +165,7 @@ def evaluate(
             update["lam"] = lam
         if budget is not None:
             update["budget"] = budget
-        job = type(job).model_validate({**job.model_dump(), **update})
+        job = _override(job, update)
         prep = prepare(job.logs, job.embedder)
         exp = run_experiment(prep.data, prep.X, job)
     except ValueError as exc:

@@ -168,10 +168,15 @@ def load_config(path: str | Path | None) -> JobConfig:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"config {path}: cannot be read: {exc}") from exc
+    return parse_config(raw, f"config {path}")
+
+
+def parse_config(raw: dict, source: str) -> JobConfig:
+    """A validated ``JobConfig`` from plain values; one line naming each bad key on failure."""
     try:
         return JobConfig.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
-        raise ValueError(f"config {path}: {problems}") from None
+        raise ValueError(f"{source}: {problems}") from None

@@ -57,3 +57,14 @@ def test_ingest_writes_canonical_parquet(tmp_path):
     df = pl.read_parquet(out)
     assert df.columns == ["query_id", "prompt", "model", "score"]
     assert df.height == 270
+
+
+def test_every_command_takes_the_shared_log_options_and_names_a_bad_value():
+    """One definition of the log options: each command accepts them, and a bad value is one line."""
+    for command in ("summary", "ingest", "embed", "evaluate", "train"):
+        result = runner.invoke(app, [command, "--format", "nope", "--max-queries", "5"])
+        assert result.exit_code == 2, (command, result.output)
+        lines = result.output.strip().splitlines()
+        assert lines == [lines[0]] and "logs.format: Input should be 'auto', 'long', 'wide' or 'pairwise'" in lines[0]
+    result = runner.invoke(app, ["evaluate", "--routers", "ridge,nope"])
+    assert result.exit_code == 2 and "routers.1.family" in result.output
