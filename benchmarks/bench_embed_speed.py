@@ -37,10 +37,8 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.results import machine, write_section  # noqa: E402
 from benchmarks.shared import shared_data  # noqa: E402
-from router.embed import (  # noqa: E402
-    AUTO_MAX_SEQ_LENGTH, DEFAULT_BACKEND, DEFAULT_BATCH_SIZES, Embedder, EmbeddingCache, default_model_path,
-    embed_with_cache,
-)
+from router.embed import Embedder, EmbeddingCache, default_model_path, embed_with_cache  # noqa: E402
+from router.embed.embedder import AUTO_MAX_SEQ_LENGTH, DEFAULT_BACKEND, DEFAULT_BATCH_SIZES  # noqa: E402
 from router.embed.onnx import RECIPE_VERSION, available_cores  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

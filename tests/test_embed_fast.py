@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from router.embed import onnx as onnx_embed
+from router.embed import onnx_build
 from router.embed import BACKENDS, DEFAULT_BACKEND, Embedder, EmbeddingCache, embed_with_cache
 from tests.conftest import TEST_CACHE
 
@@ -99,11 +101,11 @@ def test_onnx_export_is_cached_on_disk(onnx_cache, fast_embedders):
     paths = {b: e.load().path for b, e in fast_embedders.items()}
     assert all(p.is_file() and onnx_cache in p.parents for p in paths.values())
     mtimes = {b: p.stat().st_mtime_ns for b, p in paths.items()}
-    builds = onnx_embed.build_count
+    builds = onnx_build.build_count
     for b in FAST:
         again = Embedder(backend=b, max_seq_length=64)  # other settings, same weights: same file
         assert again.load().path == paths[b]
-    assert onnx_embed.build_count == builds
+    assert onnx_build.build_count == builds
     assert {b: p.stat().st_mtime_ns for b, p in paths.items()} == mtimes
     assert not list(onnx_cache.rglob(".build-*"))  # no temp leftovers
 
@@ -130,10 +132,10 @@ def _linked_copy(folder):
 
 def test_copied_weights_reuse_the_cached_file(tmp_path, fast_embedders):
     """The cache is keyed by the weights' content, not their path: an exported copy builds nothing."""
-    builds = onnx_embed.build_count
+    builds = onnx_build.build_count
     copy = Embedder(str(_linked_copy(tmp_path / "exported")), backend="onnx-int8")
     assert copy.load().path == fast_embedders["onnx-int8"].load().path
-    assert onnx_embed.build_count == builds
+    assert onnx_build.build_count == builds
 
 
 def test_onnx_file_shipped_with_weights_is_used(tmp_path, fast_embedders, prompts):
@@ -142,10 +144,10 @@ def test_onnx_file_shipped_with_weights_is_used(tmp_path, fast_embedders, prompt
     built = fast_embedders["onnx-int8"].load().path
     (weights / "onnx").mkdir()
     (weights / "onnx" / onnx_embed.bundled_name("onnx-int8")).symlink_to(built)
-    builds = onnx_embed.build_count
+    builds = onnx_build.build_count
     served = Embedder.from_settings(fast_embedders["onnx-int8"].settings(), model=str(weights))  # as serving does
     assert served.load().path.parent == weights / "onnx"
-    assert onnx_embed.build_count == builds
+    assert onnx_build.build_count == builds
     np.testing.assert_allclose(served.encode(prompts[:3]), fast_embedders["onnx-int8"].encode(prompts[:3]), atol=1e-6)
 
 
@@ -246,7 +248,7 @@ def test_fp16_embedding_table_finds_the_table_by_structure(tmp_path):
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 8])],
         [numpy_helper.from_array(big, "big_table"), numpy_helper.from_array(small, "small_table")])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "in.onnx"))
-    assert onnx_embed.fp16_embedding_table(tmp_path / "in.onnx", tmp_path / "out.onnx") == "big_table"
+    assert onnx_build.fp16_embedding_table(tmp_path / "in.onnx", tmp_path / "out.onnx") == "big_table"
     out = onnx.load(str(tmp_path / "out.onnx"))
     onnx.checker.check_model(out)
     assert {i.name: i.data_type for i in out.graph.initializer} == {
@@ -259,16 +261,30 @@ def test_fp16_embedding_table_finds_the_table_by_structure(tmp_path):
 
 def test_building_changes_no_process_wide_state(tmp_path, monkeypatch):
     """Library code leaves the process alone: building the ONNX files sets no environment variable and
-    leaves the root logger's level, filters and handlers as they were (quantize_dynamic's chatter is
-    filtered only during the call)."""
+    leaves the root logger's level, filters and handlers as they were. While quantize_dynamic runs, only
+    onnxruntime's quantisation records are dropped: the root level stays, other records pass."""
     import logging
 
+    import onnxruntime.quantization as ort_quantization
     import torch._dynamo  # noqa: F401 - torch sets TORCHINDUCTOR_CACHE_DIR when this is first imported
     from router.embed import default_model_path
 
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # as in a process that never set them
         monkeypatch.delenv(name, raising=False)
     root = logging.getLogger()
+    during = {}
+    real = ort_quantization.quantize_dynamic
+
+    def spy(*args, **kwargs):
+        def passes(pathname):
+            return bool(root.filter(logging.LogRecord("root", logging.WARNING, pathname, 1, "msg", None, None)))
+
+        during["level"] = root.level
+        during["ours passes"] = passes(str(Path(onnx_embed.__file__)))
+        during["onnxruntime dropped"] = not passes(str(Path(ort_quantization.__file__).with_name("quantize.py")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ort_quantization, "quantize_dynamic", spy)
     handlers = root.handlers[:]
     for h in handlers:  # a bare process: no handler, where a stray logging.warning() runs basicConfig()
         root.removeHandler(h)
@@ -283,3 +299,4 @@ def test_building_changes_no_process_wide_state(tmp_path, monkeypatch):
     assert path.is_file() and (path.parent / "model.onnx").is_file()  # really built: export and quantisation
     assert dict(os.environ) == env
     assert after == state
+    assert during == {"level": state[0], "ours passes": True, "onnxruntime dropped": True}
