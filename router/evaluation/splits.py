@@ -3,7 +3,10 @@
 A split is a set of row indices into one ``RoutingData``; every (query, model) answer of a query
 lands on the same side, so a router never sees a test query's other answers while training.
 
-- ``split_queries(by="query")``: a seeded random share of queries is held out.
+- ``split_queries(by="query")``: a query is held out when a seeded hash of its id falls below
+  ``test_size``. The split of a query depends on its id alone, not on which other queries the logs
+  hold, so as nightly logs grow every old query stays on its side and a champion is never scored on
+  queries it was trained on.
 - ``split_queries(by="task")``: whole tasks are held out. Their queries form ``ood`` and are also
   the ``test`` rows (``test`` and ``ood`` are the same indices), so the usual evaluation on
   ``test`` measures how the router does on tasks it never saw.
@@ -13,6 +16,7 @@ lands on the same side, so a router never sees a test query's other answers whil
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -61,21 +65,35 @@ def split_queries(
     if n < 2:
         raise ValueError(f"need at least 2 queries to split, got {n}")
     if by == "query":
-        return _split_by_query(n, test_size, seed)
+        return _split_by_query(data.query_ids, test_size, seed)
     if by == "task":
         return _split_by_task(data, test_size, seed, test_tasks)
     raise ValueError(f"by must be 'query' or 'task', got {by!r}")
 
 
-def _split_by_query(n: int, test_size: float, seed: int) -> Split:
-    order = np.random.default_rng(seed).permutation(n)
-    # At least one query on each side, whatever the rounding does.
-    n_test = min(max(int(round(test_size * n)), 1), n - 1)
+def unit_hash(keys, seed: int) -> np.ndarray:
+    """A number in [0, 1) per key from a seeded blake2b hash: the same key and seed, the same number,
+    on any machine and in any run (unlike Python's ``hash``)."""
+    salt = str(seed).encode()
+    digests = b"".join(hashlib.blake2b(str(k).encode(), digest_size=8, salt=salt[:16].ljust(16, b"\0")).digest()
+                       for k in keys)
+    return np.frombuffer(digests, dtype="<u8").astype(np.float64) / 2.0**64
+
+
+def _split_by_query(query_ids, test_size: float, seed: int) -> Split:
+    u = unit_hash(query_ids, seed)
+    test = u < test_size
+    # At least one query on each side, however the hashes fall.
+    if not test.any():
+        test[np.argmin(u)] = True
+    if test.all():
+        test[np.argmax(u)] = False
+    n_test, n = int(test.sum()), len(u)
     return Split(
-        train=_indices(order[n_test:]),
-        test=_indices(order[:n_test]),
+        train=_indices(np.flatnonzero(~test)),
+        test=_indices(np.flatnonzero(test)),
         ood=np.empty(0, dtype=np.int64),
-        how=f"random {n_test}/{n} queries held out (test_size={test_size}, seed={seed})",
+        how=f"{n_test}/{n} queries held out by a hash of their id (test_size={test_size}, seed={seed})",
     )
 
 
@@ -96,9 +114,9 @@ def _split_by_task(data: RoutingData, test_size: float, seed: int, test_tasks) -
             raise ValueError(f"by='task' needs at least 2 tasks, the logs have {names}")
         counts = {t: int((tasks == t).sum()) for t in names}
         held, covered = [], 0
-        # Sorted names first, then a seeded permutation: the same seed gives the same tasks
-        # whatever order the rows came in.
-        for i in np.random.default_rng(seed).permutation(len(names)):
+        # Tasks in the order of a seeded hash of their names: the same seed holds out the same tasks
+        # whatever order the rows came in, and a new task does not reshuffle the others.
+        for i in np.argsort(unit_hash(names, seed), kind="stable"):
             if covered >= test_size * data.n_queries or len(held) == len(names) - 1:
                 break
             held.append(names[i])
