@@ -158,7 +158,7 @@ def evaluate(
         update: dict = {}
         if routers:
             update["routers"] = [{"family": r.strip()} for r in routers.split(",") if r.strip()]
-            update["export_router"] = None
+            update["export_router"] = "auto"
         if split_by:
             update["split"] = {**job.split.model_dump(), "by": split_by}
         if lam is not None:

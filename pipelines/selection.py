@@ -1,0 +1,103 @@
+"""Which router to ship: chosen on the training split by cross-validation, then gated on the held-out split.
+
+- ``select``: every candidate is refitted on ``folds`` folds of the *training* queries, its own
+  hyper-parameter search included (nested: nothing about a fold's validation queries reaches its fit),
+  and scored on the fold's validation queries by the objective it will be judged by. The highest mean
+  wins; ties go to the earlier candidate (``best_single`` comes first: the simplest honest answer).
+- ``gate``: on the held-out queries, the selected router must beat the best single model (chosen on
+  train) by more than ``min_gain`` at the lower bound of a one-sided paired-bootstrap interval.
+  Otherwise the job ships the best-single router and says why.
+
+The objective per query: ``score - lam * cost`` of the routed model (the decision rule's utility);
+under a $ budget, where every router runs at its own lambda meeting the budget, the score alone.
+Pure: arrays in, small dataclasses out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from router.data.labels import RoutingData
+from router.evaluation.decision import choose
+from router.routers.search import folds as kfolds
+
+BASELINE = "best_single"  # the label of the always-the-same-model router, the gate's reference
+
+
+def objective(data: RoutingData, rows: np.ndarray, choices: np.ndarray, lam: float, model_costs: np.ndarray,
+              quality_only: bool) -> np.ndarray:
+    """Per-query objective of ``choices`` on ``rows`` of ``data`` (NaN where the choice was not scored)."""
+    score = data.scores[rows, choices]
+    if quality_only:
+        return score
+    cost = data.costs[rows, choices]
+    return score - lam * np.where(np.isfinite(cost), cost, model_costs[choices])
+
+
+@dataclass(frozen=True)
+class Selection:
+    label: str  # the selected candidate
+    oof: dict[str, float]  # mean out-of-fold objective per candidate, in candidate order
+    folds: int
+
+    def ranking(self) -> list[str]:
+        return sorted(self.oof, key=lambda k: -self.oof[k])
+
+
+def select(candidates: dict, X: np.ndarray, train: RoutingData, lams: dict[str, float], quality_only: bool,
+           n_folds: int, seed: int) -> Selection:
+    """The candidate with the best out-of-fold objective on the training queries.
+
+    ``candidates``: label -> a callable returning an unfitted router (fitted afresh in every fold).
+    """
+    values = {label: np.full(train.n_queries, np.nan) for label in candidates}
+    for tr, va in kfolds(train.n_queries, n_folds, seed):
+        fold_train, mask_va = train.subset(tr), train.mask[va]
+        usable = mask_va.any(axis=1)
+        for label, make in candidates.items():
+            router = make().fit(X[tr], fold_train.scores, fold_train.costs, fold_train.mask)
+            pred = router.predict_scores(X[va[usable]])
+            # Only models scored on the query can be graded, so only they compete (as in routing_quality).
+            picks = choose(pred, router.model_costs_, lams[label], allowed=mask_va[usable])
+            values[label][va[usable]] = objective(train, va[usable], picks, lams[label], router.model_costs_,
+                                                  quality_only)
+    oof = {label: float(np.nanmean(v)) for label, v in values.items()}
+    best = max(oof, key=lambda k: (oof[k], -list(oof).index(k)))
+    return Selection(label=best, oof=oof, folds=n_folds)
+
+
+@dataclass(frozen=True)
+class Gate:
+    passed: bool
+    gain: float  # held-out mean objective of the challenger minus the best single model's
+    lower: float  # one-sided lower confidence bound of that gain (paired bootstrap over queries)
+    confidence: float
+    min_gain: float
+    reason: str
+
+
+def paired_gain(challenger: np.ndarray, baseline: np.ndarray, confidence: float, n_boot: int = 2000,
+                seed: int = 0) -> tuple[float, float]:
+    """Mean of ``challenger - baseline`` and its one-sided lower bound at ``confidence`` (bootstrap over queries)."""
+    diff = np.asarray(challenger, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    if diff.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
+    return float(diff.mean()), float(np.quantile(means, 1.0 - confidence))
+
+
+def gate(label: str, challenger: np.ndarray, baseline: np.ndarray, baseline_model: str, min_gain: float,
+         confidence: float) -> Gate:
+    """Does ``label`` beat always calling ``baseline_model`` on the held-out queries, with confidence?"""
+    gain, lower = paired_gain(challenger, baseline, confidence)
+    passed = bool(lower > min_gain)
+    bound = f"{confidence:.0%} lower bound {lower:+.4f}"
+    if passed:
+        reason = f"{label} beats always calling {baseline_model}: gain {gain:+.4f}, {bound} > {min_gain:g}"
+    else:
+        reason = (f"routing does not pay on these logs: always call {baseline_model} ({label} gains {gain:+.4f}, "
+                  f"{bound} <= {min_gain:g})")
+    return Gate(passed=passed, gain=gain, lower=lower, confidence=confidence, min_gain=min_gain, reason=reason)

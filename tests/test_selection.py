@@ -1,0 +1,90 @@
+"""Selection on the training split and the baseline gate, on the bundled sample's real scores and costs."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from pipelines.selection import gate, objective, paired_gain, select
+from router.data.labels import best_model_labels
+from router.routers import make_router
+
+CANDIDATES = {
+    "best_single": functools.partial(make_router, "best_single"),
+    "ridge": functools.partial(make_router, "ridge", cv=3),
+    "knn": functools.partial(make_router, "knn", cv=3, n_neighbors=(10, 30)),
+}
+
+
+def _train(nq):
+    return nq.subset(np.arange(350))
+
+
+def test_selection_picks_best_single_when_every_learned_router_loses(nq):
+    """On features that carry no information about the query, routers that fit them closely lose to
+    always calling the best model out of fold, and selection says so."""
+    train = _train(nq)
+    X = np.random.default_rng(0).normal(size=(train.n_queries, 16)).astype(np.float32)
+    overfitting = {
+        "best_single": CANDIDATES["best_single"],
+        "random": functools.partial(make_router, "random"),
+        "knn": functools.partial(make_router, "knn", n_neighbors=1, weighting="uniform", prior_weight=0.0),
+        "ridge": functools.partial(make_router, "ridge", alpha=1e-3),
+    }
+    sel = select(overfitting, X, train, dict.fromkeys(overfitting, 0.0), quality_only=False, n_folds=5, seed=0)
+    assert sel.label == "best_single" and sel.folds == 5
+    assert list(sel.oof) == list(overfitting)  # candidate order kept
+    assert all(sel.oof["best_single"] > sel.oof[k] for k in ("random", "knn", "ridge"))
+    assert sel.ranking()[0] == "best_single"
+
+
+def test_selection_ties_go_to_the_earlier_candidate(nq):
+    train = _train(nq)
+    X = np.zeros((train.n_queries, 4), dtype=np.float32)  # every router predicts the training means
+    twins = {"best_single": CANDIDATES["best_single"], "ridge": functools.partial(make_router, "ridge", alpha=1.0)}
+    sel = select(twins, X, train, dict.fromkeys(twins, 0.0), quality_only=False, n_folds=3, seed=0)
+    assert sel.oof["ridge"] == pytest.approx(sel.oof["best_single"]) and sel.label == "best_single"
+
+
+def test_selection_picks_a_learned_router_when_the_features_carry_the_answer(nq):
+    """Features that reveal each query's best model: every learned router beats best single out of
+    fold, and the selected one has the best out-of-fold objective."""
+    train = _train(nq)
+    best = best_model_labels(train.scores, train.mask, train.costs)
+    X = np.eye(train.n_models, dtype=np.float32)[best] + 0.01 * np.random.default_rng(1).normal(
+        size=(train.n_queries, train.n_models)).astype(np.float32)
+    lams = dict.fromkeys(CANDIDATES, 0.0)
+    sel = select(CANDIDATES, X, train, lams, quality_only=False, n_folds=5, seed=0)
+    assert sel.label != "best_single" and sel.oof[sel.label] == max(sel.oof.values())
+    assert sel.oof[sel.label] > sel.oof["best_single"] + 0.05
+
+
+def test_objective_is_utility_or_quality(nq):
+    rows, choices = np.arange(4), np.array([0, 1, 2, 3])
+    costs = np.nanmean(nq.costs, axis=0)
+    util = objective(nq, rows, choices, 100.0, costs, quality_only=False)
+    assert util == pytest.approx(nq.scores[rows, choices] - 100.0 * nq.costs[rows, choices])
+    assert objective(nq, rows, choices, 100.0, costs, quality_only=True) == pytest.approx(nq.scores[rows, choices])
+
+
+def test_paired_gain_and_its_lower_bound():
+    base = np.array([0.0, 1.0, 0.0, 1.0] * 25)
+    mean, lower = paired_gain(base + 0.1, base, confidence=0.9)
+    assert mean == pytest.approx(0.1) and lower == pytest.approx(0.1)  # the same gain on every query
+    noisy = base + np.random.default_rng(0).permutation(np.r_[np.ones(50), -np.ones(50)])
+    mean, lower = paired_gain(noisy, base, confidence=0.9)
+    assert mean == pytest.approx(0.0) and lower < -0.05  # a coin flip per query: no confident gain
+
+
+def test_gate_keeps_best_single_when_the_lower_bound_is_below_the_threshold():
+    base = np.zeros(200)
+    better = np.r_[np.ones(30), np.zeros(170)]  # +0.15 on average, confidently
+    passed = gate("knn", better, base, "gpt-4", min_gain=0.0, confidence=0.9)
+    assert passed.passed and passed.gain == pytest.approx(0.15) and passed.lower > 0.1
+    assert passed.reason.startswith("knn beats always calling gpt-4")
+    strict = gate("knn", better, base, "gpt-4", min_gain=0.2, confidence=0.9)
+    assert not strict.passed and strict.reason.startswith("routing does not pay on these logs: always call gpt-4")
+    worse = gate("knn", -better, base, "gpt-4", min_gain=0.0, confidence=0.9)
+    assert not worse.passed and worse.gain < 0
