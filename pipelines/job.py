@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -105,9 +106,11 @@ def export_step(job: JobConfig, prep: Prepared, exp: Experiment):
     return info, save_router(Path(job.export_dir) / job.name, info.model_uri)
 
 
-def register_step(job: JobConfig, exp: Experiment, model_uri: str) -> Promotion:
-    """Register the version; the alias moves only if it beats the champion on these held-out queries."""
+def register_step(job: JobConfig, exp: Experiment, model_uri: str, card: str) -> Promotion:
+    """Register the version (the model card is its description); the alias moves only if it beats
+    the champion on these held-out queries."""
     import mlflow
+    from mlflow import MlflowClient
 
     promotion = register_and_promote(
         model_uri, job.name, float(np.nanmean(exp.held_out(exp.exported))),
@@ -116,6 +119,8 @@ def register_step(job: JobConfig, exp: Experiment, model_uri: str) -> Promotion:
     )
     mlflow.set_tags({"registry.version": promotion.version, "registry.promoted": str(promotion.promoted),
                      "registry.reason": promotion.reason})
+    MlflowClient().update_model_version(job.name, promotion.version,
+                                        description=f"{card}\n## Registry\n- {promotion.reason}\n")
     return promotion
 
 
@@ -153,35 +158,36 @@ def run_job(config: str | Path | JobConfig | None = None, *, echo: Callable[[str
 def _run(job: JobConfig, client, steps: Steps, started: float) -> JobResult:
     import mlflow
 
-    partition = job.cluster.partition_size if job.cluster is not None else None
-    with steps.step("prepare") as info:
-        prep = prepare(job.logs, job.embedder, client, partition)
-        emb = prep.embedding
-        info["detail"] = (f"{prep.data.n_queries:,} queries x {prep.data.n_models} models; embedded "
-                          f"{emb.embedded:,} prompts, {emb.reused:,} reused from cache")
-    summary = summarize(prep.data, prep.stats)
-    steps.show(summary.to_markdown())
-    with steps.step("select, fit and evaluate") as info:
-        exp = run_experiment(prep.data, prep.X, job, client=client)
-        info["detail"] = ", ".join(f"{k} {f.fit_seconds:.1f}s" for k, f in exp.fitted.items())
-    steps.show(exp.report.to_markdown())
-    if exp.selection is not None:
-        steps.show("selection on the training split (out-of-fold, " + f"{exp.selection.folds} folds): " +
-                   ", ".join(f"{k} {exp.selection.oof[k]:.4f}" for k in exp.selection.ranking()))
-    steps.show(exp.decision)
-
     tracking.configure(job.tracking.experiment, job.tracking.resolved_uri(), job.tracking.resolved_artifact_root())
-    with mlflow.start_run(run_name=job.name) as run, tempfile.TemporaryDirectory() as tmp:
+    run_name = f"{job.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"  # one per run, sortable
+    # The parent run spans the whole job: a failure at any step marks it FAILED.
+    with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp:
+        partition = job.cluster.partition_size if job.cluster is not None else None
+        with steps.step("prepare") as info:
+            prep = prepare(job.logs, job.embedder, client, partition)
+            emb = prep.embedding
+            info["detail"] = (f"{prep.data.n_queries:,} queries x {prep.data.n_models} models; embedded "
+                              f"{emb.embedded:,} prompts, {emb.reused:,} reused from cache")
+        summary = summarize(prep.data, prep.stats)
+        steps.show(summary.to_markdown())
+        with steps.step("select, fit and evaluate") as info:
+            exp = run_experiment(prep.data, prep.X, job, client=client)
+            info["detail"] = ", ".join(f"{k} {f.fit_seconds:.1f}s" for k, f in exp.fitted.items())
+        steps.show(exp.report.to_markdown())
+        if exp.selection is not None:
+            steps.show(f"selection on the training split (out-of-fold, {exp.selection.folds} folds): " +
+                       ", ".join(f"{k} {exp.selection.oof[k]:.4f}" for k in exp.selection.ranking()))
+        steps.show(exp.decision)
         with steps.step("log to MLflow") as info:
-            tracking.log_job_run(job, prep, exp, summary, Path(tmp), workers=client and len(client.nthreads()))
-            info["detail"] = f"run {run.info.run_id}"
+            card = tracking.log_job_run(job, prep, exp, summary, Path(tmp), workers=client and len(client.nthreads()))
+            info["detail"] = f"run {run.info.run_id} ({run_name})"
         with steps.step("export") as info:
             model_info, export_path = export_step(job, prep, exp)
             info["detail"] = model_info.model_uri
         promotion = None
         if job.registry.enabled:
             with steps.step("register"):
-                promotion = register_step(job, exp, model_info.model_uri)
+                promotion = register_step(job, exp, model_info.model_uri, card)
         tracking.log_metrics({"job/seconds": time.perf_counter() - started})
     return JobResult(run_id=run.info.run_id, experiment=exp, model_uri=model_info.model_uri,
                      export_path=export_path, promotion=promotion, embedded=emb.embedded, reused=emb.reused)

@@ -125,7 +125,39 @@ def log_router_run(label: str, fitted, exp, plots_dir: Path) -> None:
         log_file(png, "plots")
 
 
-def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = None) -> None:
+def provenance() -> dict[str, str]:
+    """The package version and, when it runs from a git checkout, the source commit."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package = version("learned-router")
+    except PackageNotFoundError:
+        package = "unknown"
+    try:
+        commit = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "rev-parse", "HEAD"],
+                                capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return {"package_version": package, "source_commit": commit}
+
+
+def log_dataset(path: str, sha256: str) -> None:
+    """The training logs as the run's MLflow dataset input (by reference and digest, not a copy)."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():  # a local path matches two equivalent source types; MLflow warns
+        warnings.simplefilter("ignore")
+        source = resolve_dataset_source(str(Path(path).resolve()))
+    mlflow.log_input(MetaDataset(source=source, name=Path(path).name, digest=sha256[:16]), context="training")
+
+
+def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = None) -> str:
+    """Everything about the job but the model: returns the model card's markdown."""
     """The job's parent run: params, data summary, evaluation report, plots and one child run per router."""
     import mlflow
 
@@ -139,8 +171,12 @@ def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = 
         mlflow.set_tag("cluster.address", job.cluster.address)
         cluster = {"cluster.address": job.cluster.address, "cluster.partition_size": job.cluster.partition_size,
                    "cluster.workers": workers}
+    sha = file_fingerprint(job.logs.path)
+    source = provenance()
+    mlflow.set_tags(source)
+    log_dataset(job.logs.path, sha)
     log_params({
-        "logs.path": job.logs.path, "logs.format": job.logs.format, "logs.sha256": file_fingerprint(job.logs.path),
+        "logs.path": job.logs.path, "logs.format": job.logs.format, "logs.sha256": sha, **source,
         "embedder.id": prep.embedder.id, **{f"embedder.{k}": v for k, v in prep.embedder.settings().items()},
         "routers": [r.label for r in job.candidates()], "export_router": exported, "lam": exp.lam,
         "selection.folds": job.selection.folds, "registry.min_gain": job.registry.min_gain,
@@ -167,3 +203,8 @@ def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = 
     if exp.report.baselines.has_cost:
         log_file(plot_cost_quality(exp.report, plots_dir / "cost_quality.png",
                                    title=f"{job.name}: cost vs quality on held-out queries"), "plots")
+    from pipelines.model_card import model_card
+
+    card = model_card(job, prep, exp, sha, source)
+    log_text(card, "model_card.md")
+    return card

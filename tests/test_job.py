@@ -108,6 +108,15 @@ def test_job_trains_logs_exports_and_registers(first_job, store):
     assert float(ridge_run.data.params["best.alpha"]) > 0  # the chosen hyper-parameter, not only the grid
     assert "selection/oof_objective" in ridge_run.data.metrics
     assert (result.export_path / "MLmodel").exists()
+    # model card, provenance, dataset input, a run name of its own
+    card = mlflow.artifacts.load_text(f"runs:/{result.run_id}/model_card.md")
+    assert card.startswith(f"# {NAME}: {exp.exported} router") and exp.decision in card and "## Held-out evidence" in card
+    version = MlflowClient().get_model_version(NAME, result.promotion.version)
+    assert version.description.startswith(card.splitlines()[0]) and "no champion yet" in version.description
+    assert run.data.tags["package_version"] and len(run.data.tags["source_commit"]) in (40, 7)  # sha or "unknown"
+    assert run.data.params["source_commit"] == run.data.tags["source_commit"]
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == ["nq_sample.jsonl"]
+    assert run.data.tags["mlflow.runName"].startswith(f"{NAME}-2")
 
 
 def test_rerun_embeds_nothing_new(first_job, store):
@@ -185,6 +194,9 @@ def test_bad_input_fails_and_leaves_champion(first_job, store, tmp_path):
     with pytest.raises(Exception, match="non-numeric score"):
         run_job(job_config(store, logs=tmp_path / "bad.jsonl"), echo=lambda _: None)
     assert champion_version() == before
+    latest = mlflow.search_runs(filter_string="tags.mlflow.runName LIKE 'nq-test-router-%'", order_by=["start_time DESC"],
+                                max_results=1, output_format="list")[0]
+    assert latest.info.status == "FAILED"  # the run spans the whole job, ingest included
     assert router.load(f"models:/{NAME}@champion").route(PROMPTS[:1])
 
 

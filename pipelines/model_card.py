@@ -1,0 +1,74 @@
+"""The model card of a registered router: what it was trained on, what was chosen and why, with evidence.
+
+Markdown, logged as the run's ``model_card.md`` and set as the registered version's description.
+Pure: the job's results in, text out.
+"""
+
+from __future__ import annotations
+
+from pipelines.config import JobConfig
+from pipelines.experiment import Experiment
+from pipelines.prepare import Prepared
+
+
+def _f(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.3f}"
+
+
+def _time_range(prep: Prepared) -> str:
+    ts = prep.data.timestamps
+    known = [] if ts is None else [t for t in ts if t is not None and t == t]
+    return f"{min(known)} .. {max(known)}" if known else "(no timestamps)"
+
+
+def model_card(job: JobConfig, prep: Prepared, exp: Experiment, data_sha256: str, provenance: dict) -> str:
+    """The card's markdown; ``provenance``: package version and source commit."""
+    f = exp.fitted[exp.exported]
+    r, base = f.result, f.result.baselines
+    best_params = getattr(f.router, "best_params_", {}) or {}
+    lines = [
+        f"# {job.name}: {exp.exported} router",
+        "",
+        f"**Decision:** {exp.decision}",
+        "",
+        "## Data",
+        f"- logs: `{job.logs.path}` (sha256 `{data_sha256[:16]}...`)",
+        f"- {prep.data.n_queries:,} queries x {prep.data.n_models} models; logged {_time_range(prep)}",
+        f"- split: {exp.split.how}; train {len(exp.split.train):,}, held out {len(exp.split.test):,}",
+        f"- embedder: `{prep.embedder.id}`",
+        "",
+        "## The router",
+        f"- family `{f.spec.family}`, operating lambda {f.lam:g}"
+        + (f", budget ${job.budget:g}/query" if job.budget is not None else ""),
+        f"- chosen hyper-parameters: {best_params or 'none (no search)'}",
+    ]
+    if exp.selection is not None:
+        ranking = ", ".join(f"{k} {exp.selection.oof[k]:.4f}" for k in exp.selection.ranking())
+        lines.append(f"- selected on the training split by {exp.selection.folds}-fold cross-validation "
+                     f"(out-of-fold objective): {ranking}")
+    if exp.gate is not None:
+        g = exp.gate
+        lines.append(f"- baseline gate: held-out gain {g.gain:+.4f} over always calling "
+                     f"{base.models[base.best_single]}, {g.confidence:.0%} lower bound {g.lower:+.4f} "
+                     f"vs min_gain {g.min_gain:g}: {'passed' if g.passed else 'failed'}")
+    ci = r.ci.get("quality", (None, None))
+    lines += [
+        "",
+        "## Held-out evidence",
+        f"- quality {_f(r.quality)} (95% CI {_f(ci[0])} .. {_f(ci[1])}), cost ${r.cost:.3g}/query"
+        if r.cost == r.cost else f"- quality {_f(r.quality)} (95% CI {_f(ci[0])} .. {_f(ci[1])})",
+        f"- best single model (chosen on train) {base.models[base.best_single]}: "
+        f"{_f(float(base.single_quality[base.best_single]))}; "
+        f"oracle {_f(base.oracle_quality)}; gap closed {_f(r.gap_closed)}",
+        "",
+        "All candidates on the same held-out queries (losers included), per-task quality below; the "
+        "cost-quality plot is the run's `plots/cost_quality.png`.",
+        "",
+        exp.report.to_markdown(),
+        "",
+        "## Provenance",
+        f"- learned-router {provenance.get('package_version', 'unknown')}, source commit "
+        f"{provenance.get('source_commit', 'unknown')}",
+        f"- configuration: the run's `config/resolved_config.json`",
+    ]
+    return "\n".join(lines) + "\n"
