@@ -74,6 +74,22 @@ def _override(job, update: dict):
     return parse_config({**job.model_dump(), **update}, "command line")
 
 
+ShareOpt = Annotated[Optional[str], typer.Option(
+    "--share", help="MODEL=FRACTION: send that share of calls to MODEL, calibrated on the training split "
+                    "(works without costs)")]
+
+
+def _share(value: str | None) -> dict | None:
+    """``MODEL=0.3`` as a config ``share`` section (model names may hold '=' and ':'; the last '=' splits)."""
+    if value is None:
+        return None
+    model, sep, fraction = value.rpartition("=")
+    try:
+        return {"model": model, "value": float(fraction)} if sep and model else {"model": value, "value": None}
+    except ValueError:
+        return {"model": model, "value": fraction}  # validation names the bad value
+
+
 def _fail(exc: Exception) -> None:
     """One clear line (plus the offending rows, if any) and a non-zero exit."""
     typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
@@ -144,6 +160,7 @@ def evaluate(
     split_by: Annotated[Optional[str], typer.Option("--split-by", help="query | task (out-of-distribution)")] = None,
     lam: Annotated[Optional[float], typer.Option("--lam", help="cost weight of the decision rule")] = None,
     budget: Annotated[Optional[float], typer.Option("--budget", help="$ per query; calibrates lam")] = None,
+    share: ShareOpt = None,
     report_json: Annotated[Optional[Path], typer.Option("--report-json", help="write the report as JSON")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="write the cost-quality curve PNG")] = None,
 ) -> None:
@@ -165,12 +182,15 @@ def evaluate(
             update["lam"] = lam
         if budget is not None:
             update["budget"] = budget
+        if share is not None:
+            update["share"] = _share(share)
         job = _override(job, update)
         prep = prepare(job.logs, job.embedder)
         exp = run_experiment(prep.data, prep.X, job)
     except ValueError as exc:
         _fail(exc)
     typer.echo(exp.report.to_markdown())
+    typer.echo("\n".join(exp.outcome_lines(job)))
     timing = " | ".join(f"{k}: fit {f.fit_seconds:.1f}s, predict {f.predict_seconds * 1e3:.0f}ms"
                         for k, f in exp.fitted.items())
     typer.echo(f"timing: {timing}")
@@ -188,11 +208,16 @@ def evaluate(
 
 @app.command()
 @with_job
-def train(job, quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only the final line")] = False
-          ) -> None:
+def train(job, quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only the final line")] = False,
+          share: ShareOpt = None) -> None:
     """Run the job: ingest -> labels -> embed (cached) -> fit -> evaluate -> MLflow -> export -> register."""
     from pipelines.job import run_job
 
+    if share is not None:
+        try:
+            job = _override(job, {"share": _share(share)})
+        except ValueError as exc:
+            _fail(exc)
     # This process is the job: MLflow's per-file download bars would flood a cron mail or CI log.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:

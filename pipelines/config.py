@@ -108,6 +108,13 @@ class SelectionConfig(_Strict):
                                             "candidate's own hyper-parameter search runs inside every fold)")
 
 
+class ShareConfig(_Strict):
+    """Send a share of the calls to one model (RouteLLM's question: X% to the strong model), costs or not."""
+
+    model: str = Field(description="a model of the logs")
+    value: float = Field(ge=0, le=1, description="share of calls to route to it (calibrated on the training split)")
+
+
 class TrackingConfig(_Strict):
     """Where MLflow runs and registered models go."""
 
@@ -161,7 +168,10 @@ class JobConfig(_Strict):
                              "Routers fit many small matrices, where more threads only contend: on 2 cores the "
                              "default candidates fit on the sample in 6 s with 1 thread, 43 s with 2")
     lam: float = Field(0.0, ge=0, description="default cost weight: route to argmax(score - lam * $cost)")
-    budget: float | None = Field(None, gt=0, description="$ per query: calibrate lam to it on held-out queries")
+    budget: float | None = Field(None, gt=0, description="$ per query: each router's lam is calibrated to it on "
+                                                        "a slice of the training queries")
+    share: ShareConfig | None = Field(None, description="a share of calls to one model, calibrated on the training "
+                                                        "split (instead of a budget)")
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
     export_dir: str = Field("models", description="local copy of the exported router: <dir>/<name>")
@@ -173,6 +183,8 @@ class JobConfig(_Strict):
         labels = [r.label for r in self.routers]
         if len(set(labels)) != len(labels):
             raise ValueError(f"router labels must be unique, got {labels}")
+        if self.budget is not None and self.share is not None:
+            raise ValueError("give a budget or a share, not both")
         if any(r.label == "best_single" and r.family != "best_single" for r in self.routers):
             raise ValueError("the label 'best_single' is reserved for the best-single baseline")
         if self.export_router != "auto" and self.export_router not in labels:

@@ -16,8 +16,9 @@ from threadpoolctl import threadpool_limits
 
 from pipelines.config import JobConfig, RouterSpec
 from pipelines.selection import BASELINE, Gate, Selection, gate, objective, select
+from router.routers.search import folds as kfolds
 from router.data.labels import RoutingData
-from router.evaluation.decision import calibrate
+from router.evaluation.decision import calibrate, margin_quantiles, share_bias
 from router.evaluation.metrics import RouterResult, evaluate_router
 from router.evaluation.report import EvaluationReport, build_report
 from router.evaluation.splits import Split, resolve_split
@@ -35,7 +36,11 @@ class FittedRouter:
     fit_seconds: float
     predict_seconds: float
     test_scores: np.ndarray = field(repr=False)
-    lam: float = 0.0  # its operating lambda: the configured one, or calibrated to the budget on train
+    point: OperatingPoint
+
+    @property
+    def lam(self) -> float:
+        return self.point.lam
 
 
 @dataclass
@@ -46,7 +51,7 @@ class Experiment:
     fitted: dict[str, FittedRouter]
     report: EvaluationReport
     lam: float  # the configured lambda (under a budget each router has its own: ``FittedRouter.lam``)
-    quality_only: bool  # under a budget routers are compared by quality at their own lambda
+    quality_only: bool  # under a budget or a share, routers are compared by quality at their own operating point
     selection: Selection | None  # None when the config names the router to export
     selected: str  # chosen by selection on train, or named by the config
     gate: Gate | None  # None when the selected router is the baseline itself
@@ -56,7 +61,23 @@ class Experiment:
         """Per-query objective of a router's choices on the complete held-out queries."""
         f = self.fitted[label]
         rows = np.flatnonzero(self.test.mask.all(axis=1))
-        return objective(self.test, rows, f.result.choices, f.lam, f.router.model_costs_, self.quality_only)
+        return objective(self.test, rows, f.result.choices, f.point.lam, f.router.model_costs_, self.quality_only)
+
+    def outcome_lines(self, job: JobConfig) -> list[str]:
+        """What was selected (out-of-fold ranking), what ships and why, and the realised share if targeted."""
+        lines = []
+        if self.selection is not None:
+            lines.append(f"selection on the training split (out-of-fold, {self.selection.folds} folds): "
+                         + ", ".join(f"{k} {self.selection.oof[k]:.4f}" for k in self.selection.ranking()))
+        return lines + [self.decision] + ([self.share_line(job)] if job.share is not None else [])
+
+    def share_line(self, job: JobConfig) -> str | None:
+        """The share target against the share the exported router realised on the held-out queries."""
+        if job.share is None:
+            return None
+        realised = self.fitted[self.exported].result.routing_share[self.test.models.index(job.share.model)]
+        return (f"share of calls to {job.share.model}: target {job.share.value:.1%} (calibrated on the training "
+                f"split), realised {realised:.1%} on the held-out queries")
 
     @property
     def decision(self) -> str:
@@ -84,18 +105,37 @@ def fit_router(spec: RouterSpec, X: np.ndarray, data: RoutingData, client=None) 
     return router, time.perf_counter() - t
 
 
-def calibrate_on_train(spec: RouterSpec, X: np.ndarray, train: RoutingData, budget: float, seed: int,
-                       share: float = 0.2) -> float:
-    """Lambda meeting ``budget`` ($/query), found on a held-out slice of the *training* queries.
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Where a router runs: its lambda, a per-model bias (non-zero only for a share target), and the
+    quantiles of every model's margin that let a service ask for any share per call."""
 
-    A copy of the router is fitted on the rest of train; the test split never informs the
-    operating point it is then evaluated at.
+    lam: float
+    bias: np.ndarray
+    margins: np.ndarray  # decision.margin_quantiles on the calibration slice, at ``lam``
+
+
+def operating_point(spec: RouterSpec, fitted: BaseRouter, X: np.ndarray, train: RoutingData, job: JobConfig
+                    ) -> OperatingPoint:
+    """The router's operating point, found on out-of-fold predictions over the *training* queries.
+
+    Copies of the fitted router, with the hyper-parameters its own search chose (another choice would
+    change the scale of its scores: ridge at alpha 10 vs 30 moved a 30% share target to 40%), are
+    fitted on ``selection.folds`` folds and predict the held-out fold; on those predictions a budget
+    gives the lambda meeting it, a share target the bias sending that share of the calls to its
+    model. The test split never informs the operating point it is then evaluated at.
     """
-    order = np.random.default_rng(seed).permutation(train.n_queries)
-    n_cal = max(1, int(round(share * train.n_queries)))
-    cal, fit_rows = np.sort(order[:n_cal]), np.sort(order[n_cal:])
-    router, _ = fit_router(spec, X[fit_rows], train.subset(fit_rows))
-    return calibrate(router.predict_scores(X[cal]), router.model_costs_, budget=budget).lam
+    chosen = spec.model_copy(update={"params": {**spec.params, **getattr(fitted, "best_params_", {})}})
+    pred = np.empty(train.scores.shape)
+    for tr, va in kfolds(train.n_queries, job.selection.folds, job.split.seed):
+        pred[va] = fit_router(chosen, X[tr], train.subset(tr))[0].predict_scores(X[va])
+    costs = fitted.model_costs_
+    lam = calibrate(pred, costs, budget=job.budget).lam if job.budget is not None else job.lam
+    margins = margin_quantiles(pred, costs, lam)
+    bias = np.zeros(train.n_models)
+    if job.share is not None:
+        bias = share_bias(margins, train.models.index(job.share.model), job.share.value)
+    return OperatingPoint(lam=lam, bias=bias, margins=margins)
 
 
 def run_experiment(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split | None = None,
@@ -103,8 +143,9 @@ def run_experiment(data: RoutingData, X: np.ndarray, job: JobConfig, split: Spli
     """Fit every candidate on train, choose one on train (or take the configured one), evaluate all on
     test, and gate the choice against always calling the best single model.
 
-    With ``job.budget`` each router's lambda is calibrated on a slice of the training queries (see
-    ``calibrate_on_train``), and routers are compared by quality at their own lambda.
+    Each router's operating point comes from a slice of the training queries (``operating_point``):
+    with ``job.budget`` its own lambda, with ``job.share`` its own bias; routers are then compared by
+    quality at their own operating point.
     """
     with threadpool_limits(limits=job.blas_threads, user_api="blas"):  # restored on exit
         return _run(data, X, job, split or split_data(data, job), client)
@@ -113,24 +154,27 @@ def run_experiment(data: RoutingData, X: np.ndarray, job: JobConfig, split: Spli
 def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client) -> Experiment:
     train, test = data.subset(split.train), data.subset(split.test)
     X_train, X_test = X[split.train], X[split.test]
-    quality_only = job.budget is not None
+    quality_only = job.budget is not None or job.share is not None
+    if job.share is not None and job.share.model not in data.models:
+        raise ValueError(f"share.model {job.share.model!r} is not a model of these logs: {list(data.models)}")
     specs = {spec.label: spec for spec in job.candidates()}
-    lams = {label: (calibrate_on_train(spec, X_train, train, job.budget, job.split.seed) if quality_only
-                    else job.lam) for label, spec in specs.items()}
+    fits = {label: fit_router(spec, X_train, train, client) for label, spec in specs.items()}
+    points = {label: operating_point(specs[label], router, X_train, train, job) for label, (router, _) in fits.items()}
     selection = None
     selected = job.export_router
     if selected == "auto":
         makers = {label: functools.partial(make_router, spec.family, **spec.params) for label, spec in specs.items()}
-        selection = select(makers, X_train, train, lams, quality_only, job.selection.folds, job.split.seed)
+        selection = select(makers, X_train, train, points, quality_only, job.selection.folds, job.split.seed)
         selected = selection.label
     out = {}
-    for label, spec in specs.items():
-        router, fit_s = fit_router(spec, X_train, train, client)
+    for label, (router, fit_s) in fits.items():
         t = time.perf_counter()
         pred = router.predict_scores(X_test)
         pred_s = time.perf_counter() - t
-        result = evaluate_router(pred, test, train, router.model_costs_, lams[label])
-        out[label] = FittedRouter(spec, router, result, fit_s, pred_s, pred, lams[label])
+        # A share bias shifts one model's scores: evaluating the shifted scores is the decision rule with it.
+        point = points[label]
+        result = evaluate_router(pred + point.bias, test, train, router.model_costs_, point.lam)
+        out[label] = FittedRouter(specs[label], router, result, fit_s, pred_s, pred, point)
     report = build_report({k: f.result for k, f in out.items()}, train, test, out[selected].router.model_costs_,
                           split=split.how)
     exp = Experiment(split=split, train=train, test=test, fitted=out, report=report, lam=job.lam,

@@ -83,7 +83,7 @@ def log_router(head, embedder: Embedder, meta: RouterMeta, *, name: str = "route
 
     example = pd.DataFrame({"prompt": INPUT_EXAMPLE})
     example_out = pd.DataFrame({"model": [meta.models[0]] * len(INPUT_EXAMPLE)})
-    params = {"lam": float(meta.default_lam), "budget": 0.0, "return_scores": False}
+    params = {"lam": float(meta.default_lam), "budget": 0.0, "share_model": "", "share": 0.0, "return_scores": False}
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp)
         return mlflow.pyfunc.log_model(

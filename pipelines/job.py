@@ -78,8 +78,9 @@ def champion_value(uri: str, job: JobConfig, exp: Experiment) -> float | None:
         return None
     rows = np.flatnonzero(exp.test.mask.all(axis=1))
     cols = np.array([exp.test.models.index(m) for m in service.models])
-    lam = service.lam_for(budget=job.budget) if exp.quality_only else exp.lam
-    picks = cols[service.choose(service.scores(list(exp.test.prompts[rows])), lam)]
+    share = {job.share.model: job.share.value} if job.share is not None else None
+    lam, bias = service.operating_point(budget=job.budget, share=share) if exp.quality_only else (exp.lam, None)
+    picks = cols[service.choose(service.scores(list(exp.test.prompts[rows])), lam, bias)]
     costs = exp.fitted[exp.exported].router.model_costs_
     return float(np.nanmean(objective(exp.test, rows, picks, lam, costs, exp.quality_only)))
 
@@ -91,6 +92,8 @@ def router_meta(prep: Prepared, exp: Experiment) -> RouterMeta:
     return RouterMeta(
         models=list(prep.data.models), model_costs=[float(c) for c in fitted.router.model_costs_],
         default_lam=float(fitted.lam), embedder=prep.embedder.settings(), router=fitted.spec.family,
+        default_bias=[float(b) for b in fitted.point.bias] if fitted.point.bias.any() else [],
+        share_margins=fitted.point.margins.tolist(),
         budget_curve=[[lam, c, q] for lam, c, q in zip(curve["lam"], curve["cost"], curve["quality"])
                       if c == c and q == q],
     )
@@ -174,10 +177,7 @@ def _run(job: JobConfig, client, steps: Steps, started: float) -> JobResult:
             exp = run_experiment(prep.data, prep.X, job, client=client)
             info["detail"] = ", ".join(f"{k} {f.fit_seconds:.1f}s" for k, f in exp.fitted.items())
         steps.show(exp.report.to_markdown())
-        if exp.selection is not None:
-            steps.show(f"selection on the training split (out-of-fold, {exp.selection.folds} folds): " +
-                       ", ".join(f"{k} {exp.selection.oof[k]:.4f}" for k in exp.selection.ranking()))
-        steps.show(exp.decision)
+        steps.show("\n".join(exp.outcome_lines(job)))
         with steps.step("log to MLflow") as info:
             card = tracking.log_job_run(job, prep, exp, summary, Path(tmp), workers=client and len(client.nthreads()))
             info["detail"] = f"run {run.info.run_id} ({run_name})"

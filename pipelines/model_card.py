@@ -51,6 +51,8 @@ def model_card(job: JobConfig, prep: Prepared, exp: Experiment, data_sha256: str
         lines.append(f"- baseline gate: held-out gain {g.gain:+.4f} over always calling "
                      f"{base.models[base.best_single]}, {g.confidence:.0%} lower bound {g.lower:+.4f} "
                      f"vs min_gain {g.min_gain:g}: {'passed' if g.passed else 'failed'}")
+    if exp.share_line(job):
+        lines.append(f"- {exp.share_line(job)}")
     ci = r.ci.get("quality", (None, None))
     lines += [
         "",

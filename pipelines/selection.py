@@ -9,7 +9,8 @@
   Otherwise the job ships the best-single router and says why.
 
 The objective per query: ``score - lam * cost`` of the routed model (the decision rule's utility);
-under a $ budget, where every router runs at its own lambda meeting the budget, the score alone.
+under a $ budget or a share target, where every router runs at its own operating point meeting it,
+the score alone.
 Pure: arrays in, small dataclasses out.
 """
 
@@ -46,11 +47,12 @@ class Selection:
         return sorted(self.oof, key=lambda k: -self.oof[k])
 
 
-def select(candidates: dict, X: np.ndarray, train: RoutingData, lams: dict[str, float], quality_only: bool,
+def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, quality_only: bool,
            n_folds: int, seed: int) -> Selection:
     """The candidate with the best out-of-fold objective on the training queries.
 
-    ``candidates``: label -> a callable returning an unfitted router (fitted afresh in every fold).
+    ``candidates``: label -> a callable returning an unfitted router (fitted afresh in every fold);
+    ``points``: label -> its operating point (``.lam``, ``.bias``), used in every fold.
     """
     values = {label: np.full(train.n_queries, np.nan) for label in candidates}
     for tr, va in kfolds(train.n_queries, n_folds, seed):
@@ -60,8 +62,9 @@ def select(candidates: dict, X: np.ndarray, train: RoutingData, lams: dict[str, 
             router = make().fit(X[tr], fold_train.scores, fold_train.costs, fold_train.mask)
             pred = router.predict_scores(X[va[usable]])
             # Only models scored on the query can be graded, so only they compete (as in routing_quality).
-            picks = choose(pred, router.model_costs_, lams[label], allowed=mask_va[usable])
-            values[label][va[usable]] = objective(train, va[usable], picks, lams[label], router.model_costs_,
+            point = points[label]
+            picks = choose(pred, router.model_costs_, point.lam, allowed=mask_va[usable], bias=point.bias)
+            values[label][va[usable]] = objective(train, va[usable], picks, point.lam, router.model_costs_,
                                                   quality_only)
     oof = {label: float(np.nanmean(v)) for label, v in values.items()}
     best = max(oof, key=lambda k: (oof[k], -list(oof).index(k)))

@@ -124,3 +124,23 @@ def test_served_choice_equals_evaluated_choice_on_ties(nq, nq_X, embedder, tmp_p
     assert set(evaluated.tolist()) == {cheap}
     assert served == [nq.models[i] for i in evaluated]
     assert head.route(nq_X[te]).tolist() == evaluated.tolist()
+
+
+@pytest.mark.parametrize("target", [0.0, 0.1, 0.3, 0.5, 0.9, 1.0])
+def test_share_calibration_without_costs_hits_its_target(nq, nq_X, target):
+    """Logs without costs (lam can move nothing): a bias on the strong model sets its share of calls,
+    calibrated on a slice of training queries, and the share realised on that slice is the target."""
+    from router.evaluation.decision import margin_quantiles, share_bias
+    from router.routers import make_router
+
+    cal = np.arange(350, 500)
+    router = make_router("ridge", alpha=10.0).fit(nq_X[:350], nq.scores[:350])  # no costs given
+    assert (router.model_costs_ == 0).all()
+    pred = router.predict_scores(nq_X[cal])
+    strong = int(np.argmax(np.nanmean(nq.scores[:350], axis=0)))
+    bias = share_bias(margin_quantiles(pred, router.model_costs_, 0.0), strong, target)
+    realised = np.mean(choose(pred, router.model_costs_, 0.0, bias=bias) == strong)
+    assert abs(realised - target) <= 2 / len(cal)
+    # more bias, more calls: the share is monotone in the target
+    low = share_bias(margin_quantiles(pred, router.model_costs_, 0.0), strong, max(target - 0.2, 0.0))
+    assert np.mean(choose(pred, router.model_costs_, 0.0, bias=low) == strong) <= realised

@@ -163,8 +163,25 @@ def test_pyfunc_predict_params(first_job):
     service = model.unwrap_python_model().service
     cheapest = service.models[int(np.argmin(service.meta.model_costs))]
     assert cheap["model"].tolist() == [cheapest] * 4  # a huge cost weight picks the cheapest model
+    everyone = model.predict(pd.DataFrame({"prompt": PROMPTS}), params={"share_model": service.models[2], "share": 1.0})
+    assert everyone["model"].tolist() == [service.models[2]] * 4  # a share of 1 sends every call there
     by_budget = service.route(PROMPTS, budget=1e-9)
     assert by_budget == [service.models[int(np.argmin(service.meta.model_costs))]] * 4
+
+
+def test_share_per_call_from_the_exported_margins(first_job):
+    """share= on route(): calibrated on training queries at export, so it works per call, with or
+    without costs; 0 and 1 mean none and all, and the share grows with the target."""
+    result, _ = first_job
+    service = router.load(str(result.export_path))
+    prompts = list(result.experiment.test.prompts)
+    model = service.models[1]
+    shares = [np.mean(np.array(service.route(prompts, share={model: s})) == model) for s in (0.0, 0.3, 0.6, 1.0)]
+    assert shares[0] == 0.0 and shares[-1] == 1.0 and shares == sorted(shares)
+    with pytest.raises(ValueError, match="pass share alone"):
+        service.route(prompts[:1], lam=1.0, share={model: 0.3})
+    with pytest.raises(ValueError, match="unknown model"):
+        service.route(prompts[:1], share={"nope": 0.3})
 
 
 def test_concurrent_route_calls(first_job):

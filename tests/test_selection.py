@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +17,9 @@ CANDIDATES = {
     "ridge": functools.partial(make_router, "ridge", cv=3),
     "knn": functools.partial(make_router, "knn", cv=3, n_neighbors=(10, 30)),
 }
+
+
+POINT = SimpleNamespace(lam=0.0, bias=None)  # quality only: no cost weight, no share bias
 
 
 def _train(nq):
@@ -33,7 +37,7 @@ def test_selection_picks_best_single_when_every_learned_router_loses(nq):
         "knn": functools.partial(make_router, "knn", n_neighbors=1, weighting="uniform", prior_weight=0.0),
         "ridge": functools.partial(make_router, "ridge", alpha=1e-3),
     }
-    sel = select(overfitting, X, train, dict.fromkeys(overfitting, 0.0), quality_only=False, n_folds=5, seed=0)
+    sel = select(overfitting, X, train, dict.fromkeys(overfitting, POINT), quality_only=False, n_folds=5, seed=0)
     assert sel.label == "best_single" and sel.folds == 5
     assert list(sel.oof) == list(overfitting)  # candidate order kept
     assert all(sel.oof["best_single"] > sel.oof[k] for k in ("random", "knn", "ridge"))
@@ -44,7 +48,7 @@ def test_selection_ties_go_to_the_earlier_candidate(nq):
     train = _train(nq)
     X = np.zeros((train.n_queries, 4), dtype=np.float32)  # every router predicts the training means
     twins = {"best_single": CANDIDATES["best_single"], "ridge": functools.partial(make_router, "ridge", alpha=1.0)}
-    sel = select(twins, X, train, dict.fromkeys(twins, 0.0), quality_only=False, n_folds=3, seed=0)
+    sel = select(twins, X, train, dict.fromkeys(twins, POINT), quality_only=False, n_folds=3, seed=0)
     assert sel.oof["ridge"] == pytest.approx(sel.oof["best_single"]) and sel.label == "best_single"
 
 
@@ -55,7 +59,7 @@ def test_selection_picks_a_learned_router_when_the_features_carry_the_answer(nq)
     best = best_model_labels(train.scores, train.mask, train.costs)
     X = np.eye(train.n_models, dtype=np.float32)[best] + 0.01 * np.random.default_rng(1).normal(
         size=(train.n_queries, train.n_models)).astype(np.float32)
-    lams = dict.fromkeys(CANDIDATES, 0.0)
+    lams = dict.fromkeys(CANDIDATES, POINT)
     sel = select(CANDIDATES, X, train, lams, quality_only=False, n_folds=5, seed=0)
     assert sel.label != "best_single" and sel.oof[sel.label] == max(sel.oof.values())
     assert sel.oof[sel.label] > sel.oof["best_single"] + 0.05

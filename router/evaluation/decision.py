@@ -31,13 +31,14 @@ def _check(pred_scores, model_costs) -> tuple[np.ndarray, np.ndarray]:
 
 
 def choose(pred_scores: np.ndarray, model_costs: np.ndarray, lam: float = 0.0,
-           allowed: np.ndarray | None = None) -> np.ndarray:
-    """Index of the chosen model per query: argmax of ``pred - lam * cost``.
+           allowed: np.ndarray | None = None, bias: np.ndarray | None = None) -> np.ndarray:
+    """Index of the chosen model per query: argmax of ``pred - lam * cost + bias``.
 
     Exact ties go to the cheaper model (then the lower index): at a breakpoint both are equally
     good, and preferring the cheaper one keeps spend non-increasing in ``lam``. ``allowed``
     (n_queries, n_models) bool, optional: only these models compete (their scores must be
-    finite, the others are ignored); every query needs at least one.
+    finite, the others are ignored); every query needs at least one. ``bias`` (n_models,),
+    optional: a per-model offset, the knob that sets a model's share of calls (``share_bias``).
     """
     if allowed is not None:
         allowed = np.asarray(allowed, dtype=bool)
@@ -51,6 +52,11 @@ def choose(pred_scores: np.ndarray, model_costs: np.ndarray, lam: float = 0.0,
     if not (np.isfinite(lam) and lam >= 0):
         raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
     util = pred - lam * costs
+    if bias is not None:
+        bias = np.asarray(bias, dtype=np.float64)
+        if bias.shape != costs.shape or not np.isfinite(bias).all():
+            raise ValueError(f"bias must be {costs.shape[0]} finite numbers, got {bias.tolist()}")
+        util = util + bias
     if allowed is not None:
         util[~allowed] = -np.inf
     tied = util >= util.max(axis=1, keepdims=True)
@@ -198,3 +204,40 @@ def calibrate(
             hi = mid
     best = min((lo, hi), key=lambda lam: (abs(share_at(lam) - share), lam))
     return result(best, target, reachable)
+
+
+# ------------------------------------------------------------------- share of calls to a model
+
+SHARE_LEVELS = np.linspace(0.0, 1.0, 101)  # the quantiles of the margins kept for serving
+
+
+def margin_quantiles(pred_scores: np.ndarray, model_costs: np.ndarray, lam: float) -> np.ndarray:
+    """(n_models, len(SHARE_LEVELS)): per model, quantiles over the queries of its *margin*, how much its
+    utility must rise to win the query (max of the others' utility minus its own; <= 0 where it wins).
+
+    A bias ``b`` on one model routes to it exactly the queries whose margin is below ``b``, so the
+    margins' ``s``-quantile is the bias giving it a share ``s`` of the calls, costs or no costs (RouteLLM's
+    threshold, for any number of models). Kept with an exported router, they answer ``share=`` per call.
+    """
+    pred, costs = _check(pred_scores, model_costs)
+    if pred.shape[1] < 2 or len(pred) == 0:
+        raise ValueError("share calibration needs at least 2 models and 1 query")
+    util = pred - lam * costs
+    out = np.empty((util.shape[1], len(SHARE_LEVELS)))
+    for j in range(util.shape[1]):
+        margin = np.delete(util, j, axis=1).max(axis=1) - util[:, j]
+        out[j] = np.quantile(margin, SHARE_LEVELS)
+    return out
+
+
+def share_bias(quantiles: np.ndarray, model: int, share: float) -> np.ndarray:
+    """The bias vector (zero but for ``model``) that sends it about ``share`` of the calls, from
+    ``margin_quantiles``. 0 and 1 step just past the extreme margins, so they mean none and all."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1], got {share!r}")
+    row = np.asarray(quantiles, dtype=np.float64)[model]
+    step = 1e-9 * (1.0 + np.abs(row).max())
+    b = row[0] - step if share <= 0 else row[-1] + step if share >= 1 else float(np.interp(share, SHARE_LEVELS, row))
+    bias = np.zeros(len(quantiles))
+    bias[model] = b
+    return bias

@@ -3,7 +3,8 @@
 ``load_context`` loads the embedder (weights inside the model's artifacts) and the fitted head
 once; ``predict`` only serves. Input: a DataFrame with a ``prompt`` column (or a list of
 strings). Params: ``lam`` (cost weight), ``budget`` ($/query; > 0 picks lam from the held-out
-cost curve), ``return_scores`` (add one predicted-score column per model).
+cost curve), ``share_model`` + ``share`` (send that fraction of calls to that model),
+``return_scores`` (add one predicted-score column per model).
 """
 
 from __future__ import annotations
@@ -36,8 +37,13 @@ class RouterPyfunc(PythonModel):
         budget = float(budget) if budget is not None and float(budget) > 0 else None
         lam = params.get("lam")
         lam = None if lam is None or budget is not None else float(lam)
+        share = {params["share_model"]: float(params.get("share", 0.0))} if params.get("share_model") else None
+        if share is not None:
+            lam = budget = None
+        elif budget is None and lam == self.service.meta.default_lam:
+            lam = None  # the signature's default: the exported operating point (a trained share included)
         scores = self.service.scores(prompts)
-        choice = self.service.choose(scores, self.service.lam_for(lam, budget))
+        choice = self.service.choose(scores, *self.service.operating_point(lam, budget, share))
         out = pd.DataFrame({"model": [self.service.models[i] for i in choice]})
         if params.get("return_scores"):
             for j, name in enumerate(self.service.models):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from router.embed import Embedder
-from router.evaluation.decision import choose
+from router.evaluation.decision import choose, share_bias
 from router.serve.artifact import ArtifactError, ArtifactVersionError, load_head
 
 META_FILE = "router_meta.json"
@@ -35,6 +35,8 @@ class RouterMeta:
     embedder: dict  # Embedder.settings() at training time; serving reproduces them
     router: str  # family name
     budget_curve: list[list[float]] = field(default_factory=list)  # [lam, $/query, quality] on held-out
+    default_bias: list[float] = field(default_factory=list)  # per model; non-zero for a trained share target
+    share_margins: list[list[float]] = field(default_factory=list)  # decision.margin_quantiles at default_lam
     format_version: int = META_VERSION
 
     def to_json(self) -> str:
@@ -108,13 +110,36 @@ class RouterService:
             return lam_for_budget(self.meta.budget_curve, budget)
         return float(self.meta.default_lam)
 
-    def choose(self, scores: np.ndarray, lam: float) -> np.ndarray:
-        """The evaluated decision rule: argmax of score - lam * cost, ties to the cheaper model."""
-        return choose(scores, self._costs, lam)
+    def operating_point(self, lam: float | None = None, budget: float | None = None,
+                        share: dict[str, float] | None = None) -> tuple[float, np.ndarray | None]:
+        """(lambda, bias) for a call: a given lam or budget, or ``share={model: fraction}`` of the calls
+        to one model (from the margins calibrated on training queries, at the default lambda), else
+        the exported default (which includes the job's share target, if it had one)."""
+        if share is not None:
+            if lam is not None or budget is not None:
+                raise ValueError("share is calibrated at the router's default lambda: pass share alone, "
+                                 "without lam or budget")
+            if len(share) != 1:
+                raise ValueError(f"share takes one model, e.g. {{'{self.models[0]}': 0.3}}, got {share}")
+            (model, value), = share.items()
+            if model not in self.meta.models:
+                raise ValueError(f"share: unknown model {model!r}; this router routes to {self.models}")
+            if not self.meta.share_margins:
+                raise ValueError("this router was exported without share margins: retrain it with this release")
+            return float(self.meta.default_lam), share_bias(np.asarray(self.meta.share_margins),
+                                                            self.meta.models.index(model), float(value))
+        if lam is None and budget is None and self.meta.default_bias:
+            return float(self.meta.default_lam), np.asarray(self.meta.default_bias, dtype=np.float64)
+        return self.lam_for(lam, budget), None
 
-    def route(self, prompts: Sequence[str], lam: float | None = None, budget: float | None = None) -> list[str]:
-        """The chosen model name per prompt."""
-        idx = self.choose(self.scores(prompts), self.lam_for(lam, budget))
+    def choose(self, scores: np.ndarray, lam: float, bias: np.ndarray | None = None) -> np.ndarray:
+        """The evaluated decision rule: argmax of score - lam * cost (+ bias), ties to the cheaper model."""
+        return choose(scores, self._costs, lam, bias=bias)
+
+    def route(self, prompts: Sequence[str], lam: float | None = None, budget: float | None = None,
+              share: dict[str, float] | None = None) -> list[str]:
+        """The chosen model name per prompt; ``share={"gpt-4": 0.3}`` sends about 30% of calls to gpt-4."""
+        idx = self.choose(self.scores(prompts), *self.operating_point(lam, budget, share))
         return [self.meta.models[i] for i in idx]
 
 
