@@ -201,8 +201,9 @@ def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = 
     log_metrics(flatten("test", {k: headline.get(k) for k in ("quality", "cost", "gap_closed", "aiq")}))
     log_metrics(flatten("test", {"routing_share": headline["routing_share"], "per_task": headline["per_task"]}))
     if exp.report.baselines.has_cost:
-        log_file(plot_cost_quality(exp.report, plots_dir / "cost_quality.png",
-                                   title=f"{job.name}: cost vs quality on held-out queries"), "plots")
+        log_file(plot_cost_quality(exp.report, plots_dir / "cost_quality.png", budget=job.budget,
+                                   title=f"{job.name} on {Path(job.logs.path).name}: cost vs quality, "
+                                         f"{exp.report.baselines.n_eval} held-out queries"), "plots")
     from pipelines.model_card import model_card
 
     card = model_card(job, prep, exp, sha, source)

@@ -42,8 +42,23 @@ def test_cost_quality_png(nq_report, tmp_path):
     assert 700 <= width <= 2500 and 400 <= height <= 1500
     assert [p.name for p in out.parent.iterdir()] == ["cost_quality.png"]  # no temp file left
     # a dict of results works too, and overwriting replaces the file
-    plot_cost_quality(nq_report.routers, out, title="again")
+    plot_cost_quality(nq_report.routers, out, title="again", budget=3e-5)
     assert png_size(out)[0] > 0
+
+
+def test_single_model_labels_never_overlap():
+    """Labels of points close together are stacked, not drawn over each other."""
+    from router.evaluation.plots import label_offsets
+
+    pts = np.array([[100.0, 100.0], [102.0, 101.0], [104.0, 99.0], [400.0, 100.0]])
+    widths = np.full(4, 60.0)
+    dy = label_offsets(pts, widths)
+    boxes = [(x + 4, y + 4 + d, x + 64, y + 4 + d + 9) for (x, y), d in zip(pts, dy)]
+    for i in range(4):
+        for j in range(i + 1, 4):
+            a, b = boxes[i], boxes[j]
+            assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (i, j, dy)
+    assert dy[3] == 0  # a label with room stays where it is
 
 
 def test_routing_share_png(nq_report, tmp_path):

@@ -43,14 +43,34 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
     return path
 
 
+def label_offsets(points: np.ndarray, widths: np.ndarray, height: float = 11.0, gap: float = 2.0) -> np.ndarray:
+    """Vertical offsets (display points) for labels placed to the right of ``points`` (n, 2 display
+    coordinates) so that no two overlap: each label, taken left to right, moves up in steps of one
+    line until its box is clear of the boxes already placed. ``widths``: each label's width."""
+    placed: list[tuple[float, float, float, float]] = []
+    offsets = np.zeros(len(points))
+    for i in np.lexsort((points[:, 1], points[:, 0])):
+        x0, y = points[i, 0] + 4.0, points[i, 1] + 4.0
+        step = 0
+        while any(x0 < bx1 and bx0 < x0 + widths[i] and y + step * height < by1 and by0 < y + step * height + height
+                  for bx0, by0, bx1, by1 in placed):
+            step += 1
+        offsets[i] = step * height
+        placed.append((x0, y + offsets[i], x0 + widths[i], y + offsets[i] + height - gap))
+    return offsets
+
+
 def plot_cost_quality(
     report: EvaluationReport | dict[str, RouterResult],
     path: str | os.PathLike,
     *,
     title: str | None = None,
+    budget: float | None = None,
 ) -> Path:
     """Each router's lambda sweep (points, with its non-decreasing hull dashed, operating point
-    ringed), every single model as a labelled point, the oracle as a star. Returns the path."""
+    ringed), every single model as a labelled point (labels never overlap), the oracle as a star,
+    the budget ($/query) as a vertical line when given. The cost axis turns logarithmic when costs
+    span more than ``_LOG_X_SPAN`` times. Returns the path."""
     routers = report.routers if isinstance(report, EvaluationReport) else dict(report)
     if not routers:
         raise ValueError("no router results to plot")
@@ -81,9 +101,8 @@ def plot_cost_quality(
         ax.plot([r.cost], [r.quality], "o", ms=9, mfc="none", mec=color, mew=2)
     ax.scatter(base.single_cost, base.single_quality, marker="s", s=36, color="0.35", zorder=3,
                label="single models")
-    for j, model in enumerate(base.models):
-        ax.annotate(_short(model), (base.single_cost[j], base.single_quality[j]), xytext=(4, 4),
-                    textcoords="offset points", fontsize=8, color="0.25")
+    if budget is not None:
+        ax.axvline(budget, color="crimson", lw=1.2, ls="-.", label=f"budget ${budget:.3g}/query")
     best = base.best_single
     ax.scatter([base.single_cost[best]], [base.single_quality[best]], marker="s", s=90, facecolors="none",
                edgecolors="black", zorder=4, label=f"best single (train): {_short(base.models[best])}")
@@ -95,6 +114,14 @@ def plot_cost_quality(
         ax.set_xscale("log")
     else:  # "2e-05" reads better than matplotlib's "0.00002" for per-query dollars
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
+    # Labels last, once the scale and limits are final: offsets are computed in display points.
+    ax.autoscale_view()
+    names = [_short(m) for m in base.models]
+    xy = np.column_stack([base.single_cost, base.single_quality])
+    pts = ax.transData.transform(xy) * 72.0 / fig.dpi
+    for j, dy in enumerate(label_offsets(pts, np.array([5.0 * len(n) for n in names]))):
+        ax.annotate(names[j], tuple(xy[j]), xytext=(4, 4 + dy), textcoords="offset points", fontsize=8,
+                    color="0.25", arrowprops={"arrowstyle": "-", "color": "0.7", "lw": 0.5} if dy else None)
     ax.set_xlabel("mean cost per query ($)")
     ax.set_ylabel("mean quality")
     ax.set_title(title or f"Cost-quality on {base.n_eval} test queries (circle: operating point)")
