@@ -141,6 +141,9 @@ class RegistryConfig(_Strict):
     min_gain: float = Field(0.0, description="baseline gate: the held-out gain over the best single model must have "
                                              "its lower confidence bound above this")
     confidence: float = Field(0.9, gt=0.5, lt=1, description="one-sided confidence of the baseline gate's bound")
+    keep_versions: int | None = Field(
+        10, ge=0, description="after each run, delete the artifacts and registry entries of all but the newest N "
+                              "versions besides the champion (None: keep every version)")
 
 
 class ClusterConfig(_Strict):

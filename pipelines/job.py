@@ -25,7 +25,7 @@ from pipelines import tracking
 from pipelines.config import JobConfig, load_config
 from pipelines.experiment import Experiment, run_experiment
 from pipelines.prepare import Prepared, prepare
-from pipelines.registry import Promotion, register_and_promote
+from pipelines.registry import Promotion, prune_versions, register_and_promote
 from pipelines.selection import objective
 from router.data.summary import summarize
 from router.serve.service import RouterMeta
@@ -124,6 +124,10 @@ def register_step(job: JobConfig, exp: Experiment, model_uri: str, card: str) ->
                      "registry.reason": promotion.reason})
     MlflowClient().update_model_version(job.name, promotion.version,
                                         description=f"{card}\n## Registry\n- {promotion.reason}\n")
+    if job.registry.keep_versions is not None:
+        deleted = prune_versions(job.name, job.registry.alias, job.registry.keep_versions)
+        if deleted:
+            mlflow.set_tag("registry.pruned_versions", ",".join(deleted))
     return promotion
 
 

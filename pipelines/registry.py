@@ -91,3 +91,31 @@ def register_and_promote(
     client.set_model_version_tag(name, version, "promotion", reason)
     return Promotion(version=version, promoted=promoted, reason=reason, challenger_value=challenger_value,
                      champion_version=previous, champion_value=prev_value)
+
+
+def prune_versions(name: str, alias: str, keep: int) -> list[str]:
+    """Delete every version of ``name`` but the one ``alias`` points at and the newest ``keep`` others:
+    their model artifacts (a nightly job adds ~36 MB a run) and their registry entries, so nothing
+    can load a version whose files are gone. Runs, metrics and reports stay. Returns the versions deleted."""
+    from mlflow import MlflowClient
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    client = MlflowClient()
+    champion = current_champion(name, alias)
+    versions = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version))
+    others = [v for v in versions if str(v.version) != champion]
+    kept = [v for v in versions if v not in others[keep:]]
+
+    def model_id(v) -> str | None:
+        return v.source.removeprefix("models:/") if str(v.source).startswith("models:/m-") else None
+
+    in_use = {model_id(v) for v in kept}  # two versions may register the same logged model
+    deleted = []
+    for v in others[keep:]:
+        client.delete_model_version(name, v.version)  # first: no service resolves it while files go
+        if model_id(v) and model_id(v) not in in_use:
+            get_artifact_repository(client.get_logged_model(model_id(v)).artifact_location).delete_artifacts()
+            client.delete_logged_model(model_id(v))
+            in_use.add(model_id(v))  # deleted once
+        deleted.append(str(v.version))
+    return deleted

@@ -378,3 +378,30 @@ def test_cli_quiet_prints_only_the_final_line(first_job, store, tmp_path):
     assert result.stdout.strip().splitlines() == [result.stdout.strip()]
     assert result.stdout.startswith(f"exported {first_job[0].experiment.exported} router to ")
     assert "not promoted" in result.stdout
+
+
+def test_retention_keeps_the_champion_and_the_newest_versions(first_job, store):
+    """keep_versions: after a run, only the champion and the newest N other versions keep their
+    artifacts and registry entries; the champion still loads. (Last in this module: it prunes.)"""
+    client = MlflowClient()
+    while len(client.search_model_versions(f"name='{NAME}'")) < 3:  # run alone, it makes its own history
+        run_job(job_config(store, routers=("random",)), echo=lambda _: None)
+    old = client.search_model_versions(f"name='{NAME}'")
+    result = run_job(job_config(store, registry={"keep_versions": 1}), echo=lambda _: None)
+    left = sorted(int(v.version) for v in client.search_model_versions(f"name='{NAME}'"))
+    champion = champion_version()
+    newest_other = max(int(v.version) for v in old + [client.get_model_version(NAME, result.promotion.version)]
+                       if str(v.version) != champion)
+    assert left == sorted({int(champion), newest_other})
+    kept_sources = {client.get_model_version(NAME, str(k)).source for k in left}
+    pruned = [v for v in old if int(v.version) not in left]
+    assert pruned and all(client.search_model_versions(f"name='{NAME}'"))
+    assert MlflowClient().get_run(result.run_id).data.tags["registry.pruned_versions"]
+    checked = 0
+    for v in pruned:
+        if str(v.source).startswith("models:/m-") and v.source not in kept_sources:  # shared models stay
+            folder = Path(store["root"] / "artifacts" / "models" / v.source.removeprefix("models:/") / "artifacts")
+            assert not folder.exists() or not any(folder.rglob("*.onnx"))
+            checked += 1
+    assert checked > 0
+    assert router.load(f"models:/{NAME}@champion").route(PROMPTS[:1])
