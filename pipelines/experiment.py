@@ -173,10 +173,10 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
         pred_s = time.perf_counter() - t
         # A share bias shifts one model's scores: evaluating the shifted scores is the decision rule with it.
         point = points[label]
-        result = evaluate_router(pred + point.bias, test, train, router.model_costs_, point.lam)
+        result = evaluate_router(pred + point.bias, test, train, router.model_costs_, point.lam, budget=job.budget)
         out[label] = FittedRouter(specs[label], router, result, fit_s, pred_s, pred, point)
     report = build_report({k: f.result for k, f in out.items()}, train, test, out[selected].router.model_costs_,
-                          split=split.how)
+                          split=split.how, budget=job.budget)
     exp = Experiment(split=split, train=train, test=test, fitted=out, report=report, lam=job.lam,
                      quality_only=quality_only, selection=selection, selected=selected, gate=None,
                      exported=selected)

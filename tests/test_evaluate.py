@@ -197,3 +197,31 @@ def test_incomplete_queries_dropped_and_no_cost_report(mmlu_small):
     only_incomplete = np.flatnonzero(~test.mask.all(axis=1))
     with pytest.raises(ValueError, match=f"none of the {incomplete} test queries"):
         E.evaluate_router(pred[only_incomplete], test.subset(only_incomplete), train)
+
+
+def test_matched_spend_and_budget_baseline(nq_results):
+    """At equal spend: a router that knows the answers beats the best single model at its cost and
+    reaches its quality for less; under a budget the best single model is the best one that fits it."""
+    results, train, test, split = nq_results
+    report = build_report(results, train, test, split=split.how)
+    b = report.baselines
+    assert b.reference == b.best_single  # no budget: the same model
+    ms = report.matched_spend()
+    assert set(ms) == set(results)
+    q0 = b.single_quality[b.reference]
+    assert ms["perfect"]["quality_at_spend"] > q0 and ms["perfect"]["cost_share_for_100pct"] < 1.0
+    assert ms["perfect"]["gain_over_single_model_mix"] > 0
+    assert "Matched spend" in report.to_markdown() and report.headline().startswith(b.models[b.reference])
+    assert json.loads(json.dumps(report.to_dict()))["matched_spend"]["perfect"]["quality_at_spend"] > q0
+
+    costs = E.mean_model_costs(train)
+    budget = float(np.sort(costs)[1]) * 1.001  # two models fit
+    fitting = np.flatnonzero(costs <= budget)
+    tight = build_report(results, train, test, split=split.how, budget=budget)
+    tb = tight.baselines
+    assert tb.best_single in fitting and tb.reference == b.best_single
+    means = model_means(train.scores, train.mask)
+    assert tb.best_single == fitting[np.argmax(means[fitting])]
+    assert f"Budget ${budget:.3g}/query" in tight.to_markdown()
+    none_fit = E.best_single_index(train, costs, budget=float(costs.min()) / 2)
+    assert none_fit == int(np.argmin(costs))  # nothing fits: the cheapest model

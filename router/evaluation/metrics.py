@@ -74,10 +74,17 @@ def gap_closed(router: float, best_single: float, oracle: float) -> float:
     return float((router - best_single) / gap) if abs(gap) > 1e-12 else math.nan
 
 
-def best_single_index(train: RoutingData, model_costs: np.ndarray | None = None) -> int:
-    """Model with the best training mean; ties to the cheaper model, then the lower index."""
+def best_single_index(train: RoutingData, model_costs: np.ndarray | None = None, budget: float | None = None) -> int:
+    """Model with the best training mean; ties to the cheaper model, then the lower index. Under a
+    ``budget`` ($/query) only models whose mean cost fits it compete (none fits: the cheapest)."""
     costs = mean_model_costs(train) if model_costs is None else np.asarray(model_costs, dtype=np.float64)
-    return _best_index(model_means(train.scores, train.mask), costs)
+    means = model_means(train.scores, train.mask)
+    if budget is not None:
+        fits = costs <= budget
+        if not fits.any():
+            return int(np.argmin(costs))
+        means = np.where(fits, means, -np.inf)
+    return _best_index(means, costs)
 
 
 def _best_index(means: np.ndarray, costs: np.ndarray) -> int:
@@ -99,7 +106,8 @@ class Baselines:
     n_eval: int
     n_dropped_incomplete: int
     has_cost: bool
-    best_single: int  # index, chosen on train
+    best_single: int  # index, chosen on train (within the budget, if any)
+    reference: int  # index, chosen on train without a budget: the model matched-spend figures compare with
     hindsight_best: int  # index, best on test
     single_quality: np.ndarray  # (m,) test mean per model
     single_cost: np.ndarray  # (m,) test mean realised cost per model (NaN without costs)
@@ -141,8 +149,10 @@ def _resolve_costs(train: RoutingData, test: RoutingData, model_costs) -> tuple[
     return costs, bool(test.has_cost or train.has_cost or np.any(costs != 0))
 
 
-def baselines(train: RoutingData, test: RoutingData, model_costs: np.ndarray | None = None) -> Baselines:
-    """Best single (train-chosen and hindsight), oracle and random on the complete test queries."""
+def baselines(train: RoutingData, test: RoutingData, model_costs: np.ndarray | None = None,
+              budget: float | None = None) -> Baselines:
+    """Best single (train-chosen, within ``budget`` if given; and hindsight), oracle and random on the
+    complete test queries."""
     costs, has_cost = _resolve_costs(train, test, model_costs)
     ev = _eval_set(test, costs, has_cost)
     single_q = ev.scores.mean(axis=0)
@@ -152,7 +162,8 @@ def baselines(train: RoutingData, test: RoutingData, model_costs: np.ndarray | N
     return Baselines(
         models=tuple(test.models), n_train=train.n_queries, n_test=test.n_queries, n_eval=len(ev.rows),
         n_dropped_incomplete=test.n_queries - len(ev.rows), has_cost=has_cost,
-        best_single=best_single_index(train, costs), hindsight_best=_best_index(single_q, costs),
+        best_single=best_single_index(train, costs, budget), reference=best_single_index(train, costs),
+        hindsight_best=_best_index(single_q, costs),
         single_quality=single_q, single_cost=single_c, oracle_quality=oracle_q, oracle_cost=oracle_c,
         random_quality=float(single_q.mean()), random_cost=float(single_c.mean()), model_costs=costs,
     )
@@ -274,15 +285,17 @@ def evaluate_router(
     n_boot: int = 1000,
     level: float = 0.95,
     seed: int = 0,
+    budget: float | None = None,
 ) -> RouterResult:
     """Score one router's predictions on the test queries (rows of ``pred_scores_test`` align with
     ``test``; incomplete queries are dropped here). ``model_costs`` defaults to the mean training
-    cost per model (``BaseRouter.model_costs_``)."""
+    cost per model (``BaseRouter.model_costs_``). Under a ``budget`` gap closed is measured from the
+    best single model that fits it."""
     pred = np.asarray(pred_scores_test, dtype=np.float64)
     if pred.shape != test.scores.shape:
         raise ValueError(f"pred_scores_test must have shape {test.scores.shape} (test queries x models), "
                          f"got {pred.shape}")
-    base = baselines(train, test, model_costs)
+    base = baselines(train, test, model_costs, budget)
     costs = base.model_costs
     ev = _eval_set(test, costs, base.has_cost)
     pred = pred[ev.rows]

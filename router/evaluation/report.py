@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from router.data.labels import RoutingData
+from router.evaluation.curves import cost_at_quality, quality_at_cost, single_model_hull_quality
 from router.evaluation.metrics import Baselines, RouterResult, _num, baselines, gap_closed
 
 
@@ -26,6 +27,49 @@ class EvaluationReport:
     baselines: Baselines
     routers: dict[str, RouterResult]
     split: str | None = None
+    budget: float | None = None  # $/query each router was calibrated to, if any
+
+    def matched_spend(self) -> dict[str, dict[str, float]]:
+        """Per router, at equal spend with the reference model (the best single model, chosen on train
+        without a budget), as RouterBench and RouteLLM compare: its hull quality at the reference's cost
+        (or at the budget), the gain over randomly mixing single models at that spend, and the cost, as
+        a share of the reference's, at which its hull reaches 95% and 100% of the reference's quality."""
+        b = self.baselines
+        if not b.has_cost:
+            return {}
+        q0, c0 = float(b.single_quality[b.reference]), float(b.single_cost[b.reference])
+        spend = c0 if self.budget is None else float(self.budget)
+        mix = single_model_hull_quality(b.single_cost, b.single_quality, spend)
+        out = {}
+        for name, r in self.routers.items():
+            at = quality_at_cost(r.curve["cost"], r.curve["quality"], spend)
+            out[name] = {"quality_at_spend": at, "gain_over_single_model_mix": at - mix,
+                         "cost_share_for_95pct": cost_at_quality(r.curve["cost"], r.curve["quality"], 0.95 * q0) / c0,
+                         "cost_share_for_100pct": cost_at_quality(r.curve["cost"], r.curve["quality"], q0) / c0}
+        return out
+
+    def headline(self) -> str | None:
+        """One line on matched spend: the best router at the reference's cost (or the budget), and how
+        cheaply a router reaches the reference's quality."""
+        ms = self.matched_spend()
+        if not ms:
+            return None
+        b = self.baselines
+        ref, q0, c0 = b.models[b.reference], b.single_quality[b.reference], b.single_cost[b.reference]
+        at = {k: v["quality_at_spend"] for k, v in ms.items() if v["quality_at_spend"] == v["quality_at_spend"]}
+        cheap = {k: v["cost_share_for_95pct"] for k, v in ms.items() if v["cost_share_for_95pct"] == v["cost_share_for_95pct"]}
+        where = f"the budget (${self.budget:.3g}/query)" if self.budget is not None else f"{ref}'s cost"
+        parts = [f"{ref} scores {q0:.3f} at ${c0:.3g}/query."]
+        if at:
+            best = max(at, key=at.get)
+            parts.append(f"At {where}, {best} reaches {at[best]:.3f} "
+                         f"({ms[best]['gain_over_single_model_mix']:+.3f} over mixing single models).")
+        if cheap:
+            best = min(cheap, key=cheap.get)
+            parts.append(f"{best} reaches 95% of {ref}'s quality at {_pct(cheap[best])} of its cost"
+                         + (f", 100% at {_pct(ms[best]['cost_share_for_100pct'])}."
+                            if ms[best]["cost_share_for_100pct"] == ms[best]["cost_share_for_100pct"] else "."))
+        return " ".join(parts)
 
     def to_dict(self) -> dict:
         b = self.baselines
@@ -48,6 +92,8 @@ class EvaluationReport:
             "single_models": {m: {"quality": _num(q), "cost": _num(c)}
                               for m, q, c in zip(b.models, b.single_quality, b.single_cost)},
             "routers": {name: r.to_dict() for name, r in self.routers.items()},
+            "budget": self.budget,
+            "matched_spend": {k: {m: _num(x) for m, x in v.items()} for k, v in self.matched_spend().items()},
         }
 
     def to_markdown(self) -> str:
@@ -91,6 +137,19 @@ class EvaluationReport:
             "",
             _table(head, rows),
         ]
+        if self.budget is not None:
+            lines[3:3] = [f"Budget ${self.budget:.3g}/query: each router runs at a lambda calibrated to it on the "
+                          f"training split (the cost column is the spend it achieved); gap closed is measured from "
+                          f"the best single model within the budget, {b.models[b.best_single]}.", ""]
+        ms = self.matched_spend()
+        if ms:
+            head_ms = ["", "quality at " + ("the budget" if self.budget is not None else "its cost"),
+                       "vs mixing single models", "cost for 95% of its quality", "cost for 100%"]
+            rows_ms = [[f"**{k}**", _f(v["quality_at_spend"]), _signed(v["gain_over_single_model_mix"]),
+                        _pct(v["cost_share_for_95pct"]), _pct(v["cost_share_for_100pct"])] for k, v in ms.items()]
+            lines[3:3] = [f"**Matched spend.** {self.headline()}", ""] if self.headline() else []
+            lines += ["", f"### Matched spend with {b.models[b.reference]} (costs as a share of its cost)", "",
+                      _table(head_ms, rows_ms)]
         tasks = sorted({t for r in self.routers.values() for t in r.per_task})
         if len(tasks) > 1:
             names = list(self.routers)
@@ -109,13 +168,14 @@ def build_report(
     model_costs: np.ndarray | None = None,
     *,
     split: str | None = None,
+    budget: float | None = None,
 ) -> EvaluationReport:
     """Collect router results with the baselines computed on the same train/test queries."""
-    base = baselines(train, test, model_costs)
+    base = baselines(train, test, model_costs, budget)
     for name, r in results.items():
         if r.baselines.n_eval != base.n_eval or r.baselines.models != base.models:
             raise ValueError(f"router {name!r} was evaluated on other queries or models than this report")
-    return EvaluationReport(baselines=base, routers=dict(results), split=split)
+    return EvaluationReport(baselines=base, routers=dict(results), split=split, budget=budget)
 
 
 # --------------------------------------------------------------------------- formatting helpers
@@ -147,3 +207,7 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _signed(x) -> str:
+    return "-" if x is None or not math.isfinite(float(x)) else f"{float(x):+.3f}"
