@@ -4,6 +4,9 @@
   (see ``aiq``).
 - Two-model pools (RouteLLM): APGR and CPT(x%) over the curve of strong-call share (see
   ``strong_share_curve``, ``apgr``, ``cpt``).
+- Matched spend: the quality a router's hull reaches at a given spend, the spend it needs for a
+  given quality, and the same for a random mixture of single models (see ``quality_at_cost``,
+  ``cost_at_quality``, ``single_model_hull_quality``).
 """
 
 from __future__ import annotations
@@ -66,6 +69,57 @@ def aiq(costs, qualities, cost_range: tuple[float, float] | None = None) -> floa
     x = np.concatenate([[lo], hc[(hc > lo) & (hc < hi)], [hi]])
     y = np.interp(x, hc, hq)  # np.interp is flat past the last vertex
     return float(np.trapezoid(y, x) / (hi - lo))
+
+
+# --------------------------------------------------------------------------- matched spend
+
+
+def _below(x: float, ref: float) -> bool:
+    """``x`` is below ``ref`` by more than rounding (the tolerance ``aiq`` uses)."""
+    return x < ref - 1e-12 * max(1.0, abs(ref))
+
+
+def quality_at_cost(costs, qualities, budget: float) -> float:
+    """Best quality the router's curve reaches at a spend of at most ``budget`` ($/query).
+
+    The curve's points are (mean cost, mean quality) of its lambda sweep; a random mix of two
+    adjacent operating points reaches every point of the segment between them (RouterBench's
+    argument), and spending less is always allowed, so the answer is the height of
+    ``nondecreasing_hull`` at ``budget``: linear between hull vertices, flat past the best one.
+    NaN when ``budget`` is below the cheapest point (nothing on the curve is affordable).
+    """
+    hc, hq = nondecreasing_hull(costs, qualities)
+    budget = float(budget)
+    if math.isnan(budget) or _below(budget, float(hc[0])):
+        return math.nan
+    return float(np.interp(max(budget, float(hc[0])), hc, hq))
+
+
+def cost_at_quality(costs, qualities, target: float) -> float:
+    """Least spend ($/query) at which the router's hull reaches quality >= ``target``.
+
+    The inverse of ``quality_at_cost`` on the same hull (strictly increasing up to its best
+    vertex): the cheapest point's cost when it already reaches ``target``, linear between hull
+    vertices otherwise. NaN when no point of the curve reaches ``target``.
+    """
+    hc, hq = nondecreasing_hull(costs, qualities)
+    target = float(target)
+    if math.isnan(target) or _below(float(hq[-1]), target):
+        return math.nan
+    if target <= hq[0]:
+        return float(hc[0])
+    return float(np.interp(min(target, float(hq[-1])), hq, hc))
+
+
+def single_model_hull_quality(single_costs, single_qualities, budget: float) -> float:
+    """Quality of the best random mixture of single models that spends at most ``budget`` per query.
+
+    Calling model i on a random share p_i of the queries costs sum p_i c_i and scores sum p_i q_i,
+    so the reachable set is the convex hull of the models' (cost, quality) points and the best
+    quality at a spend is ``quality_at_cost`` over those points: the no-router baseline a router
+    must beat at matched spend. NaN when ``budget`` is below the cheapest model's cost.
+    """
+    return quality_at_cost(single_costs, single_qualities, budget)
 
 
 # --------------------------------------------------------------------------- two-model pools
