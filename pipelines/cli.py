@@ -202,7 +202,7 @@ def evaluate(
     if plot and exp.report.baselines.has_cost:
         from router.evaluation.plots import plot_cost_quality
 
-        plot_cost_quality(exp.report, plot)
+        plot_cost_quality(exp.report, plot, budget=job.budget)
         typer.echo(f"cost-quality curve written to {plot}")
 
 

@@ -21,7 +21,7 @@ from router.data.labels import RoutingData
 from router.evaluation.decision import calibrate, margin_quantiles, share_bias
 from router.evaluation.metrics import RouterResult, evaluate_router
 from router.evaluation.report import EvaluationReport, build_report
-from router.evaluation.splits import Split, resolve_split
+from router.evaluation.splits import Split, given_split, has_given_split, split_queries
 from router.routers import BaseRouter, make_router
 
 # Families whose fit can run on a Dask cluster (they take ``fit(..., client=)``).
@@ -93,7 +93,9 @@ class Experiment:
 
 def split_data(data: RoutingData, job: JobConfig) -> Split:
     s = job.split
-    return resolve_split(data, test_size=s.test_size, seed=s.seed, by=s.by, test_tasks=s.test_tasks)
+    if has_given_split(data):  # a user's fixed split wins over every split setting
+        return given_split(data)
+    return split_queries(data, test_size=s.test_size, seed=s.seed, by=s.by, test_tasks=s.test_tasks)
 
 
 def fit_router(spec: RouterSpec, X: np.ndarray, data: RoutingData, client=None) -> tuple[BaseRouter, float]:

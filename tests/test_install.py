@@ -10,6 +10,7 @@ written into site-packages or the source tree.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -38,7 +39,11 @@ def installed(tmp_path_factory) -> Path:
                                capture_output=True, text=True, check=True).stdout.strip())
     # The test environment's packages, but not its editable install of this repository.
     (site / "test-env-deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", str(ROOT)],
+    # pip builds in the source folder (build/, *.egg-info): build from a copy, so the checkout stays as it is.
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md", "router", "pipelines"):
+        (shutil.copytree if (ROOT / name).is_dir() else shutil.copy2)(ROOT / name, src / name)
+    proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-deps", str(src)],
                           capture_output=True, text=True, timeout=600, cwd=venv)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return venv

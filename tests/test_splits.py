@@ -7,7 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from router.evaluation.splits import given_split, has_given_split, resolve_split, split_queries
+from pipelines.config import JobConfig
+from pipelines.experiment import split_data
+from router.evaluation.splits import given_split, has_given_split, split_queries
 
 
 def _assert_partition(split, n):
@@ -97,8 +99,8 @@ def test_given_split_is_used_as_given(nq):
     assert split.test.tolist() == list(range(300, 450))
     assert split.ood.tolist() == list(range(450, 490))
     assert "10 queries without a split value" in split.how
-    # resolve_split prefers the given split over any split arguments
-    resolved = resolve_split(data, test_size=0.5, seed=1, by="query")
+    # the job prefers the given split over any split settings
+    resolved = split_data(data, JobConfig.model_validate({"split": {"test_size": 0.5, "seed": 1}}))
     assert np.array_equal(resolved.test, split.test)
 
 
@@ -111,8 +113,8 @@ def test_given_split_errors_are_clear(nq):
         given_split(replace(nq, splits=np.array(["train", "validation"] * 250, dtype=object)))
 
 
-def test_resolve_split_falls_back_to_random(nq):
+def test_job_split_falls_back_to_hashed_ids(nq):
     empty = replace(nq, splits=np.array([None] * nq.n_queries, dtype=object))
     assert not has_given_split(empty) and not has_given_split(nq)
-    split = resolve_split(empty, seed=2, test_size=0.3)
+    split = split_data(empty, JobConfig.model_validate({"split": {"test_size": 0.3, "seed": 2}}))
     assert np.array_equal(split.test, split_queries(nq, seed=2, test_size=0.3).test)

@@ -11,7 +11,6 @@ lands on the same side, so a router never sees a test query's other answers whil
   the ``test`` rows (``test`` and ``ood`` are the same indices), so the usual evaluation on
   ``test`` measures how the router does on tasks it never saw.
 - ``given_split``: the ``split`` column of the logs, used as given ('train', 'test', 'ood').
-- ``resolve_split``: the given split when the logs carry one, else ``split_queries``.
 """
 
 from __future__ import annotations
@@ -160,18 +159,3 @@ def has_given_split(data: RoutingData) -> bool:
         s is not None and not (isinstance(s, float) and np.isnan(s)) and str(s).strip() != ""
         for s in data.splits
     )
-
-
-def resolve_split(
-    data: RoutingData,
-    *,
-    test_size: float,
-    seed: int,
-    by: Literal["query", "task"] = "query",
-    test_tasks: list[str] | tuple[str, ...] | None = None,
-) -> Split:
-    """The given split when ``data.splits`` has values (the other arguments are then ignored:
-    a user's fixed split wins), else ``split_queries`` with these arguments."""
-    if has_given_split(data):
-        return given_split(data)
-    return split_queries(data, test_size=test_size, seed=seed, by=by, test_tasks=test_tasks)
