@@ -71,6 +71,6 @@ def model_card(job: JobConfig, prep: Prepared, exp: Experiment, data_sha256: str
         "## Provenance",
         f"- learned-router {provenance.get('package_version', 'unknown')}, source commit "
         f"{provenance.get('source_commit', 'unknown')}",
-        f"- configuration: the run's `config/resolved_config.json`",
+        "- configuration: the run's `config/resolved_config.json`",
     ]
     return "\n".join(lines) + "\n"

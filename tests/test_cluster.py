@@ -6,7 +6,6 @@ One LocalCluster for the module (~4 s to start); the whole file runs in about a 
 
 from __future__ import annotations
 
-import pickle
 import subprocess
 import sys
 import textwrap

@@ -28,7 +28,7 @@ from mlflow import MlflowClient
 import router
 from pipelines.config import JobConfig, LogsConfig, RouterSpec
 from pipelines.job import run_job
-from tests.conftest import NQ_SAMPLE, ROOT, TEST_CACHE
+from tests.conftest import NQ_SAMPLE, TEST_CACHE
 
 NAME = "nq-test-router"
 PROMPTS = ["who wrote the novel war and peace", "when did the first moon landing happen",

@@ -163,7 +163,7 @@ class _Reader:
         path = self.folder / HEAD_JSON
         if not path.is_file():
             if (self.folder / "head.pkl").exists():  # an older release's pickled head: never opened
-                raise self.fail(HEAD_JSON, f"missing; this head was written as a pickle (head.pkl) by an older "
+                raise self.fail(HEAD_JSON, "missing; this head was written as a pickle (head.pkl) by an older "
                                 "release: retrain the router with this release", ArtifactVersionError)
             raise self.fail(HEAD_JSON, f"missing: {self.folder} is not a saved router head")
         try:
