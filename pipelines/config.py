@@ -93,6 +93,9 @@ class RouterSpec(_Strict):
         return self.name or self.family
 
 
+# A job name is a registered-model name and a folder name: nothing that could climb out of export_dir.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
 # The default candidates: every family that can win, best_single first (it wins ties in selection).
 DEFAULT_FAMILIES = ("best_single", "knn", "ridge", "lgbm", "classifier", "mf", "ensemble")
 
@@ -157,7 +160,9 @@ class ClusterConfig(_Strict):
 class JobConfig(_Strict):
     """A scheduled training job."""
 
-    name: str = Field("nq-sample-router", description="registered model name")
+    name: str = Field("nq-sample-router", pattern=NAME_PATTERN, description=(
+        "registered model name, also the export folder <export_dir>/<name>: letters, digits, '.', '_', '-', "
+        "starting with a letter or digit, at most 100 characters (no path separators, never '.' or '..')"))
     logs: LogsConfig = LogsConfig()
     embedder: EmbedderConfig = EmbedderConfig()
     split: SplitConfig = SplitConfig()

@@ -106,6 +106,10 @@ def save_router(path: str | Path, model_uri: str) -> Path:
     import mlflow
 
     path = Path(path)
+    if path.exists() and not (path / "MLmodel").is_file() and not (path / "artifacts" / "head").is_dir():
+        # Only a previous export is ever replaced: never a folder the job did not create.
+        raise ValueError(f"export folder {path} exists and is not an exported router; move it or choose "
+                         "another name or export_dir")
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import polars as pl
+import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
@@ -68,3 +69,39 @@ def test_every_command_takes_the_shared_log_options_and_names_a_bad_value():
         assert lines == [lines[0]] and "logs.format: Input should be 'auto', 'long', 'wide' or 'pairwise'" in lines[0]
     result = runner.invoke(app, ["evaluate", "--routers", "ridge,nope"])
     assert result.exit_code == 2 and "routers.1.family" in result.output
+
+
+def test_job_names_that_are_paths_are_refused_before_anything_runs(tmp_path):
+    """The name is also the export folder: '', '.', '..', '../data' or 'a/b' could replace folders the
+    job never made, so they are refused with one line, and nothing under export_dir is touched."""
+    from pipelines.config import JobConfig, parse_config
+
+    keep = tmp_path / "models" / "README.md"
+    keep.parent.mkdir()
+    keep.write_text("keep me")
+    for bad in ("", ".", "..", "../data", "a/b", "a\\b", "-x", "x" * 101):
+        with pytest.raises(ValueError, match="name"):
+            parse_config({"name": bad, "export_dir": str(tmp_path / "models")}, "config")
+        result = runner.invoke(app, ["train", "--config", str(_config(tmp_path, bad))])
+        assert result.exit_code == 2 and "name: String should match pattern" in result.output, (bad, result.output)
+    assert keep.read_text() == "keep me" and [p.name for p in keep.parent.iterdir()] == ["README.md"]
+    assert JobConfig(name="nq-sample.router_2").name == "nq-sample.router_2"
+
+
+def test_export_never_replaces_a_folder_it_did_not_create(tmp_path):
+    from pipelines.export import save_router
+
+    foreign = tmp_path / "models" / "data"
+    foreign.mkdir(parents=True)
+    (foreign / "important.csv").write_text("1,2,3")
+    with pytest.raises(ValueError, match="is not an exported router"):
+        save_router(foreign, "models:/never-read/1")
+    assert (foreign / "important.csv").read_text() == "1,2,3"
+
+
+def _config(tmp_path, name: str):
+    import json as _json
+
+    path = tmp_path / "job.yaml"
+    path.write_text(_json.dumps({"name": name, "export_dir": str(tmp_path / "models")}))
+    return path
