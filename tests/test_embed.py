@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router.embed import Embedder, EmbeddingCache, embed_with_cache
+from router.embed import Embedder, EmbeddingCache, embed_with_cache, text_hashes
 
 
 class CountingEmbedder(Embedder):
@@ -111,3 +111,45 @@ def test_embedding_leaves_the_process_settings_alone():
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+class _Hashing:
+    """A stand-in encoder: a deterministic vector per text, counting what it encodes."""
+
+    id = "test-hashing-encoder"
+    dimension = 8
+
+    def __init__(self):
+        self.encoded: list[str] = []
+
+    def encode(self, texts):
+        self.encoded.extend(texts)
+        return np.stack([np.random.default_rng(abs(hash(t)) % 2**32).random(8).astype(np.float32) for t in texts])
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "flip"])
+def test_a_corrupt_cache_shard_is_dropped_with_its_path_and_re_embedded(tmp_path, caplog, damage):
+    cache = EmbeddingCache(tmp_path / "cache")
+    enc = _Hashing()
+    first, second = [f"prompt {i}" for i in range(50)], [f"other {i}" for i in range(50)]
+    X1, _ = embed_with_cache(enc, first, cache)
+    embed_with_cache(enc, second, cache)
+    victim = next(p for p in (tmp_path / "cache").rglob("shard-*.npy")
+                  if set(np.load(p)["h"]) == set(text_hashes(first)))  # the first run's shard
+    raw = victim.read_bytes()
+    if damage == "truncate":
+        victim.write_bytes(raw[: len(raw) // 2])
+    elif damage == "empty":
+        victim.write_bytes(b"")
+    else:  # one bit in the last vector: still a valid .npy, caught only by the checksum
+        victim.write_bytes(raw[:-1] + bytes([raw[-1] ^ 0x01]))
+    enc.encoded.clear()
+    with caplog.at_level("WARNING", logger="router.embed.cache"):
+        X, stats = embed_with_cache(enc, first + second, cache)
+    assert str(victim) in caplog.text and "dropping corrupt shard" in caplog.text
+    assert stats.embedded == 50 and stats.reused == 50 and len(enc.encoded) == 50  # only the lost prompts
+    np.testing.assert_array_equal(X[:50], X1)  # the same vectors as before the damage
+    assert victim.with_name(victim.name + ".corrupt").exists() and not victim.exists()
+    enc.encoded.clear()
+    embed_with_cache(enc, first + second, cache)
+    assert enc.encoded == []  # healed: the next run reuses everything

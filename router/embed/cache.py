@@ -7,6 +7,7 @@ killed job never leaves a torn file.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 import uuid
@@ -15,6 +16,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _read_shard(path: Path) -> np.ndarray:
+    """A shard's records (memory-mapped), after checking the checksum its name carries."""
+    expected = path.stem.rsplit("-", 1)[-1]
+    if len(expected) == 16 and _digest(path) != expected:
+        raise ValueError(f"checksum mismatch: expected {expected}")
+    rec = np.load(path, mmap_mode="r", allow_pickle=False)
+    if rec.dtype.names != ("h", "v"):
+        raise ValueError(f"not a shard of (hash, vector) records: dtype {rec.dtype}")
+    return rec
 
 
 def text_hashes(texts: Sequence[str]) -> np.ndarray:
@@ -48,11 +70,22 @@ class EmbeddingCache:
         return self.root / hashlib.sha1(embedder_id.encode()).hexdigest()[:16]
 
     def _load(self, embedder_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """All cached (hashes, vectors) for an embedder, hashes sorted for binary search."""
-        shards = sorted(self._dir(embedder_id).glob("shard-*.npy"))
-        if not shards:
+        """All cached (hashes, vectors) for an embedder, hashes sorted for binary search.
+
+        A shard that fails its checksum or does not load (truncated, empty, bit-flipped) is renamed
+        ``*.corrupt`` with a warning naming it; its prompts are simply not found, so they are embedded again.
+        """
+        arrays = []
+        for shard in sorted(self._dir(embedder_id).glob("shard-*.npy")):
+            try:
+                arrays.append(_read_shard(shard))
+            except (ValueError, OSError, EOFError) as exc:
+                log.warning("embedding cache: dropping corrupt shard %s (%s); its prompts will be embedded again",
+                            shard, exc)
+                shard.replace(shard.with_name(shard.name + ".corrupt"))
+        arrays = [a for a in arrays if len(a)]
+        if not arrays:
             return np.zeros(0, dtype="S16"), np.zeros((0, 0), dtype=np.float32)
-        arrays = [np.load(s, mmap_mode="r") for s in shards]
         hashes = np.concatenate([a["h"] for a in arrays])
         vectors = np.concatenate([a["v"] for a in arrays])
         order = np.argsort(hashes, kind="stable")
@@ -79,12 +112,13 @@ class EmbeddingCache:
         dim = vectors.shape[1]
         rec = np.empty(len(hashes), dtype=[("h", "S16"), ("v", "<f4", (dim,))])
         rec["h"], rec["v"] = hashes, vectors
-        name = f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.npy"
-        tmp = folder / f".{name}.tmp"
+        tmp = folder / f".shard-{uuid.uuid4().hex}.tmp"
         with open(tmp, "wb") as fh:
             np.save(fh, rec)
             fh.flush()
             os.fsync(fh.fileno())
+        # The file's checksum is in its name: a shard damaged later is detected, not read as vectors.
+        name = f"shard-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}-{_digest(tmp)}.npy"
         os.replace(tmp, folder / name)
         return folder / name
 
