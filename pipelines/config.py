@@ -9,12 +9,13 @@ directory the job runs in, never to the installed package.
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from router.embed import embedder as E
 from router.data.formats import WideSpec
@@ -139,11 +140,20 @@ class TrackingConfig(_Strict):
 
 class RegistryConfig(_Strict):
     enabled: bool = Field(True, description="register a new version each run")
-    alias: str = Field("champion", description="alias services load; moved only when the new version wins")
+    alias: str = Field("champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$",
+                       description="alias services load; moved only when the new version wins (MLflow's alias "
+                                   "rules: letters, digits, '_', '-'; not 'latest' nor v<number>)")
     min_improvement: float = Field(0.0, ge=0, description="required gain of held-out utility over the champion")
     min_gain: float = Field(0.0, description="baseline gate: the held-out gain over the best single model must have "
                                              "its lower confidence bound above this")
     confidence: float = Field(0.9, gt=0.5, lt=1, description="one-sided confidence of the baseline gate's bound")
+    @field_validator("alias")
+    @classmethod
+    def _alias_not_reserved(cls, alias: str) -> str:
+        if alias == "latest" or re.fullmatch(r"v\d+", alias):
+            raise ValueError(f"alias {alias!r} is reserved by MLflow ('latest', v<number>)")
+        return alias
+
     keep_versions: int | None = Field(
         10, ge=0, description="after each run, delete the artifacts and registry entries of all but the newest N "
                               "versions besides the champion (None: keep every version)")

@@ -65,6 +65,16 @@ class Steps:
             self.echo(text)
 
 
+def check_writable(folder: Path) -> None:
+    """``folder`` exists (made if needed) and takes a new file, or a ValueError naming it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise ValueError(f"export_dir {folder} is not writable ({exc.strerror or exc}); fix its permissions or "
+                         "set export_dir") from None
+
+
 def champion_value(uri: str, job: JobConfig, exp: Experiment) -> float | None:
     """The champion's held-out objective on this job's test queries, by the challenger's measure
     (None if these logs lack its models). It is read as data (``router.load``): nothing in its
@@ -140,6 +150,7 @@ def run_job(config: str | Path | JobConfig | None = None, *, echo: Callable[[str
     ``quiet`` prints only the final line.
     """
     job = config if isinstance(config, JobConfig) else load_config(config)
+    check_writable(Path(job.export_dir))  # before any work: not after a whole job (config checks: load_config)
     steps = Steps(None if quiet else echo)
     started = time.perf_counter()
     client = None

@@ -405,3 +405,21 @@ def test_retention_keeps_the_champion_and_the_newest_versions(first_job, store):
             checked += 1
     assert checked > 0
     assert router.load(f"models:/{NAME}@champion").route(PROMPTS[:1])
+
+
+def test_a_read_only_export_dir_fails_before_any_work(store, tmp_path):
+    """Checked first: not after loading, fitting and logging (which left a FAILED run and an orphan model)."""
+    if os.geteuid() == 0:
+        target = tmp_path / "file-not-folder"
+        target.write_text("x")  # root ignores permissions; a file where the folder should be fails for everyone
+    else:
+        target = tmp_path / "ro"
+        target.mkdir(mode=0o500)
+    n_runs = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
+    lines: list[str] = []
+    with pytest.raises(ValueError, match=f"export_dir {target} is not writable"):
+        run_job(job_config(store).model_copy(update={"export_dir": str(target)}), echo=lines.append)
+    assert lines == []  # no step ran: nothing was loaded, fitted or logged
+    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == n_runs
+    with pytest.raises(ValueError, match="alias"):
+        JobConfig(registry={"alias": "v3"})
