@@ -5,6 +5,7 @@ import functools
 import inspect
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -218,10 +219,22 @@ def train(job, quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print 
             job = _override(job, {"share": _share(share)})
         except ValueError as exc:
             _fail(exc)
-    # This process is the job: MLflow's per-file download bars would flood a cron mail or CI log.
+    from pipelines.job import Terminated
+
+    # This process is the job: MLflow's per-file download bars would flood a cron mail or CI log,
+    # and a scheduler's SIGTERM should end it cleanly (run KILLED, alias untouched), not silently.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    def stop(signum, frame):
+        raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         run_job(job, echo=typer.echo, quiet=quiet)
+    except Terminated as exc:
+        typer.secho(f"error: {exc}; the run is marked KILLED and the alias did not move", err=True,
+                    fg=typer.colors.RED)
+        raise typer.Exit(code=128 + signal.SIGTERM) from None
     except Exception as exc:  # the job's one-line reason; the traceback helps nobody in a cron mail
         _fail(exc)
 

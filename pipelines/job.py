@@ -44,6 +44,22 @@ class JobResult:
     reused: int
 
 
+class Terminated(Exception):
+    """The job was asked to stop (SIGTERM from cron, Airflow or Kubernetes); its run is marked KILLED."""
+
+
+@contextmanager
+def _killed_on(exc_type: type[BaseException]) -> Iterator[None]:
+    """Inside an active MLflow run: end it as KILLED, not FAILED, when ``exc_type`` stops the job."""
+    import mlflow
+
+    try:
+        yield
+    except exc_type:
+        mlflow.end_run(status="KILLED")
+        raise
+
+
 class Steps:
     """Prints one line per finished step, with its duration: readable in a cron mail or CI log."""
 
@@ -179,7 +195,7 @@ def _run(job: JobConfig, client, steps: Steps, started: float) -> JobResult:
     tracking.configure(job.tracking.experiment, job.tracking.resolved_uri(), job.tracking.resolved_artifact_root())
     run_name = f"{job.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"  # one per run, sortable
     # The parent run spans the whole job: a failure at any step marks it FAILED.
-    with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp, _killed_on(Terminated):
         partition = job.cluster.partition_size if job.cluster is not None else None
         with steps.step("prepare") as info:
             prep = prepare(job.logs, job.embedder, client, partition)

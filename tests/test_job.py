@@ -423,3 +423,29 @@ def test_a_read_only_export_dir_fails_before_any_work(store, tmp_path):
     assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == n_runs
     with pytest.raises(ValueError, match="alias"):
         JobConfig(registry={"alias": "v3"})
+
+
+def test_sigterm_marks_the_run_killed_and_says_so(first_job, store, tmp_path):
+    """A scheduler's SIGTERM (cron timeout, Airflow, Kubernetes) ends the job with a line on stderr,
+    a non-zero exit and its MLflow run marked KILLED, not RUNNING forever."""
+    config = tmp_path / "job.yaml"
+    config.write_text(job_config(store).model_dump_json())
+    launched_ms = int(time.time() * 1000)  # earlier tests leave RUNNING runs (SIGKILLed jobs): ignore them
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("router")), "train", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"]})
+    try:
+        deadline = time.monotonic() + 120
+        while not mlflow.search_runs(filter_string=f"attributes.status = 'RUNNING' and attributes.start_time >= "
+                                                   f"{launched_ms}", search_all_experiments=True, output_format="list"):
+            assert proc.poll() is None and time.monotonic() < deadline, "the job never started its run"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "terminated by signal SIGTERM; the run is marked KILLED" in err
+    latest = mlflow.search_runs(filter_string=f"attributes.start_time >= {launched_ms}", search_all_experiments=True,
+                                output_format="list")
+    assert [r.info.status for r in latest] == ["KILLED"]
