@@ -101,3 +101,21 @@ def test_incomplete_rows_are_masked_not_dropped(tmp_path, rows):
     data = build_routing_data(lf)
     assert stats.missing_scores == 9
     assert data.n_queries == 10 and (~data.mask).sum() == 9
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_empty_or_whitespace_prompt_is_refused_with_its_row(tmp_path, rows, blank):
+    """Validation said it checked empty prompts but only checked nulls: '' and whitespace passed."""
+    qid = rows["query_id"][7]
+    bad = rows.with_columns(pl.when(pl.col("query_id") == qid).then(pl.lit(blank)).otherwise(pl.col("prompt"))
+                            .alias("prompt"))
+    with pytest.raises(LogValidationError, match=r"column 'prompt': empty prompt") as err:
+        _check(tmp_path, bad, "logs.parquet")
+    assert str(qid) in str(err.value) and "not only whitespace" in str(err.value)
+
+
+def test_absurd_scores_are_refused_before_training(tmp_path, rows):
+    """1e308 is finite, so it passed summary and failed much later inside a fit ('infinite values')."""
+    bad = rows.with_columns(pl.when(pl.int_range(pl.len()) == 9).then(1e308).otherwise(pl.col("score")).alias("score"))
+    with pytest.raises(LogValidationError, match=r"column 'score': score out of range \(1 row"):
+        _check(tmp_path, bad, "logs.parquet")

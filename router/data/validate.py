@@ -71,6 +71,9 @@ def _repeated_cells(lf: pl.LazyFrame, query_ids: pl.DataFrame, models: list[str]
     return int(repeat.sum()), np.unique(flat[1:][conflict])
 
 
+_MAX_SCORE = 1e12  # any real rating scale is far below; 1e308 overflowed later in training
+
+
 def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
     """Raise ``LogValidationError`` on the first failed check; return counts when all pass.
 
@@ -87,11 +90,15 @@ def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
          "a non-empty id", (S.QUERY_ID, S.MODEL)),
         ("empty model name", pl.col(S.MODEL).is_null() | (pl.col(S.MODEL) == ""), S.MODEL,
          "a non-empty model name", (S.QUERY_ID, S.MODEL)),
-        ("empty prompt", pl.col(S.PROMPT).is_null(), S.PROMPT, "the query text", (S.QUERY_ID, S.MODEL)),
+        ("empty prompt", pl.col(S.PROMPT).is_null() | (pl.col(S.PROMPT).str.strip_chars() == ""), S.PROMPT,
+         "the query text (not empty, not only whitespace)", (S.QUERY_ID, S.MODEL)),
         ("NaN score", pl.col(S.SCORE).is_nan(), S.SCORE,
          "a finite number (leave the cell empty if the model did not answer)", (S.QUERY_ID, S.MODEL, S.SCORE)),
         ("infinite score", pl.col(S.SCORE).is_infinite(), S.SCORE, "a finite number",
          (S.QUERY_ID, S.MODEL, S.SCORE)),
+        # Finite but absurd (1e308): sums and model fits overflow to inf far from here.
+        ("score out of range", pl.col(S.SCORE).abs() > _MAX_SCORE, S.SCORE,
+         f"a score of plausible magnitude (|score| <= {_MAX_SCORE:g})", (S.QUERY_ID, S.MODEL, S.SCORE)),
     ]
     if "_invalid_score" in has:
         row_checks.insert(3, ("non-numeric score", pl.col("_invalid_score"), S.SCORE,
