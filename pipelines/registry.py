@@ -1,7 +1,9 @@
 """Model registry: register each job's router and move the alias only on a win.
 
 The alias moves last, after the new version is fully registered, so a failed or killed job never
-leaves the alias on a half-written model. Scoring the current champion is part of the decision:
+leaves the alias on a half-written model. The move is a compare-and-set: the alias is re-read just
+before it moves, and if another job moved it meanwhile, the decision is made again against the
+new champion, so two racing jobs cannot leave the alias on the worse router. Scoring the current champion is part of the decision:
 if that fails, the job fails and the alias stays where it is. The one exception is a champion
 whose artifact declares a format this release cannot read (``ArtifactVersionError``): it can never
 be scored again, so the challenger replaces it and the version's ``promotion`` tag says why.
@@ -64,33 +66,45 @@ def register_and_promote(
     client = MlflowClient()
     version = str(mlflow.register_model(model_uri, name).version)
     previous = current_champion(name, alias)
-    prev_value = None
-    if previous is None:
-        promoted, reason = True, "no champion yet"
+    for _ in range(_MAX_RACES):
+        promoted, reason, prev_value = _decide(client, name, version, previous, challenger_value, champion_value,
+                                               min_improvement)
+        # Compare-and-set: another job may have moved the alias while this one scored the champion.
+        # Re-read it just before moving it, and re-decide against whatever it points at now.
+        now = current_champion(name, alias)
+        if now == previous:
+            break
+        previous = now
     else:
-        try:
-            prev_value = champion_value(f"models:/{name}/{previous}")
-        except ArtifactVersionError as exc:
-            promoted, reason = True, f"champion v{previous} has an incompatible artifact format ({exc})"
-        except Exception as exc:
-            client.set_model_version_tag(name, version, "promotion",
-                                         f"not promoted: scoring champion v{previous} failed "
-                                         f"({type(exc).__name__}: {exc})")
-            raise
-        else:
-            if prev_value is None:
-                promoted, reason = True, f"champion v{previous} cannot be evaluated on these logs"
-            elif challenger_value > prev_value + min_improvement:
-                promoted = True
-                reason = f"beats champion v{previous}: {challenger_value:.4f} > {prev_value:.4f}"
-            else:
-                promoted = False
-                reason = f"champion v{previous} kept: {prev_value:.4f} >= challenger {challenger_value:.4f}"
+        raise RuntimeError(f"the alias {alias!r} of {name} kept moving while this job decided; not promoted")
     if promoted:
         client.set_registered_model_alias(name, alias, version)
     client.set_model_version_tag(name, version, "promotion", reason)
     return Promotion(version=version, promoted=promoted, reason=reason, challenger_value=challenger_value,
                      champion_version=previous, champion_value=prev_value)
+
+
+_MAX_RACES = 5  # re-decisions when other jobs move the alias meanwhile
+
+
+def _decide(client, name: str, version: str, previous: str | None, challenger_value: float,
+            champion_value: Callable[[str], float | None], min_improvement: float):
+    """(promoted, reason, champion's value) of the challenger against champion version ``previous``."""
+    if previous is None:
+        return True, "no champion yet", None
+    try:
+        prev_value = champion_value(f"models:/{name}/{previous}")
+    except ArtifactVersionError as exc:
+        return True, f"champion v{previous} has an incompatible artifact format ({exc})", None
+    except Exception as exc:
+        client.set_model_version_tag(name, version, "promotion", f"not promoted: scoring champion v{previous} "
+                                                                 f"failed ({type(exc).__name__}: {exc})")
+        raise
+    if prev_value is None:
+        return True, f"champion v{previous} cannot be evaluated on these logs", None
+    if challenger_value > prev_value + min_improvement:
+        return True, f"beats champion v{previous}: {challenger_value:.4f} > {prev_value:.4f}", prev_value
+    return False, f"champion v{previous} kept: {prev_value:.4f} >= challenger {challenger_value:.4f}", prev_value
 
 
 def prune_versions(name: str, alias: str, keep: int) -> list[str]:

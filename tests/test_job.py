@@ -382,7 +382,7 @@ def test_cli_quiet_prints_only_the_final_line(first_job, store, tmp_path):
 
 def test_retention_keeps_the_champion_and_the_newest_versions(first_job, store):
     """keep_versions: after a run, only the champion and the newest N other versions keep their
-    artifacts and registry entries; the champion still loads. (Last in this module: it prunes.)"""
+    artifacts and registry entries; the champion still loads. (It prunes: later tests use only the champion.)"""
     client = MlflowClient()
     while len(client.search_model_versions(f"name='{NAME}'")) < 3:  # run alone, it makes its own history
         run_job(job_config(store, routers=("random",)), echo=lambda _: None)
@@ -449,3 +449,26 @@ def test_sigterm_marks_the_run_killed_and_says_so(first_job, store, tmp_path):
     latest = mlflow.search_runs(filter_string=f"attributes.start_time >= {launched_ms}", search_all_experiments=True,
                                 output_format="list")
     assert [r.info.status for r in latest] == ["KILLED"]
+
+
+def test_promotion_is_a_compare_and_set_when_jobs_race(first_job, store):
+    """Another job moves the alias to a better router while this one scores the old champion: the
+    decision is made again against the new champion, so the alias does not end on the worse one."""
+    from pipelines.registry import register_and_promote
+
+    client = MlflowClient()
+    before = champion_version()
+    rival = str(mlflow.register_model(first_job[0].model_uri, NAME).version)  # the other job's version
+    values = {before: 0.40, rival: 0.60}  # the rival is better than this job's 0.50
+
+    def scoring(uri):
+        version = uri.rsplit("/", 1)[-1]
+        if version == before:  # while this job scores the old champion, the other job promotes its own
+            client.set_registered_model_alias(NAME, "champion", rival)
+        return values[version]
+
+    promotion = register_and_promote(first_job[0].model_uri, NAME, 0.50, scoring, alias="champion",
+                                     min_improvement=0.0)
+    assert not promotion.promoted and promotion.champion_version == rival
+    assert champion_version() == rival and f"champion v{rival} kept" in promotion.reason
+    client.set_registered_model_alias(NAME, "champion", before)  # as the tests after this one expect
