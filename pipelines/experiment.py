@@ -57,11 +57,16 @@ class Experiment:
     gate: Gate | None  # None when the selected router is the baseline itself
     exported: str  # what the job exports: the selected router if it passed the gate, else the baseline
 
+    @property
+    def eval_rows(self) -> np.ndarray:
+        """The held-out queries every model answered: the ones evaluation scores (``metrics``)."""
+        return np.flatnonzero(self.test.mask.all(axis=1))
+
     def held_out(self, label: str) -> np.ndarray:
-        """Per-query objective of a router's choices on the complete held-out queries."""
+        """Per-query objective of a router's choices on the evaluated held-out queries."""
         f = self.fitted[label]
-        rows = np.flatnonzero(self.test.mask.all(axis=1))
-        return objective(self.test, rows, f.result.choices, f.point.lam, f.router.model_costs_, self.quality_only)
+        return objective(self.test, self.eval_rows, f.result.choices, f.point.lam, f.router.model_costs_,
+                         self.quality_only)
 
     def outcome_lines(self, job: JobConfig) -> list[str]:
         """What was selected (out-of-fold ranking), what ships and why, and the realised share if targeted."""

@@ -102,7 +102,7 @@ def champion_value(uri: str, job: JobConfig, exp: Experiment) -> float | None:
     if missing:
         log.warning("champion routes to models absent from these logs: %s", missing)
         return None
-    rows = np.flatnonzero(exp.test.mask.all(axis=1))
+    rows = exp.eval_rows
     cols = np.array([exp.test.models.index(m) for m in service.models])
     share = {job.share.model: job.share.value} if job.share is not None else None
     lam, bias = service.operating_point(budget=job.budget, share=share) if exp.quality_only else (exp.lam, None)
