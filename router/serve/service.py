@@ -2,9 +2,10 @@
 
 Used by the MLflow pyfunc (``pyfunc_model.py``) and by ``router.load``. The head is read by
 ``router.serve.artifact`` (data only, never pickle); choices go through the one decision rule,
-``router.evaluation.decision.choose``, as in evaluation. Thread-safe: the tokenizer of a fast HF
-tokenizer is not re-entrant, so embedding is serialised by a lock; the head's prediction is pure
-numpy and runs concurrently.
+``router.evaluation.decision.choose``, as in evaluation. Thread-safe, and no request waits for
+another: the ONNX embedders and the head's numpy prediction run concurrently, and a huge prompt
+costs only its first tokens (``router.embed.truncate``). Only the torch backend, whose tokenizer
+is reconfigured on every call, serialises embedding behind a lock.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class RouterService:
 
     def embed(self, prompts: Sequence[str]) -> np.ndarray:
         prompts = _as_prompts(prompts)
+        if self.embedder.thread_safe:
+            return self.embedder.encode(prompts)
         with self._lock:
             return self.embedder.encode(prompts)
 
