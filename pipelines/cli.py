@@ -135,7 +135,8 @@ def ingest(job, out: Annotated[Path, typer.Option("--out", help="write the valid
     keep = [c for c in lf.collect_schema().names() if c in S.CANONICAL]
     with atomic_path(out) as tmp:
         lf.select(keep).sink_parquet(tmp)
-    typer.echo(f"wrote {stats.rows:,} rows ({stats.queries:,} queries x {stats.models} models) to {out}")
+    typer.echo(f"wrote {S.counted(stats.rows, 'row')} ({S.counted(stats.queries, 'query')} x "
+               f"{S.counted(stats.models, 'model')}) to {out}")
 
 
 @app.command()

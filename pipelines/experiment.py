@@ -164,6 +164,12 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
     quality_only = job.budget is not None or job.share is not None
     if job.share is not None and job.share.model not in data.models:
         raise ValueError(f"share.model {job.share.model!r} is not a model of these logs: {list(data.models)}")
+    unscored = [m for m, seen in zip(train.models, train.mask.any(axis=0)) if not seen]
+    if unscored:  # else the fit fails later naming only column numbers
+        raise ValueError(f"{', '.join(map(repr, unscored))} {'has' if len(unscored) == 1 else 'have'} no score on "
+                         f"any of the {train.n_queries:,} training queries (only on held-out ones): log scores "
+                         f"for {'it' if len(unscored) == 1 else 'them'} on more queries, or drop "
+                         f"{'it' if len(unscored) == 1 else 'them'} from the logs")
     specs = {spec.label: spec for spec in job.candidates()}
     fits = {label: fit_router(spec, X_train, train, client) for label, spec in specs.items()}
     points = {label: operating_point(specs[label], router, X_train, train, job) for label, (router, _) in fits.items()}

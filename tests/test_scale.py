@@ -138,11 +138,11 @@ def test_conflicts_across_files_name_both_files_and_rows(tmp_path):
     with pytest.raises(LogValidationError) as err:
         validate_logs(formats.scan_logs(tmp_path))
     msg = str(err.value)
-    assert "duplicate (query_id, model) rows with different scores (1 row)" in msg
+    assert "duplicate (query_id, model) rows with different scores (1 query-model pair)" in msg
     assert f"file={tmp_path / 'logs-00002.parquet'}, row=1, query_id='{qid}', model='{model}'" in msg
     assert f"file={extra}, row=1, query_id='{qid}'" in msg
     first.with_columns(pl.lit("model-new").alias(S.MODEL), (pl.col(S.PROMPT) + " v2")).write_parquet(extra)
-    with pytest.raises(LogValidationError, match=rf"(?s)one query_id has different prompts \(1 row\).*"
+    with pytest.raises(LogValidationError, match=rf"(?s)one query_id has different prompts \(1 query\).*"
                                                  rf"logs-00002\.parquet, row=1, query_id='{qid}'.*"
                                                  rf"logs-99999\.parquet, row=1, query_id='{qid}'"):
         validate_logs(formats.scan_logs(tmp_path))

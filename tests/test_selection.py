@@ -92,3 +92,20 @@ def test_gate_keeps_best_single_when_the_lower_bound_is_below_the_threshold():
     assert not strict.passed and strict.reason.startswith("routing does not pay on these logs: always call gpt-4")
     worse = gate("knn", -better, base, "gpt-4", min_gain=0.0, confidence=0.9)
     assert not worse.passed and worse.gain < 0
+
+
+def test_a_model_scored_only_on_held_out_queries_is_named(nq, nq_X):
+    """Not "models at columns [0] have no observed score" from inside a fit: the model, by name."""
+    from dataclasses import replace
+
+    from pipelines.config import JobConfig
+    from pipelines.experiment import run_experiment, split_data
+
+    job = JobConfig(routers=[{"family": "knn"}])
+    split = split_data(nq, job)
+    scores, mask = nq.scores.copy(), nq.mask.copy()
+    scores[split.train, 2], mask[split.train, 2] = np.nan, False
+    data = replace(nq, scores=scores, mask=mask)
+    with pytest.raises(ValueError, match=f"'{nq.models[2]}' has no score on any of the "
+                                         f"{len(split.train):,} training queries"):
+        run_experiment(data, nq_X, job, split=split)

@@ -16,7 +16,9 @@ from typing import Literal
 import polars as pl
 
 from router.data import schema as S
-from router.data.ingest import _concat, _schema, normalize, read_table, resolve_paths, scan_long, source_file_dtype
+from router.data.diagnose import base_suffix, check_csv_fields, diagnose, gz_column_names
+from router.data.ingest import (_concat, _schema, match_case, normalize, read_table, resolve_paths, scan_long,
+                                source_file_dtype)
 from router.data.schema import LogValidationError
 
 LogFormat = Literal["auto", "long", "wide", "pairwise"]
@@ -66,22 +68,25 @@ def scan_wide(source: str | Path | Sequence[str | Path], spec: WideSpec | None =
     """Wide files (RouterBench style) -> canonical long rows, one per (query, model column)."""
     spec = spec or WideSpec()
     prompts: pl.LazyFrame | None = None
+    meta = [c for c in (spec.id_column, spec.prompt_column, spec.task_column) if c]
     if spec.prompts_file:
         prompts = read_table(Path(spec.prompts_file))
+        prompts, _ = match_case(prompts, _schema(prompts, Path(spec.prompts_file)), meta)
     paths = resolve_paths(source)
-    file_dtype = source_file_dtype(paths)
+    # The prompts file is listed too, so that validation checks its CSV rows like the scores'.
+    file_dtype = source_file_dtype([*paths, *([Path(spec.prompts_file)] if spec.prompts_file else [])])
     frames = []
     for path in paths:
         lf = read_table(path)
+        lf, _ = match_case(lf, _schema(lf, path), meta)
         if prompts is not None:
-            keep = [c for c in (spec.id_column, spec.prompt_column, spec.task_column) if c]
             psch = _schema(prompts, Path(spec.prompts_file))
-            miss = [c for c in keep if c not in psch]
+            miss = [c for c in meta if c not in psch]
             if miss:
                 raise LogValidationError("missing column in prompts file", file=spec.prompts_file, column=miss[0])
             scores_schema = _schema(lf, path)
-            lf = lf.drop([c for c in keep[1:] if c in scores_schema]).join(
-                prompts.select(keep), on=spec.id_column, how="left"
+            lf = lf.drop([c for c in meta[1:] if c in scores_schema]).join(
+                prompts.select(meta), on=spec.id_column, how="left"
             )
         schema = _schema(lf, path)
         for needed in (spec.id_column, spec.prompt_column):
@@ -128,16 +133,17 @@ def scan_pairwise_pairs(source: str | Path | Sequence[str | Path]) -> pl.DataFra
     frames = []
     for path in resolve_paths(source):
         lf = read_table(path)
-        schema = _schema(lf, path)
         need = [S.PROMPT, *PAIRWISE_COLUMNS]
+        lf, schema = match_case(lf, _schema(lf, path), [*need, S.QUERY_ID])
         miss = [c for c in need if c not in schema]
         if miss:
             raise LogValidationError(
-                "missing column of the pairwise format",
-                file=str(path),
-                column=miss[0],
+                f"missing column{'s' if len(miss) > 1 else ''} {', '.join(repr(m) for m in miss)} of the pairwise "
+                "format", file=str(path), column=miss[0],
                 expected=f"columns {', '.join(need)} (found: {', '.join(schema.names())})",
             )
+        if base_suffix(path) in (".csv", ".tsv"):
+            check_csv_fields(path)  # read eagerly below, so checked here rather than in validation
         qid = (
             pl.col(S.QUERY_ID).cast(pl.String)
             if S.QUERY_ID in schema
@@ -161,8 +167,11 @@ def scan_pairwise_pairs(source: str | Path | Sequence[str | Path]) -> pl.DataFra
                 .when(lw.str.starts_with("tie")).then(0.0).otherwise(None).alias("score_b"),
                 pl.col(S.SOURCE_ROW).cast(pl.Int64),
             )
-            .collect()
         )
+        try:
+            df = df.collect()
+        except pl.exceptions.PolarsError as exc:
+            raise diagnose(path, exc) from exc
         bad = df.filter(pl.col("score_a").is_null())
         if bad.height:
             raise LogValidationError(
@@ -268,13 +277,32 @@ def apply_prices(lf: pl.LazyFrame, prices: dict[str, tuple[float, float]]) -> pl
 
 
 def detect_format(path: Path) -> LogFormat:
-    names = set(_schema(read_table(path), path).names())
+    """The format of one file, from its column names (any case)."""
+    names = gz_column_names(path) or _schema(read_table(path), path).names()  # gzip: not read twice
+    names = {n.lower() for n in names}
     if set(PAIRWISE_COLUMNS) <= names:
         return "pairwise"
     # A 'model' or 'score' column means long format, so a missing one is reported as missing.
     if names & {S.MODEL, S.SCORE}:
         return "long"
+    # Part of the pairwise columns: the pairwise adapter names the ones missing.
+    if names & set(PAIRWISE_COLUMNS):
+        return "pairwise"
     return "wide"
+
+
+def _detect_all(paths: list[Path]) -> LogFormat:
+    """The one format of all ``paths``; a file in another format than the first is named."""
+    first = detect_format(paths[0])
+    for path in paths[1:]:
+        fmt = detect_format(path)
+        if fmt != first:
+            raise LogValidationError(
+                f"looks like the {fmt} format, but {paths[0]} looks like {first}", file=str(path),
+                expected="every file of one source in one format (long, wide or pairwise); read them separately "
+                "or pass --format",
+            )
+    return first
 
 
 def scan_logs(
@@ -286,7 +314,8 @@ def scan_logs(
 ) -> pl.LazyFrame:
     """Any supported log source -> canonical LazyFrame (not yet validated; see ``validate``)."""
     if format == "auto":
-        format = detect_format(resolve_paths(source)[0])
+        source = resolve_paths(source)
+        format = _detect_all(source)
     if format == "long":
         lf = scan_long(source)
     elif format == "wide":

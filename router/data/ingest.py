@@ -12,13 +12,15 @@ narrow a canonical frame to a time window or a sample of queries.
 from __future__ import annotations
 
 import glob as globlib
-from collections.abc import Sequence
+import io
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
 
 import polars as pl
 
 from router.data import schema as S
+from router.data.diagnose import BOM, base_suffix, diagnose, open_bytes
 from router.data.schema import LogValidationError
 
 LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".csv", ".tsv")
@@ -50,14 +52,7 @@ def resolve_paths(source: str | Path | Sequence[str | Path]) -> list[Path]:
 
 
 def _is_log_file(path: Path) -> bool:
-    return _base_suffix(path) in LOG_SUFFIXES
-
-
-def _base_suffix(path: Path) -> str:
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    return suffixes[-1] if suffixes else ""
+    return base_suffix(path) in LOG_SUFFIXES
 
 
 def _split_from_name(path: Path) -> str | None:
@@ -70,7 +65,7 @@ def _split_from_name(path: Path) -> str | None:
 
 def read_table(path: Path) -> pl.LazyFrame:
     """Scan one file as text-preserving columns (CSV cells stay strings until normalised)."""
-    suffix = _base_suffix(path)
+    suffix = base_suffix(path)
     gz = path.suffix.lower() == ".gz"
     try:
         if suffix in (".csv", ".tsv"):
@@ -81,23 +76,58 @@ def read_table(path: Path) -> pl.LazyFrame:
                 return pl.read_csv(path, separator=sep, infer_schema=False).lazy()
             return pl.scan_csv(path, separator=sep, infer_schema=False)
         if suffix in (".jsonl", ".ndjson"):
-            if gz:
-                return pl.read_ndjson(path, infer_schema_length=None).lazy()
-            return pl.scan_ndjson(path, infer_schema_length=10_000)
+            return _scan_json_lines(path, gz)
         if suffix == ".json":
             return pl.read_json(path, infer_schema_length=None).lazy()
         if suffix in (".parquet", ".pq"):
             return pl.scan_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
-        raise LogValidationError(f"could not be read: {exc}", file=str(path)) from exc
+        raise diagnose(path, exc) from exc
     raise LogValidationError(f"unknown file type '{suffix}'", file=str(path), expected=", ".join(LOG_SUFFIXES))
+
+
+def _scan_json_lines(path: Path, gz: bool) -> pl.LazyFrame:
+    """JSON lines with the canonical columns (but timestamps) read as text, like CSV cells.
+
+    polars infers types from the first 10,000 lines; a score that turns into "n/a" later would
+    crash the read, while as text it becomes a named non-numeric score. A UTF-8 BOM is dropped.
+    """
+    with open_bytes(path) as f:
+        bom = f.read(len(BOM)) == BOM
+    if gz or bom:  # read into memory: polars' JSON reader neither decompresses nor skips a BOM
+        with open_bytes(path) as f:
+            data = f.read()[len(BOM) if bom else 0:]
+        source = lambda: io.BytesIO(data)  # noqa: E731
+    else:
+        source = lambda: path  # noqa: E731
+    length = None if gz else 10_000
+    names = _schema(pl.scan_ndjson(source(), infer_schema_length=length), path).names()
+    text = {c: pl.String for c in names if c in S.CANONICAL and c != S.TIMESTAMP}
+    return pl.scan_ndjson(source(), infer_schema_length=length, schema_overrides=text or None)
 
 
 def _schema(lf: pl.LazyFrame, path: Path) -> pl.Schema:
     try:
         return lf.collect_schema()
     except pl.exceptions.PolarsError as exc:
-        raise LogValidationError(f"could not be read: {exc}", file=str(path)) from exc
+        raise diagnose(path, exc) from exc
+
+
+def match_case(lf: pl.LazyFrame, schema: pl.Schema, names: Iterable[str]) -> tuple[pl.LazyFrame, pl.Schema]:
+    """Rename columns that differ from ``names`` only in case (``Model_A`` -> ``model_a``).
+
+    A name two columns fold to (``Score`` and ``SCORE``) is left alone: which one is meant is unclear.
+    """
+    wanted = {n.lower(): n for n in names}
+    folded: dict[str, list[str]] = {}
+    for col in schema.names():
+        folded.setdefault(col.lower(), []).append(col)
+    rename = {cols[0]: wanted[key] for key, cols in folded.items()
+              if key in wanted and len(cols) == 1 and cols[0] != wanted[key]}
+    if not rename:
+        return lf, schema
+    lf = lf.rename(rename)
+    return lf, lf.collect_schema()
 
 
 # ----------------------------------------------------------------------------- normalising
@@ -122,25 +152,47 @@ def _numeric(column: str, dtype: pl.DataType, target: pl.DataType) -> pl.Expr:
     return col.cast(target, strict=False)
 
 
-def _invalid_number(column: str, dtype: pl.DataType) -> pl.Expr:
-    """True where a text cell is present but is not a number."""
+def _bad_number(column: str, dtype: pl.DataType) -> pl.Expr | None:
+    """The text of a cell that is present but not a number (null elsewhere; None: cannot happen)."""
     if dtype != pl.String:
-        return pl.lit(False)
+        return None
     text = pl.col(column).str.strip_chars()
     parsed = _numeric(column, dtype, pl.Float64())
-    return text.is_not_null() & (text != "") & parsed.is_null()
+    return pl.when(text.is_not_null() & (text != "") & parsed.is_null()).then(text)
 
 
-def _timestamp(dtype: pl.DataType) -> pl.Expr:
+def _timestamp(dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr | None]:
+    """The timestamp as UTC datetimes, and the text of cells that are present but unparseable.
+
+    polars infers one format from the first value; the ISO variants (``Z`` or an offset, ``T`` or a
+    space, a date alone) are tried after it, so a column mixing them still parses. Text of 9 or
+    more digits is epoch seconds, as numbers are (CSV cells are always text).
+    """
     col = pl.col(S.TIMESTAMP)
     if dtype == pl.String:
-        return col.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+        text = col.str.strip_chars()
+        epoch = pl.when(text.str.contains(r"^\d{9,}(\.\d*)?$")).then(text.cast(pl.Float64, strict=False) * 1e6)
+        iso = (text.str.replace(r"(?i)\s*(z|utc|gmt)$", "+00:00")
+               .str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T"))
+        utc = dict(time_unit="us", time_zone="UTC", strict=False)
+        parsed = pl.coalesce(
+            text.str.to_datetime(**utc),
+            iso.str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f%:z", time_unit="us", strict=False)
+            .dt.convert_time_zone("UTC"),
+            iso.str.to_datetime(format="%Y-%m-%dT%H:%M:%S%.f", **utc),
+            iso.str.to_datetime(format="%Y-%m-%dT%H:%M", **utc),
+            iso.str.to_datetime(format="%Y-%m-%d", **utc),
+            pl.from_epoch(epoch.cast(pl.Int64), time_unit="us").dt.replace_time_zone("UTC"),
+        )
+        return parsed, pl.when(text.is_not_null() & (text != "") & parsed.is_null()).then(text)
     if isinstance(dtype, pl.Datetime):
         col = col.dt.cast_time_unit("us")
-        return col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")
+        return (col.dt.replace_time_zone("UTC") if dtype.time_zone is None else col.dt.convert_time_zone("UTC")), None
     if dtype.is_integer() or dtype.is_float():  # epoch seconds
-        return pl.from_epoch(col.cast(pl.Int64), time_unit="s").dt.replace_time_zone("UTC").dt.cast_time_unit("us")
-    return col.cast(pl.Datetime("us", "UTC"), strict=False)
+        seconds = pl.from_epoch(col.cast(pl.Int64), time_unit="s")
+        return seconds.dt.replace_time_zone("UTC").dt.cast_time_unit("us"), None
+    parsed = col.cast(pl.Datetime("us", "UTC"), strict=False)
+    return parsed, pl.when(col.is_not_null() & parsed.is_null()).then(col.cast(pl.String))
 
 
 def source_file_dtype(paths: Sequence[Path]) -> pl.Enum:
@@ -156,7 +208,8 @@ def normalize(lf: pl.LazyFrame, schema: pl.Schema, path: Path, row_column: str |
               file_dtype: pl.DataType | None = None) -> pl.LazyFrame:
     """Cast a long-format frame to the canonical dtypes and add source bookkeeping.
 
-    Unparseable numbers become null plus an ``_invalid_<col>`` flag that validation reports.
+    Unparseable scores, costs and timestamps become null, and their text goes to a ``_bad_<col>``
+    column (null on good rows) that validation reports.
     ``row_column`` names an existing row-number column to report instead of the frame's own rows.
     ``file_dtype`` types ``_source_file`` (see ``source_file_dtype``; default String).
     """
@@ -174,17 +227,20 @@ def normalize(lf: pl.LazyFrame, schema: pl.Schema, path: Path, row_column: str |
         if name not in schema:
             continue
         dtype = schema[name]
+        bad = None
         if name in _TEXT_COLUMNS:
             expr = pl.col(name).cast(pl.String)
             if name == S.SPLIT:
                 expr = expr.str.strip_chars().str.to_lowercase()
         elif name == S.TIMESTAMP:
-            expr = _timestamp(dtype)
+            expr, bad = _timestamp(dtype)
         else:
             expr = _numeric(name, dtype, target)
             if name in (S.SCORE, S.COST):
-                flags.append(_invalid_number(name, dtype).alias(f"_invalid_{name}"))
+                bad = _bad_number(name, dtype)
         exprs.append(expr.alias(name))
+        if bad is not None:
+            flags.append(bad.alias(f"_bad_{name}"))
     split = _split_from_name(path)
     if S.SPLIT not in schema and split is not None:
         exprs.append(pl.lit(split).alias(S.SPLIT))
@@ -212,7 +268,8 @@ def scan_long(source: str | Path | Sequence[str | Path]) -> pl.LazyFrame:
     frames = []
     for path in paths:
         lf = read_table(path)
-        frames.append(normalize(lf, _schema(lf, path), path, file_dtype=file_dtype))
+        lf, schema = match_case(lf, _schema(lf, path), S.CANONICAL)
+        frames.append(normalize(lf, schema, path, file_dtype=file_dtype))
     return _concat(frames)
 
 

@@ -49,6 +49,8 @@ class LogValidationError(ValueError):
     """Input logs do not meet the canonical format.
 
     The message names the file, the column, a sample of offending rows and what was expected.
+    ``n_bad`` counts offending ``unit``s: rows by default, or e.g. "query" when whole queries are
+    at fault.
     """
 
     def __init__(
@@ -60,8 +62,10 @@ class LogValidationError(ValueError):
         rows: pl.DataFrame | None = None,
         expected: str | None = None,
         n_bad: int | None = None,
+        unit: str = "row",
     ) -> None:
         self.problem = problem
+        self.unit = unit
         self.file = file
         self.column = column
         self.expected = expected
@@ -78,12 +82,20 @@ class LogValidationError(ValueError):
         where = f"{', '.join(head)}: " if head else ""
         msg = f"{where}{self.problem}"
         if self.n_bad is not None:
-            msg += f" ({self.n_bad} row{'s' if self.n_bad != 1 else ''})"
+            msg += f" ({counted(self.n_bad, self.unit)})"
         if self.expected:
             msg += f"; expected {self.expected}"
         if self.rows is not None and self.rows.height:
             msg += "\nfirst offending rows:\n" + _format_rows(self.rows)
         return msg
+
+
+def counted(n: int, unit: str) -> str:
+    """``n`` and ``unit`` in the right number: 1 row, 2 rows, 1 query, 3 queries."""
+    if n == 1:
+        return f"1 {unit}"
+    plural = unit[:-1] + "ies" if unit.endswith("y") and unit[-2:-1] not in "aeiou" else unit + "s"
+    return f"{n:,} {plural}"
 
 
 def _format_rows(rows: pl.DataFrame, limit: int = 5) -> str:

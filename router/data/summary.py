@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from router.data.labels import RoutingData, best_model_labels, model_means, oracle_scores
+from router.data.schema import counted
 from router.data.validate import LogStats
 
 
@@ -40,8 +41,8 @@ class DataSummary:
 
     def to_markdown(self) -> str:
         lines = [
-            f"**{self.queries:,} queries x {self.models} models**"
-            + (f" from {self.rows:,} rows" if self.rows is not None else ""),
+            f"**{counted(self.queries, 'query')} x {counted(self.models, 'model')}**"
+            + (f" from {counted(self.rows, 'row')}" if self.rows is not None else ""),
             f"- missing (query, model) scores, masked: {self.missing_cells:,}",
         ]
         if self.duplicate_rows:
@@ -69,9 +70,9 @@ def summarize(data: RoutingData, stats: LogStats | None = None) -> DataSummary:
     complete = list(data.complete_models())
     scoped = data.select_models(complete) if 1 <= len(complete) < data.n_models else data
     if len(complete) == data.n_models:
-        scope = f"all {data.n_models} models (every model answered every query)"
+        scope = f"all {counted(data.n_models, 'model')} (every model answered every query)"
     elif complete:
-        scope = f"the {len(complete)} models complete on all {data.n_queries:,} queries"
+        scope = f"the {counted(len(complete), 'model')} complete on all {counted(data.n_queries, 'query')}"
     else:
         scope = "the answers observed (no model answered every query)"
     means = model_means(data.scores, data.mask)

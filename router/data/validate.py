@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from router.data import schema as S
+from router.data.diagnose import base_suffix, check_csv_fields, read_error, source_paths
 from router.data.labels import cell_numbers
 from router.data.schema import LogValidationError
 
@@ -50,6 +51,8 @@ def _fail(problem: str, lf: pl.LazyFrame, bad: pl.Expr, column: str, expected: s
           show: tuple[str, ...]) -> None:
     schema = lf.collect_schema()
     rows = lf.filter(bad).select(_row_cols(schema, *show)).head(_SAMPLE).collect(engine="streaming")
+    # ``_bad_<col>`` holds the text that did not parse: show it as the column the user wrote.
+    rows = rows.rename({c: c.removeprefix("_bad_") for c in rows.columns if c.startswith("_bad_")})
     raise LogValidationError(problem, file=_first_file(rows), column=column, rows=rows, expected=expected, n_bad=n_bad)
 
 
@@ -71,6 +74,26 @@ def _repeated_cells(lf: pl.LazyFrame, query_ids: pl.DataFrame, models: list[str]
     return int(repeat.sum()), np.unique(flat[1:][conflict])
 
 
+def _unscored_models(lf: pl.LazyFrame, unscored: pl.DataFrame) -> None:
+    """Refuse models none of whose rows has a score: nothing can be learned about them."""
+    names = unscored[S.MODEL].to_list()
+    schema = lf.collect_schema()
+    files = []
+    if S.SOURCE_FILE in schema:
+        files = (lf.filter(pl.col(S.MODEL).is_in(names)).select(pl.col(S.SOURCE_FILE).cast(pl.String).unique())
+                 .collect(engine="streaming").to_series().sort().to_list())
+    shown = ", ".join(repr(m) for m in names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
+    problem = f"model{'s' if len(names) > 1 else ''} {shown} ha{'ve' if len(names) > 1 else 's'} no score on any row"
+    if len(files) > 1:
+        problem += f" in files {', '.join(files[:5])}{' ...' if len(files) > 5 else ''}"
+    rows = lf.filter(pl.col(S.MODEL).is_in(names)).select(_row_cols(schema, S.QUERY_ID, S.MODEL, S.SCORE))
+    raise LogValidationError(
+        problem, file=files[0] if len(files) == 1 else None, column=S.SCORE,
+        rows=rows.head(_SAMPLE).collect(engine="streaming"), n_bad=int(unscored["rows"].sum()),
+        expected="at least one scored answer per model (drop the model's rows or column, or fill its scores)",
+    )
+
+
 _MAX_SCORE = 1e12  # any real rating scale is far below; 1e308 overflowed later in training
 
 
@@ -78,10 +101,24 @@ def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
     """Raise ``LogValidationError`` on the first failed check; return counts when all pass.
 
     ``source`` names the input in the error for empty logs (no row is left to name it).
-    Checks: no rows; empty query_id/model/prompt; non-numeric or NaN scores; non-numeric or
-    negative costs; unknown split values; duplicate (query_id, model) rows with different scores;
-    a query_id with two different prompts.
+    Checks: CSV rows with as many fields as the header; no rows; empty query_id/model/prompt;
+    non-numeric or NaN scores; non-numeric or negative costs; unparseable timestamps; unknown
+    split values; models with no score at all; duplicate (query_id, model) rows with different
+    scores; a query_id with two different prompts. A file polars cannot read (not UTF-8, broken
+    JSON) is named with its first bad line.
     """
+    paths: list = []
+    try:
+        paths = source_paths(lf.collect_schema())
+        for path in paths:
+            if base_suffix(path) in (".csv", ".tsv"):
+                check_csv_fields(path)
+        return _validate(lf, source)
+    except pl.exceptions.PolarsError as exc:
+        raise read_error(exc, paths, source) from exc
+
+
+def _validate(lf: pl.LazyFrame, source: str | None) -> LogStats:
     schema = lf.collect_schema()
     has = set(schema.names())
 
@@ -100,17 +137,23 @@ def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
         ("score out of range", pl.col(S.SCORE).abs() > _MAX_SCORE, S.SCORE,
          f"a score of plausible magnitude (|score| <= {_MAX_SCORE:g})", (S.QUERY_ID, S.MODEL, S.SCORE)),
     ]
-    if "_invalid_score" in has:
-        row_checks.insert(3, ("non-numeric score", pl.col("_invalid_score"), S.SCORE,
-                              "a number such as 0, 1, 0.75 or 7.5 (or true/false)", (S.QUERY_ID, S.MODEL)))
+    if "_bad_score" in has:
+        row_checks.insert(3, ("non-numeric score", pl.col("_bad_score").is_not_null(), S.SCORE,
+                              "a number such as 0, 1, 0.75 or 7.5 (or true/false, or empty when unscored)",
+                              (S.QUERY_ID, S.MODEL, "_bad_score")))
     if S.COST in has:
         row_checks += [
             ("negative cost", pl.col(S.COST) < 0, S.COST, "a cost >= 0 in $", (S.QUERY_ID, S.MODEL, S.COST)),
             ("NaN cost", pl.col(S.COST).is_nan(), S.COST, "a number, or an empty cell when unknown",
              (S.QUERY_ID, S.MODEL, S.COST)),
         ]
-    if "_invalid_cost" in has:
-        row_checks.append(("non-numeric cost", pl.col("_invalid_cost"), S.COST, "a number in $", (S.QUERY_ID, S.MODEL)))
+    if "_bad_cost" in has:
+        row_checks.append(("non-numeric cost", pl.col("_bad_cost").is_not_null(), S.COST, "a number in $",
+                           (S.QUERY_ID, S.MODEL, "_bad_cost")))
+    if "_bad_timestamp" in has:
+        row_checks.append(("unparseable timestamp", pl.col("_bad_timestamp").is_not_null(), S.TIMESTAMP,
+                           "an ISO date or time such as 2025-06-01 or 2025-06-01T12:00:00Z (or an empty cell)",
+                           (S.QUERY_ID, S.MODEL, "_bad_timestamp")))
     if S.SPLIT in has:
         row_checks.append(("unknown split", pl.col(S.SPLIT).is_not_null() & ~pl.col(S.SPLIT).is_in(S.SPLIT_VALUES),
                            S.SPLIT, f"one of {', '.join(S.SPLIT_VALUES)}", (S.QUERY_ID, S.SPLIT)))
@@ -125,7 +168,8 @@ def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
     # query replace the prompt texts. Its height is the number of queries.
     prompt_hash = pl.col(S.PROMPT).hash(seed=_SEED)
     per_query = lf.group_by(S.QUERY_ID).agg(prompt_hash.min().alias("lo"), prompt_hash.max().alias("hi"))
-    models_q = lf.select(pl.col(S.MODEL).unique().drop_nulls().sort())
+    models_q = (lf.group_by(S.MODEL).agg(pl.len().alias("rows"), pl.col(S.SCORE).count().alias("scored"))
+                .drop_nulls(S.MODEL).sort(S.MODEL))
     # Files with rows, by a group_by: an n_unique beside the sums above cost ~0.5 GiB more at 10M rows.
     files_q = lf.group_by(S.SOURCE_FILE).agg(pl.len()) if S.SOURCE_FILE in has else pl.LazyFrame({"n": [1]})
     stats_df, queries, models, files = pl.collect_all([counts, per_query, models_q, files_q], engine="streaming")
@@ -137,7 +181,13 @@ def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
         if stats[f"bad{i}"]:
             _fail(problem, lf, expr.fill_null(False), column, expected, stats[f"bad{i}"], show)
 
-    model_names = models.to_series().to_list()
+    if stats["missing_scores"] == stats["rows"]:
+        _fail("no row has a score", lf, pl.lit(True), S.SCORE, "a number on the rows of scored answers",
+              stats["rows"], (S.QUERY_ID, S.MODEL, S.SCORE))
+    unscored = models.filter(pl.col("scored") == 0)
+    if unscored.height:
+        _unscored_models(lf, unscored)
+    model_names = models[S.MODEL].to_list()
     duplicates, conflicts = _repeated_cells(lf, queries.select(S.QUERY_ID), model_names)
     if len(conflicts):
         keys = pl.DataFrame({
@@ -154,7 +204,7 @@ def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
         )
         raise LogValidationError(
             "duplicate (query_id, model) rows with different scores", file=_first_file(conflicting),
-            column=S.SCORE, rows=conflicting, n_bad=len(conflicts),
+            column=S.SCORE, rows=conflicting, n_bad=len(conflicts), unit="query-model pair",
             expected="one score per query and model (repeated rows must agree)",
         )
     two_prompts = queries.filter(pl.col("lo") != pl.col("hi")).select(S.QUERY_ID)
@@ -173,7 +223,7 @@ def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
         )
         raise LogValidationError(
             "one query_id has different prompts", file=_first_file(conflicting), column=S.PROMPT,
-            rows=conflicting, n_bad=two_prompts.height,
+            rows=conflicting, n_bad=two_prompts.height, unit="query",
             expected="the same prompt text on every row of a query_id",
         )
     return LogStats(
