@@ -1,6 +1,6 @@
 """Size of an exported router and the time to load it, each load in a fresh process.
 
-    .venv/bin/python benchmarks/bench_export.py [--model models/nq-sample-router] [--repeat 5]
+    .venv/bin/python benchmarks/bench_export.py [--model models/nq-sample-router/champion] [--repeat 5]
 
 Trains the default job first (`router train`, the bundled sample) if the folder does not exist.
 Reports the folder's size by part (ONNX file, tokenizer and config files, head, MLflow's own
@@ -42,7 +42,7 @@ def size_mb(paths) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=str(ROOT / "models" / "nq-sample-router"))
+    ap.add_argument("--model", default=str(ROOT / "models" / "nq-sample-router" / "champion"))
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     folder = Path(args.model)

@@ -1,6 +1,6 @@
 """Routing latency of a loaded (exported) router on this CPU.
 
-    .venv/bin/python benchmarks/bench_latency.py [--model models/nq-sample-router]
+    .venv/bin/python benchmarks/bench_latency.py [--model models/nq-sample-router/champion]
 
 Trains the default job first if the exported model folder does not exist. Measures: time from
 ``router.load()`` to the first answer; single-prompt p50/p99 end to end, split into embedding and
@@ -26,7 +26,7 @@ from benchmarks.shared import shared_data  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=str(ROOT / "models" / "nq-sample-router"))
+    ap.add_argument("--model", default=str(ROOT / "models" / "nq-sample-router" / "champion"))
     ap.add_argument("--single", type=int, default=300, help="single-prompt calls to time")
     args = ap.parse_args()
     questions = shared_data("mmlu_pro", "questions.csv.gz")  # checked before the sample router is trained

@@ -139,7 +139,8 @@ class TrackingConfig(_Strict):
 
 
 class RegistryConfig(_Strict):
-    enabled: bool = Field(True, description="register a new version each run")
+    enabled: bool = Field(True, description="register the router as a new version when it beats the champion "
+                                            "(a loser is neither logged nor registered)")
     alias: str = Field("champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$",
                        description="alias services load; moved only when the new version wins (MLflow's alias "
                                    "rules: letters, digits, '_', '-'; not 'latest' nor v<number>)")
@@ -155,8 +156,8 @@ class RegistryConfig(_Strict):
         return alias
 
     keep_versions: int | None = Field(
-        10, ge=0, description="after each run, delete the artifacts and registry entries of all but the newest N "
-                              "versions besides the champion (None: keep every version)")
+        10, ge=0, description="after each run, delete the artifacts, registry entries and local folders of all but "
+                              "the newest N versions besides the champion (None: keep every version)")
 
 
 class ClusterConfig(_Strict):
@@ -192,7 +193,8 @@ class JobConfig(_Strict):
                                                         "split (instead of a budget)")
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
-    export_dir: str = Field("models", description="local copy of the exported router: <dir>/<name>")
+    export_dir: str = Field("models", description="local copies of the exported routers: <dir>/<name>/v<N> per "
+                                                "version, <dir>/<name>/champion a link that follows the alias")
     cluster: ClusterConfig | None = Field(
         None, description="Dask cluster: embed and fit LightGBM heads on its workers (None: all local)")
 

@@ -3,13 +3,12 @@
 ``log_router`` logs a models-from-code pyfunc (``router/serve/pyfunc_model.py``) whose artifacts are
 data only: ``head/`` (``router.serve.artifact``: arrays + JSON + LightGBM text, no pickle, and
 ``router_meta.json``) and ``embedder/`` (the ONNX file and tokenizer files, or the weights for the
-torch backend), so a service needs no hub and no training data. ``save_router`` writes the same
-model to a local folder. Services load either with ``router.load`` (``router.serve.load``).
+torch backend), so a service needs no hub and no training data. ``pipelines.local_export`` copies
+logged models to the local export folder. Services load either with ``router.load`` (``router.serve.load``).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from importlib.metadata import version
@@ -95,33 +94,3 @@ def log_router(head, embedder: Embedder, meta: RouterMeta, *, name: str = "route
             input_example=example,
             pip_requirements=pip_requirements(),
         )
-
-
-def save_router(path: str | Path, model_uri: str) -> Path:
-    """Copy the logged model ``model_uri`` to a local folder, atomically (staging folder, then rename).
-
-    A download of what was logged, not a second save: the same files, and MLflow validates the
-    input example once.
-    """
-    import mlflow
-
-    path = Path(path)
-    if path.exists() and not (path / "MLmodel").is_file() and not (path / "artifacts" / "head").is_dir():
-        # Only a previous export is ever replaced: never a folder the job did not create.
-        raise ValueError(f"export folder {path} exists and is not an exported router; move it or choose "
-                         "another name or export_dir")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(staging)))
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(local, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return path

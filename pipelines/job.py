@@ -1,11 +1,12 @@
 """The scheduled training job, as named steps:
 
-prepare (logs -> validated data -> embeddings) -> fit and evaluate -> log to MLflow -> export ->
-register (move the alias only on a win).
+prepare (logs -> validated data -> embeddings) -> fit and evaluate -> log to MLflow -> compare with
+the champion -> (only on a win) export -> register (move the alias, then the local champion link).
 
-One parent MLflow run per job (marked FAILED when a step after its start fails), one nested run
-per router family. The alias moves last and only on a win, so a job that fails anywhere leaves
-the previous champion in place. Each step prints one line with its duration (``--quiet``: none).
+One parent MLflow run per job (marked FAILED when a step after its start fails, KILLED on SIGTERM;
+runs left RUNNING by a SIGKILLed job are closed by the next one), one nested run per router family.
+The alias moves last and only on a win, so a job that fails anywhere leaves the previous champion
+in place. Each step prints one line with its duration (``--quiet``: none).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from pipelines import tracking
 from pipelines.config import JobConfig, load_config
 from pipelines.experiment import Experiment, run_experiment
 from pipelines.prepare import Prepared, prepare
-from pipelines.registry import Promotion, prune_versions, register_and_promote
+from pipelines.local_export import CHAMPION, mirror_champion, open_root, point_champion, prune, versions, write_version
+from pipelines.registry import Promotion, decide, prune_versions, register
 from pipelines.selection import objective
 from router.data.summary import summarize
 from router.serve.service import RouterMeta
@@ -37,11 +39,24 @@ log = logging.getLogger(__name__)
 class JobResult:
     run_id: str
     experiment: Experiment
-    model_uri: str
-    export_path: Path
-    promotion: Promotion | None
+    model_uri: str | None  # None: the champion was kept and this run's router not logged
+    export_path: Path | None  # this run's router, when exported: <export_dir>/<name>/<version>
+    champion_path: Path  # <export_dir>/<name>/champion, the link that follows the registry alias
+    promotion: Promotion | None  # None: registry disabled
     embedded: int
     reused: int
+
+    def outcome(self, job: JobConfig) -> str:
+        """The job's last line: what was exported and where the champion is."""
+        p, router = self.promotion, self.experiment.exported
+        if self.model_uri is None:
+            return f"champion kept, {router} router not exported ({p.reason}); {self.champion_path} unchanged"
+        where = f"exported {router} router to {self.export_path or self.model_uri}"
+        if p is None:
+            return f"{where}; {self.champion_path} -> {self.export_path.name}"
+        if not p.promoted:
+            return f"{where}; registered {job.name} v{p.version}: not promoted ({p.reason})"
+        return f"{where}; registered {job.name} v{p.version}: promoted to @{job.registry.alias} ({p.reason})"
 
 
 class Terminated(Exception):
@@ -125,36 +140,71 @@ def router_meta(prep: Prepared, exp: Experiment) -> RouterMeta:
     )
 
 
-def export_step(job: JobConfig, prep: Prepared, exp: Experiment):
-    """Log the exported router to the active run and write the local copy; (ModelInfo, local path)."""
-    from pipelines.export import log_router, save_router
+def publish(job: JobConfig, prep: Prepared, exp: Experiment, card: str, run_name: str, root: Path,
+            steps: Steps) -> tuple[Promotion | None, str | None, Path | None]:
+    """Compare with the champion, then log, register and export the router only if it wins.
 
-    head = exp.fitted[exp.exported].router
-    meta = router_meta(prep, exp)
-    info = log_router(head, prep.embedder, meta)
-    return info, save_router(Path(job.export_dir) / job.name, info.model_uri)
-
-
-def register_step(job: JobConfig, exp: Experiment, model_uri: str, card: str) -> Promotion:
-    """Register the version (the model card is its description); the alias moves only if it beats
-    the champion on these held-out queries."""
+    Returns (promotion, logged model URI, local version folder); the last two are None when the
+    champion was kept (a loser is never logged: see ``pipelines.registry``).
+    """
     import mlflow
     from mlflow import MlflowClient
 
-    promotion = register_and_promote(
-        model_uri, job.name, float(np.nanmean(exp.held_out(exp.exported))),
-        lambda uri: champion_value(uri, job, exp),
-        alias=job.registry.alias, min_improvement=job.registry.min_improvement,
-    )
-    mlflow.set_tags({"registry.version": promotion.version, "registry.promoted": str(promotion.promoted),
+    from pipelines.export import log_router
+
+    promotion = None
+    if job.registry.enabled:
+        with steps.step("compare with champion") as info:
+            try:
+                promotion = decide(job.name, job.registry.alias, _challenger_value(exp), _scorer(job, exp),
+                                   min_improvement=job.registry.min_improvement)
+            except Exception as exc:
+                mlflow.set_tag("registry.reason", f"not promoted: scoring the champion failed "
+                                                  f"({type(exc).__name__}: {exc})")
+                raise
+            info["detail"] = promotion.reason
+        if not promotion.promoted:
+            _tag(promotion)
+            mirror_champion(root, job.name, job.registry.alias, job.registry.keep_versions)
+            return promotion, None, None
+    with steps.step("export") as info:
+        model_info = log_router(exp.fitted[exp.exported].router, prep.embedder, router_meta(prep, exp))
+        info["detail"] = model_info.model_uri
+    if not job.registry.enabled:
+        folder = write_version(root, run_name, model_info.model_uri)
+        point_champion(root, run_name)
+        keep = job.registry.keep_versions
+        prune(root, set(versions(root)[-keep - 1:]) if keep is not None else set(versions(root)))
+        return None, model_info.model_uri, folder
+    with steps.step("register") as info:
+        promotion = register(model_info.model_uri, job.name, promotion, _scorer(job, exp), alias=job.registry.alias,
+                             min_improvement=job.registry.min_improvement)
+        _tag(promotion)
+        MlflowClient().update_model_version(job.name, promotion.version,
+                                            description=f"{card}\n## Registry\n- {promotion.reason}\n")
+        if job.registry.keep_versions is not None:
+            deleted = prune_versions(job.name, job.registry.alias, job.registry.keep_versions)
+            if deleted:
+                mlflow.set_tag("registry.pruned_versions", ",".join(deleted))
+        mirror_champion(root, job.name, job.registry.alias, job.registry.keep_versions)
+        info["detail"] = promotion.reason
+    folder = root / f"v{promotion.version}"
+    return promotion, model_info.model_uri, folder if folder.is_dir() else None
+
+
+def _challenger_value(exp: Experiment) -> float:
+    return float(np.nanmean(exp.held_out(exp.exported)))
+
+
+def _scorer(job: JobConfig, exp: Experiment):
+    return lambda uri: champion_value(uri, job, exp)
+
+
+def _tag(promotion: Promotion) -> None:
+    import mlflow
+
+    mlflow.set_tags({"registry.version": promotion.version or "", "registry.promoted": str(promotion.promoted),
                      "registry.reason": promotion.reason})
-    MlflowClient().update_model_version(job.name, promotion.version,
-                                        description=f"{card}\n## Registry\n- {promotion.reason}\n")
-    if job.registry.keep_versions is not None:
-        deleted = prune_versions(job.name, job.registry.alias, job.registry.keep_versions)
-        if deleted:
-            mlflow.set_tag("registry.pruned_versions", ",".join(deleted))
-    return promotion
 
 
 def run_job(config: str | Path | JobConfig | None = None, *, echo: Callable[[str], None] = print,
@@ -167,6 +217,7 @@ def run_job(config: str | Path | JobConfig | None = None, *, echo: Callable[[str
     """
     job = config if isinstance(config, JobConfig) else load_config(config)
     check_writable(Path(job.export_dir))  # before any work: not after a whole job (config checks: load_config)
+    root = open_root(job.export_dir, job.name)  # a foreign folder at <export_dir>/<name> fails here too
     steps = Steps(None if quiet else echo)
     started = time.perf_counter()
     client = None
@@ -177,25 +228,24 @@ def run_job(config: str | Path | JobConfig | None = None, *, echo: Callable[[str
             with steps.step("connect") as info:
                 client = connect(job.cluster)
                 info["detail"] = f"Dask cluster {job.cluster.address}: {len(client.nthreads())} workers"
-        result = _run(job, client, steps, started)
+        result = _run(job, client, root, steps, started)
     finally:
         if client is not None:
             client.close()
-    p = result.promotion
-    outcome = "not registered" if p is None else (
-        f"registered {job.name} v{p.version}: "
-        f"{'promoted to @' + job.registry.alias if p.promoted else 'not promoted'} ({p.reason})")
-    echo(f"exported {result.experiment.exported} router to {result.export_path}; {outcome}")
+    echo(result.outcome(job))
     return result
 
 
-def _run(job: JobConfig, client, steps: Steps, started: float) -> JobResult:
+def _run(job: JobConfig, client, root: Path, steps: Steps, started: float) -> JobResult:
     import mlflow
 
     tracking.configure(job.tracking.experiment, job.tracking.resolved_uri(), job.tracking.resolved_artifact_root())
     run_name = f"{job.name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"  # one per run, sortable
+    for stale in tracking.close_stale_runs(job.name):
+        log.warning("marked run %s FAILED: it was RUNNING but its job is gone (killed?)", stale)
     # The parent run spans the whole job: a failure at any step marks it FAILED.
-    with mlflow.start_run(run_name=run_name) as run, tempfile.TemporaryDirectory() as tmp, _killed_on(Terminated):
+    with mlflow.start_run(run_name=run_name, tags=tracking.owner_tags(job.name)) as run, \
+            tempfile.TemporaryDirectory() as tmp, _killed_on(Terminated):
         partition = job.cluster.partition_size if job.cluster is not None else None
         with steps.step("prepare") as info:
             prep = prepare(job.logs, job.embedder, client, partition)
@@ -212,13 +262,7 @@ def _run(job: JobConfig, client, steps: Steps, started: float) -> JobResult:
         with steps.step("log to MLflow") as info:
             card = tracking.log_job_run(job, prep, exp, summary, Path(tmp), workers=client and len(client.nthreads()))
             info["detail"] = f"run {run.info.run_id} ({run_name})"
-        with steps.step("export") as info:
-            model_info, export_path = export_step(job, prep, exp)
-            info["detail"] = model_info.model_uri
-        promotion = None
-        if job.registry.enabled:
-            with steps.step("register"):
-                promotion = register_step(job, exp, model_info.model_uri, card)
+        promotion, model_uri, export_path = publish(job, prep, exp, card, run_name, root, steps)
         tracking.log_metrics({"job/seconds": time.perf_counter() - started})
-    return JobResult(run_id=run.info.run_id, experiment=exp, model_uri=model_info.model_uri,
-                     export_path=export_path, promotion=promotion, embedded=emb.embedded, reused=emb.reused)
+    return JobResult(run_id=run.info.run_id, experiment=exp, model_uri=model_uri, export_path=export_path,
+                     champion_path=root / CHAMPION, promotion=promotion, embedded=emb.embedded, reused=emb.reused)

@@ -1,12 +1,14 @@
-"""Model registry: register each job's router and move the alias only on a win.
+"""Model registry: a job's router is registered only when it beats the champion, and the alias moves to it.
 
-The alias moves last, after the new version is fully registered, so a failed or killed job never
-leaves the alias on a half-written model. The move is a compare-and-set: the alias is re-read just
-before it moves, and if another job moved it meanwhile, the decision is made again against the
-new champion, so two racing jobs cannot leave the alias on the worse router. Scoring the current champion is part of the decision:
-if that fails, the job fails and the alias stays where it is. The one exception is a champion
-whose artifact declares a format this release cannot read (``ArtifactVersionError``): it can never
-be scored again, so the challenger replaces it and the version's ``promotion`` tag says why.
+``decide`` scores the champion first: a challenger that loses is never logged nor registered (a
+nightly job would otherwise store a ~36 MB model per run that nothing serves). ``register`` then
+registers the winner and moves the alias last, so a failed or killed job never leaves the alias
+on a half-written model. The move is a compare-and-set: the alias is re-read just before it moves,
+and if another job moved it meanwhile, the decision is made again against the new champion, so
+two racing jobs cannot leave the alias on the worse router. Scoring the current champion is part
+of the decision: if that fails, the job fails and the alias stays where it is. The one exception
+is a champion whose artifact declares a format this release cannot read (``ArtifactVersionError``):
+it can never be scored again, so the challenger replaces it and the version's tag says why.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from router.serve.artifact import ArtifactVersionError
 
 @dataclass(frozen=True)
 class Promotion:
-    version: str
     promoted: bool
     reason: str
     challenger_value: float
+    version: str | None = None  # the registered version; None when the challenger lost (nothing registered)
     champion_version: str | None = None
     champion_value: float | None = None
 
@@ -43,52 +45,59 @@ def current_champion(name: str, alias: str) -> str | None:
         raise
 
 
-def register_and_promote(
-    model_uri: str,
-    name: str,
-    challenger_value: float,
-    champion_value: Callable[[str], float | None],
-    *,
-    alias: str,
-    min_improvement: float,
-) -> Promotion:
-    """Register ``model_uri`` under ``name``; point ``alias`` at it if it beats the champion.
+ChampionScore = Callable[[str], "float | None"]
+
+
+def decide(name: str, alias: str, challenger_value: float, champion_value: ChampionScore, *,
+           min_improvement: float) -> Promotion:
+    """Does the challenger beat the version ``alias`` points at? Nothing is registered or moved.
 
     ``champion_value(uri)`` scores the current champion on this job's held-out split (same metric
     as ``challenger_value``); it returns None when the champion cannot be compared on these logs
     (it routes to models they do not have), which lets the challenger in. Any exception it raises
-    other than ``ArtifactVersionError`` propagates: the version stays registered, tagged with the
-    failure, and the alias does not move.
+    other than ``ArtifactVersionError`` propagates: the job fails and nothing moves.
+    """
+    previous = current_champion(name, alias)
+    promoted, reason, value = _decide(name, previous, challenger_value, champion_value, min_improvement)
+    return Promotion(promoted=promoted, reason=reason, challenger_value=challenger_value,
+                     champion_version=previous, champion_value=value)
+
+
+def register(model_uri: str, name: str, decision: Promotion, champion_value: ChampionScore, *, alias: str,
+             min_improvement: float) -> Promotion:
+    """Register ``model_uri`` (a challenger ``decide`` promoted) and move ``alias`` to it, as a compare-and-set.
+
+    Another job may have moved the alias since ``decide`` read it: it is re-read just before it
+    moves, and the decision made again against whatever it points at now. The version's
+    ``promotion`` tag says why it was (or, after a lost race, was not) promoted.
     """
     import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient()
     version = str(mlflow.register_model(model_uri, name).version)
-    previous = current_champion(name, alias)
+    previous, promoted, reason, value = (decision.champion_version, decision.promoted, decision.reason,
+                                         decision.champion_value)
     for _ in range(_MAX_RACES):
-        promoted, reason, prev_value = _decide(client, name, version, previous, challenger_value, champion_value,
-                                               min_improvement)
-        # Compare-and-set: another job may have moved the alias while this one scored the champion.
-        # Re-read it just before moving it, and re-decide against whatever it points at now.
         now = current_champion(name, alias)
         if now == previous:
             break
         previous = now
+        promoted, reason, value = _decide(name, previous, decision.challenger_value, champion_value, min_improvement)
     else:
         raise RuntimeError(f"the alias {alias!r} of {name} kept moving while this job decided; not promoted")
     if promoted:
         client.set_registered_model_alias(name, alias, version)
     client.set_model_version_tag(name, version, "promotion", reason)
-    return Promotion(version=version, promoted=promoted, reason=reason, challenger_value=challenger_value,
-                     champion_version=previous, champion_value=prev_value)
+    return Promotion(promoted=promoted, reason=reason, challenger_value=decision.challenger_value, version=version,
+                     champion_version=previous, champion_value=value)
 
 
 _MAX_RACES = 5  # re-decisions when other jobs move the alias meanwhile
 
 
-def _decide(client, name: str, version: str, previous: str | None, challenger_value: float,
-            champion_value: Callable[[str], float | None], min_improvement: float):
+def _decide(name: str, previous: str | None, challenger_value: float, champion_value: ChampionScore,
+            min_improvement: float):
     """(promoted, reason, champion's value) of the challenger against champion version ``previous``."""
     if previous is None:
         return True, "no champion yet", None
@@ -96,10 +105,6 @@ def _decide(client, name: str, version: str, previous: str | None, challenger_va
         prev_value = champion_value(f"models:/{name}/{previous}")
     except ArtifactVersionError as exc:
         return True, f"champion v{previous} has an incompatible artifact format ({exc})", None
-    except Exception as exc:
-        client.set_model_version_tag(name, version, "promotion", f"not promoted: scoring champion v{previous} "
-                                                                 f"failed ({type(exc).__name__}: {exc})")
-        raise
     if prev_value is None:
         return True, f"champion v{previous} cannot be evaluated on these logs", None
     if challenger_value > prev_value + min_improvement:

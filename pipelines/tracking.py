@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 
+from pipelines import owners
 
 
 def configure(experiment: str, tracking_uri: str, artifact_root: str | Path | None) -> str:
@@ -34,6 +36,47 @@ def configure(experiment: str, tracking_uri: str, artifact_root: str | Path | No
         exp_id = mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+STALE_AFTER_SECONDS = 24 * 3600  # a run of another host is only judged dead after a day
+
+
+def owner_tags(job_name: str) -> dict[str, str]:
+    """Tags naming the process that runs the job, so a later job can tell when it died."""
+    return {"job": job_name, "job.host": owners.host(), "job.pid": str(os.getpid())}
+
+
+def close_stale_runs(job_name: str) -> list[str]:
+    """Mark FAILED the runs of ``job_name`` left RUNNING by a killed job (SIGKILL, OOM, lost node).
+
+    A run is stale when its process is gone (same host: the pid is not alive) or, from another host
+    or a run without owner tags, when it started more than ``STALE_AFTER_SECONDS`` ago. Its child
+    runs are closed with it. Returns the ids of the parent runs closed.
+    """
+    import time
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    running = mlflow.search_runs(filter_string="attributes.status = 'RUNNING'", output_format="list")
+    now_ms = time.time() * 1000
+    closed = []
+    for run in running:
+        tags = run.data.tags
+        if tags.get("job") != job_name and not run.info.run_name.startswith(f"{job_name}-"):
+            continue
+        if "mlflow.parentRunId" in tags:
+            continue  # children are closed with their parent
+        pid = tags.get("job.pid", "")
+        if not (owners.gone(tags.get("job.host", ""), pid) or now_ms - run.info.start_time > STALE_AFTER_SECONDS * 1000):
+            continue
+        reason = f"the job's process {pid or '?'} on {tags.get('job.host', '?')} is gone (killed?)"
+        for child in [r for r in running if r.data.tags.get("mlflow.parentRunId") == run.info.run_id] + [run]:
+            client.set_tag(child.info.run_id, "stale", reason)
+            client.set_terminated(child.info.run_id, status="FAILED")
+        closed.append(run.info.run_id)
+    return closed
 
 
 _BAD = re.compile(r"[^0-9A-Za-z_\-. /]")
@@ -157,8 +200,8 @@ def log_dataset(path: str, sha256: str) -> None:
 
 
 def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = None) -> str:
-    """Everything about the job but the model: returns the model card's markdown."""
-    """The job's parent run: params, data summary, evaluation report, plots and one child run per router."""
+    """The job's parent run: params, data summary, evaluation report, plots and one child run per router
+    (everything but the model); returns the model card's markdown."""
     import mlflow
 
     from router.evaluation.plots import plot_cost_quality

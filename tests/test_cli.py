@@ -89,14 +89,17 @@ def test_job_names_that_are_paths_are_refused_before_anything_runs(tmp_path):
 
 
 def test_export_never_replaces_a_folder_it_did_not_create(tmp_path):
-    from pipelines.export import save_router
+    """<export_dir>/<name> holding someone else's files fails the job before any step, files intact."""
+    from pipelines.config import JobConfig
+    from pipelines.job import run_job
 
     foreign = tmp_path / "models" / "data"
     foreign.mkdir(parents=True)
     (foreign / "important.csv").write_text("1,2,3")
-    with pytest.raises(ValueError, match="is not an exported router"):
-        save_router(foreign, "models:/never-read/1")
-    assert (foreign / "important.csv").read_text() == "1,2,3"
+    lines: list[str] = []
+    with pytest.raises(ValueError, match="was not made by this job"):
+        run_job(JobConfig(name="data", export_dir=str(tmp_path / "models")), echo=lines.append)
+    assert lines == [] and [p.name for p in foreign.iterdir()] == ["important.csv"]
 
 
 def _config(tmp_path, name: str):

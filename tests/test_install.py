@@ -66,6 +66,6 @@ def test_installed_job_writes_only_under_the_working_directory(installed, tmp_pa
     assert "promoted to @champion" in proc.stdout
     assert (work / "mlruns.db").is_file() and (work / "mlruns").is_dir()
     assert any((work / ".cache" / "embeddings").rglob("shard-*.npy"))
-    assert (work / "models" / "installed-router" / "MLmodel").is_file()
+    assert (work / "models" / "installed-router" / "champion" / "MLmodel").is_file()
     assert _files(site) == before_site  # nothing written into site-packages
     assert _source_tree_files() == before_src  # nor into the checkout

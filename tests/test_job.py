@@ -77,7 +77,8 @@ def test_job_trains_logs_exports_and_registers(first_job, store):
     assert champion_version() == result.promotion.version == "1"
     assert "500 queries x 6 models" in out and "| **ridge** |" in out
     steps = [line.split("]")[0] + "]" for line in out.splitlines() if line.startswith("[")]
-    assert steps == ["[prepare]", "[select, fit and evaluate]", "[log to MLflow]", "[export]", "[register]"]
+    assert steps == ["[prepare]", "[select, fit and evaluate]", "[log to MLflow]", "[compare with champion]",
+                     "[export]", "[register]"]
     exp = result.experiment
     assert exp.selection is not None and list(exp.selection.oof) == ["best_single", "knn", "ridge"]
     assert exp.selected == max(exp.selection.oof, key=exp.selection.oof.get)
@@ -107,7 +108,8 @@ def test_job_trains_logs_exports_and_registers(first_job, store):
     ridge_run = next(c for c in children if c.info.run_name == "ridge")
     assert float(ridge_run.data.params["best.alpha"]) > 0  # the chosen hyper-parameter, not only the grid
     assert "selection/oof_objective" in ridge_run.data.metrics
-    assert (result.export_path / "MLmodel").exists()
+    assert (result.export_path / "MLmodel").exists() and result.export_path.name == "v1"
+    assert result.champion_path.resolve() == result.export_path.resolve()  # the local link follows the alias
     # model card, provenance, dataset input, a run name of its own
     card = mlflow.artifacts.load_text(f"runs:/{result.run_id}/model_card.md")
     assert card.startswith(f"# {NAME}: {exp.exported} router") and exp.decision in card and "## Held-out evidence" in card
@@ -192,16 +194,24 @@ def test_concurrent_route_calls(first_job):
     assert got == [expected[i % 4] for i in range(64)]
 
 
-def test_worse_challenger_keeps_champion(first_job, store):
+def test_worse_challenger_keeps_champion_and_stores_no_model(first_job, store):
+    """A loser is neither logged nor registered (a nightly job would otherwise keep ~36 MB of
+    embedder files per run that nothing serves), and the local champion link does not move."""
     before = champion_version()
+    n_versions = len(MlflowClient().search_model_versions(f"name='{NAME}'"))
+    link = os.readlink(first_job[0].champion_path)
     lines: list[str] = []
     result = run_job(job_config(store, routers=("random",)), echo=lines.append)
-    assert not result.promotion.promoted
-    assert champion_version() == before
-    assert result.promotion.version != before  # registered, but not promoted
-    assert "champion v1 kept" in result.promotion.reason
-    version = MlflowClient().get_model_version(NAME, result.promotion.version)
-    assert "kept" in version.tags["promotion"]
+    assert not result.promotion.promoted and result.promotion.version is None
+    assert champion_version() == before and "champion v1 kept" in result.promotion.reason
+    assert result.model_uri is None and result.export_path is None
+    assert len(MlflowClient().search_model_versions(f"name='{NAME}'")) == n_versions
+    assert not mlflow.search_logged_models(filter_string=f"source_run_id = '{result.run_id}'", output_format="list")
+    assert os.readlink(result.champion_path) == link
+    assert "[export]" not in "\n".join(lines) and lines[-1].startswith(
+        f"champion kept, {result.experiment.exported} router not exported")
+    run = MlflowClient().get_run(result.run_id)
+    assert run.data.tags["registry.promoted"] == "False" and "kept" in run.data.tags["registry.reason"]
 
 
 def test_bad_input_fails_and_leaves_champion(first_job, store, tmp_path):
@@ -225,26 +235,55 @@ def test_cli_bad_config_exits_nonzero_with_one_line(tmp_path):
     assert "routrs: Extra inputs are not permitted" in proc.stderr
 
 
-def test_job_killed_during_export_leaves_champion(first_job, store):
-    before = champion_version()
-    n_versions = len(MlflowClient().search_model_versions(f"name='{NAME}'"))
+def _winning_job_killed_after(store, function: str) -> None:
+    """Run the job in a subprocess where the challenger always wins, SIGKILLed right after ``function``
+    (a dotted mlflow function) returns for the first time."""
+    module, name = function.rsplit(".", 1)
     code = textwrap.dedent(f"""
-        import os, signal, mlflow.pyfunc
-        real = mlflow.pyfunc.log_model
+        import os, signal, {module}
+        import pipelines.job
+        pipelines.job.champion_value = lambda *args: -1.0  # the challenger wins
+        real = {function}
         def dying(*args, **kwargs):
-            real(*args, **kwargs)          # the model files are written...
-            os.kill(os.getpid(), signal.SIGKILL)   # ...and the job dies before registering
-        mlflow.pyfunc.log_model = dying
+            real(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+        {function} = dying
         from pipelines.config import JobConfig
-        from pipelines.job import run_job
-        run_job(JobConfig.model_validate_json({job_config(store).model_dump_json()!r}))
+        pipelines.job.run_job(JobConfig.model_validate_json({job_config(store).model_dump_json()!r}))
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"]})
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+
+
+def test_job_killed_during_export_leaves_champion(first_job, store):
+    before = champion_version()
+    n_versions = len(MlflowClient().search_model_versions(f"name='{NAME}'"))
+    _winning_job_killed_after(store, "mlflow.pyfunc.log_model")  # model files written, not registered
     assert champion_version() == before
     assert len(MlflowClient().search_model_versions(f"name='{NAME}'")) == n_versions
     assert router.load(f"models:/{NAME}@champion").route(PROMPTS[:1])
+
+
+def test_job_killed_while_writing_the_local_folder_is_healed_by_the_next(first_job, store):
+    """Killed after the alias moved, mid-download of the local version folder: the next job removes
+    the staging it left, and points the local champion link at the version the alias names."""
+    root = first_job[0].champion_path.parent
+    launched_ms = int(time.time() * 1000)
+    _winning_job_killed_after(store, "mlflow.artifacts.download_artifacts")  # files in staging, not renamed
+    moved = champion_version()
+    assert os.readlink(root / "champion") != f"v{moved}"  # the link lags the alias...
+    assert [p for p in root.glob(".staging-*") if any(p.rglob("*.onnx"))]  # ...and staging was left behind
+    killed = [r for r in mlflow.search_runs(filter_string=f"attributes.start_time >= {launched_ms}",
+                                            output_format="list") if "mlflow.parentRunId" not in r.data.tags]
+    assert [r.info.status for r in killed] == ["RUNNING"]  # SIGKILL: nothing could close it
+    result = run_job(job_config(store, routers=("random",)), echo=lambda _: None)  # a loser: nothing exported
+    for run in killed:  # the next job closes the run whose process is gone
+        after = MlflowClient().get_run(run.info.run_id)
+        assert after.info.status == "FAILED" and "is gone" in after.data.tags["stale"]
+    assert not result.promotion.promoted and champion_version() == moved
+    assert os.readlink(root / "champion") == f"v{moved}" and not list(root.glob(".staging-*"))
+    assert router.load(root / "champion").route(PROMPTS) == router.load(f"models:/{NAME}@champion").route(PROMPTS)
 
 
 def _free_port() -> int:
@@ -288,16 +327,16 @@ def test_rest_serving_on_loopback(first_job, store):
 def test_champion_with_an_incompatible_format_is_replaced_with_the_reason_recorded(first_job, store):
     """A champion whose artifact declares a format this release cannot read can never be scored
     again: the new version takes the alias and its tag says why."""
-    from pipelines.registry import register_and_promote
+    from pipelines.registry import decide, register
     from router.serve.artifact import ArtifactVersionError
 
     def old_format(uri):
         raise ArtifactVersionError("head.json: this head was written by format version 0; retrain")
 
     before = champion_version()
-    promotion = register_and_promote(first_job[0].model_uri, NAME, 0.0, old_format, alias="champion",
-                                     min_improvement=0.0)
-    assert promotion.promoted and champion_version() == promotion.version != before
+    decision = decide(NAME, "champion", 0.0, old_format, min_improvement=0.0)
+    promotion = register(first_job[0].model_uri, NAME, decision, old_format, alias="champion", min_improvement=0.0)
+    assert decision.promoted and promotion.promoted and champion_version() == promotion.version != before
     assert "incompatible artifact format" in promotion.reason and "retrain" in promotion.reason
     # put the first job's version back, so the tests after this one see the champion they expect
     MlflowClient().set_registered_model_alias(NAME, "champion", before)
@@ -305,7 +344,7 @@ def test_champion_with_an_incompatible_format_is_replaced_with_the_reason_record
 
 def test_error_scoring_the_champion_fails_the_job_and_keeps_the_alias(first_job, store, monkeypatch):
     """Any other failure while scoring the champion is not a win for the challenger: the job fails,
-    its MLflow run is marked FAILED, the alias stays and the new version's tag says why."""
+    its MLflow run is marked FAILED and says why, the alias stays and nothing is registered."""
     import pipelines.job
 
     def broken(*args):
@@ -317,11 +356,11 @@ def test_error_scoring_the_champion_fails_the_job_and_keeps_the_alias(first_job,
     with pytest.raises(RuntimeError, match="tracking server went away"):
         run_job(job_config(store), echo=lambda _: None)
     assert champion_version() == before
-    versions = MlflowClient().search_model_versions(f"name='{NAME}'", order_by=["version_number DESC"])
-    assert len(versions) == n_versions + 1
-    assert versions[0].tags["promotion"].startswith("not promoted: scoring champion")
-    run = MlflowClient().get_run(versions[0].run_id)
+    assert len(MlflowClient().search_model_versions(f"name='{NAME}'")) == n_versions
+    run = mlflow.search_runs(filter_string=f"tags.job = '{NAME}'", order_by=["start_time DESC"], max_results=1,
+                             output_format="list")[0]
     assert run.info.status == "FAILED"
+    assert run.data.tags["registry.reason"].startswith("not promoted: scoring the champion failed")
 
 
 def test_planted_pickle_and_code_in_an_export_are_never_run(first_job, tmp_path):
@@ -360,7 +399,7 @@ def test_gate_ships_best_single_when_routing_does_not_pay_and_keeps_the_champion
     assert exp.selected == "knn" and exp.selection is None  # named, not selected
     assert not exp.gate.passed and exp.gate.lower <= 0.5 and exp.exported == "best_single"
     assert "routing does not pay on these logs: always call google/gemma-2-27b-it" in "\n".join(lines)
-    assert lines[-1].startswith("exported best_single router to ")
+    assert lines[-1].startswith("champion kept, best_single router not exported")
     assert not result.promotion.promoted and champion_version() == before
     run = MlflowClient().get_run(result.run_id)
     assert run.data.metrics["gate/passed"] == 0.0 and run.data.tags["exported_router"] == "best_single"
@@ -376,14 +415,17 @@ def test_cli_quiet_prints_only_the_final_line(first_job, store, tmp_path):
     result = CliRunner().invoke(app, ["train", "--config", str(config), "--quiet"])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip().splitlines() == [result.stdout.strip()]
-    assert result.stdout.startswith(f"exported {first_job[0].experiment.exported} router to ")
-    assert "not promoted" in result.stdout
+    assert result.stdout.startswith(f"champion kept, {first_job[0].experiment.exported} router not exported")
 
 
-def test_retention_keeps_the_champion_and_the_newest_versions(first_job, store):
+def test_retention_keeps_the_champion_and_the_newest_versions(first_job, store, monkeypatch):
     """keep_versions: after a run, only the champion and the newest N other versions keep their
-    artifacts and registry entries; the champion still loads. (It prunes: later tests use only the champion.)"""
+    artifacts, registry entries and local folders; the champion still loads. (It prunes: later
+    tests use only the champion.)"""
+    import pipelines.job
+
     client = MlflowClient()
+    monkeypatch.setattr(pipelines.job, "champion_value", lambda *args: -1.0)  # every challenger wins
     while len(client.search_model_versions(f"name='{NAME}'")) < 3:  # run alone, it makes its own history
         run_job(job_config(store, routers=("random",)), echo=lambda _: None)
     old = client.search_model_versions(f"name='{NAME}'")
@@ -405,6 +447,9 @@ def test_retention_keeps_the_champion_and_the_newest_versions(first_job, store):
             checked += 1
     assert checked > 0
     assert router.load(f"models:/{NAME}@champion").route(PROMPTS[:1])
+    local = {p.name for p in result.champion_path.parent.iterdir()} - {".learned-router", "champion"}
+    assert f"v{champion}" in local and local <= {f"v{k}" for k in left}  # no folder outlives its version
+    assert os.readlink(result.champion_path) == f"v{champion}"
 
 
 def test_a_read_only_export_dir_fails_before_any_work(store, tmp_path):
@@ -454,11 +499,12 @@ def test_sigterm_marks_the_run_killed_and_says_so(first_job, store, tmp_path):
 def test_promotion_is_a_compare_and_set_when_jobs_race(first_job, store):
     """Another job moves the alias to a better router while this one scores the old champion: the
     decision is made again against the new champion, so the alias does not end on the worse one."""
-    from pipelines.registry import register_and_promote
+    from pipelines.registry import decide, register
 
     client = MlflowClient()
     before = champion_version()
-    rival = str(mlflow.register_model(first_job[0].model_uri, NAME).version)  # the other job's version
+    source = client.get_model_version(NAME, before).source  # first_job's model may be pruned by now
+    rival = str(mlflow.register_model(source, NAME).version)  # the other job's version
     values = {before: 0.40, rival: 0.60}  # the rival is better than this job's 0.50
 
     def scoring(uri):
@@ -467,8 +513,9 @@ def test_promotion_is_a_compare_and_set_when_jobs_race(first_job, store):
             client.set_registered_model_alias(NAME, "champion", rival)
         return values[version]
 
-    promotion = register_and_promote(first_job[0].model_uri, NAME, 0.50, scoring, alias="champion",
-                                     min_improvement=0.0)
-    assert not promotion.promoted and promotion.champion_version == rival
+    decision = decide(NAME, "champion", 0.50, scoring, min_improvement=0.0)
+    assert decision.promoted and decision.champion_version == before  # it beat the champion it first read...
+    promotion = register(source, NAME, decision, scoring, alias="champion", min_improvement=0.0)
+    assert not promotion.promoted and promotion.champion_version == rival  # ...but not the one it found at the end
     assert champion_version() == rival and f"champion v{rival} kept" in promotion.reason
     client.set_registered_model_alias(NAME, "champion", before)  # as the tests after this one expect

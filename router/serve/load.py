@@ -21,8 +21,12 @@ _EMBEDDER = Path("artifacts") / "embedder"
 
 
 def load_folder(folder: str | Path) -> RouterService:
-    """The router exported to ``folder`` (an MLflow model folder written by ``pipelines.export``)."""
-    folder = Path(folder)
+    """The router exported to ``folder`` (an MLflow model folder written by ``pipelines.export``).
+
+    A link (``models/<name>/champion``) is resolved once, first: if the job moves it during the
+    load, every file still comes from the version it pointed at when the load began.
+    """
+    folder = Path(folder).resolve()
     if not (folder / _HEAD).is_dir() or not (folder / _EMBEDDER).is_dir():
         raise ArtifactError(f"{folder}: not an exported learned-router model (expected {_HEAD}/ and {_EMBEDDER}/)")
     return RouterService.from_dir(folder / _HEAD, folder / _EMBEDDER)
