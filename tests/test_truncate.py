@@ -92,3 +92,11 @@ def test_a_request_never_waits_for_another_requests_embedding(embedder, nq, nq_X
         worker.start()
         worker.join(timeout=30)
     assert answers and answers[0][0] in nq.models
+
+
+def test_head_strips_like_str_strip_and_cuts_at_the_cap(tokenizer):
+    truncate = PromptTruncator(tokenizer, MAX_SEQ)
+    for text in ["  who wrote hamlet \n", "\u3000\u00a0x\x1c", "", " \t\n", "plain"]:
+        assert truncate.head(text) == text.strip()
+    huge = "\n  " + "word " * 1_000_000
+    assert truncate.head(huge) == huge.strip()[: truncate.cap].rstrip()

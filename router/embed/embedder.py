@@ -245,7 +245,7 @@ class Embedder:
         if self.backend != "torch":
             return model.encode(texts, batch_size=self.batch_size, normalize=self.normalize, show_progress=show)
         if self._truncate is not None:  # as the ONNX backends do: a huge prompt costs its first tokens
-            texts = self._truncate([str(t).strip()[: self._truncate.cap] for t in texts])
+            texts = self._truncate([self._truncate.head(str(t)) for t in texts])
         with _torch_threads(self.threads):
             vectors = model.encode(
                 texts,

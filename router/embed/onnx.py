@@ -219,7 +219,7 @@ class OnnxEncoder:
     def encode(self, texts: Sequence[str], *, batch_size: int = 32, normalize: bool = True,
                show_progress: bool = False) -> np.ndarray:
         """(len(texts), dim) float32 sentence vectors; longest prompts first, in batches."""
-        texts = [str(t).strip()[: self.truncate.cap] for t in texts]
+        texts = [self.truncate.head(str(t)) for t in texts]
         if self.spec.do_lower_case:
             texts = [t.lower() for t in texts]
         texts = self.truncate(texts)  # a 50 MB prompt costs what its first tokens cost

@@ -16,11 +16,13 @@ provably long enough instead:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 CHARS_PER_TOKEN = 16  # first prefix: ~3x the longest average token length of English, code or CJK text
 CAP_CHARS_PER_TOKEN = 1024  # 128 tokens -> at most 131,072 characters tokenised per prompt
 _GROWTH = 4
+_LEADING_SPACE = re.compile(r"\s*")
 
 
 class PromptTruncator:
@@ -45,6 +47,11 @@ class PromptTruncator:
 
     def __call__(self, texts: Sequence[str]) -> list[str]:
         return [t if len(t) <= self.start else self._cut(t) for t in texts]
+
+    def head(self, text: str) -> str:
+        """``text.strip()`` cut to ``cap`` characters, without copying a huge text whole first."""
+        start = _LEADING_SPACE.match(text).end()
+        return text[start : start + self.cap].rstrip()
 
     def _cut(self, text: str) -> str:
         text = text[: self.cap]
