@@ -12,7 +12,9 @@ from __future__ import annotations
 from router.routers.base import BaseRouter
 from router.routers.baselines import BestSingleRouter, RandomRouter
 from router.routers.classifier import ClassifierRouter
+from router.routers.cluster import ClusterRouter
 from router.routers.ensemble import EnsembleRouter
+from router.routers.irt import IRTRouter
 from router.routers.knn import KNNRouter
 from router.routers.lgbm import LGBMRouter
 from router.routers.linear import LogisticRouter, RidgeRouter
@@ -27,6 +29,8 @@ ROUTERS: dict[str, type[BaseRouter]] = {
     "lgbm": LGBMRouter,
     "classifier": ClassifierRouter,
     "mf": MFRouter,
+    "cluster": ClusterRouter,
+    "irt": IRTRouter,
     "ensemble": EnsembleRouter,
 }
 
@@ -44,6 +48,6 @@ def make_router(name: str, **params) -> BaseRouter:
 
 
 __all__ = [
-    "ROUTERS", "BaseRouter", "BestSingleRouter", "ClassifierRouter", "EnsembleRouter", "KNNRouter",
-    "LGBMRouter", "LogisticRouter", "MFRouter", "RandomRouter", "RidgeRouter", "make_router",
+    "ROUTERS", "BaseRouter", "BestSingleRouter", "ClassifierRouter", "ClusterRouter", "EnsembleRouter",
+    "IRTRouter", "KNNRouter", "LGBMRouter", "LogisticRouter", "MFRouter", "RandomRouter", "RidgeRouter", "make_router",
 ]
