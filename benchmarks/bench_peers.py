@@ -1,0 +1,176 @@
+"""The job's router against faithful versions of the published routers, on the same embeddings and splits.
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_peers.py [--sets theoremqa,zeroeval_no_o1,...]
+        [--folds 5] [--big-folds 3 --big 10000] [--no-write]
+
+Per set (``SETS``; variants say what they drop and why): the router the job ships
+(``run_experiment`` with the default ``JobConfig()``: nested-CV selection on the training split,
+then the baseline gate), and every peer of ``benchmarks/peers.py`` fitted on the same training
+queries and embeddings, all scored on the same held-out queries: quality at lambda 0 (mean score of
+the chosen model), gap closed (router - best single) / (oracle - best single), AIQ where the set has
+costs, and the paired difference to the job's router with a two-sided 90% bootstrap interval.
+Writes the ``peers`` section of benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from benchmarks.bench_routers import CACHE  # noqa: E402
+from benchmarks.bench_selection import load_set  # noqa: E402
+from benchmarks.peers import PEERS, peer_names  # noqa: E402
+from benchmarks.results import machine, write_section  # noqa: E402
+from pipelines.config import JobConfig, SelectionConfig  # noqa: E402
+from pipelines.experiment import run_experiment  # noqa: E402
+from router.data.labels import RoutingData  # noqa: E402
+from router.embed import Embedder, embed_with_cache  # noqa: E402
+from router.evaluation.metrics import evaluate_router, mean_model_costs  # noqa: E402
+
+# Variants drop a model that dominates its pool: in practice it is often too dear or unavailable,
+# and without it routing has real headroom (the README of each set gives the numbers).
+VARIANTS = {
+    "theoremqa_no_gpt4": ("theoremqa", lambda m: not m.startswith("GPT4"), "without GPT4 and GPT4_PoT"),
+    "zeroeval_no_o1": ("zeroeval", lambda m: not m.startswith("o1-"), "without o1-mini"),
+}
+SETS = ["theoremqa", "theoremqa_no_gpt4", "zeroeval", "zeroeval_no_o1", "mmlu_pro", "mmlu_pro_no_top",
+        "routerbench", "nq", "routellm_mmlu"]
+
+
+def load_any(name: str) -> tuple[RoutingData, str]:
+    if name in VARIANTS:
+        base, keep, note = VARIANTS[name]
+        data, base_note = load_set(base)
+        return data.select_models([m for m in data.models if keep(m)]), ", ".join(x for x in (base_note, note) if x)
+    return load_set(name)
+
+
+@dataclass
+class Row:
+    label: str
+    quality: float
+    gap_closed: float
+    aiq: float | None
+    per_query: np.ndarray  # held-out score of the chosen model, evaluated rows
+    seconds: float
+    delta: tuple[float, float, float] | None = None  # mean, lower, upper of (row - job), 90% two-sided
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    diff = np.asarray(a, float) - np.asarray(b, float)
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
+    return float(diff.mean()), float(np.quantile(means, 0.05)), float(np.quantile(means, 0.95))
+
+
+def run_set(name: str, folds: int, embedder: Embedder) -> tuple[str, RoutingData, list[Row], dict]:
+    data, note = load_any(name)
+    X, _ = embed_with_cache(embedder, data.prompts, CACHE)
+    t = time.perf_counter()
+    exp = run_experiment(data, X, JobConfig(export_router="auto", selection=SelectionConfig(folds=folds)))
+    job_s = time.perf_counter() - t
+    train, test, rows = exp.train, exp.test, exp.eval_rows
+    X_tr, X_te = X[exp.split.train], X[exp.split.test]
+    costs = mean_model_costs(train)
+    has_cost = exp.report.baselines.has_cost
+    shipped = exp.fitted[exp.exported].result
+    out = [Row(f"**job: {exp.exported}**" + (f" (selected {exp.selected})" if exp.selected != exp.exported else ""),
+               shipped.quality, shipped.gap_closed, shipped.aiq,
+               test.scores[rows, shipped.choices], job_s)]
+    for peer_name in peer_names(test.tasks is not None):
+        t = time.perf_counter()
+        peer = PEERS[peer_name]().fit(X_tr, train.scores, train.costs if has_cost else None, train.mask, train.tasks)
+        pred = peer.predict_scores(X_te, test.tasks)
+        res = evaluate_router(pred, test, train, costs, 0.0, n_boot=200)
+        out.append(Row(peer_name, res.quality, res.gap_closed, res.aiq, test.scores[rows, res.choices],
+                       time.perf_counter() - t))
+        print(f"  {peer_name}: {res.quality:.4f} ({time.perf_counter() - t:.0f}s)", flush=True)
+    for r in out[1:]:
+        r.delta = paired_interval(r.per_query, out[0].per_query)
+    b = exp.report.baselines
+    info = {"note": note, "best": f"{b.models[b.best_single]} {b.single_quality[b.best_single]:.4f}",
+            "oracle": b.oracle_quality, "n_eval": len(rows), "has_cost": has_cost, "split": exp.split.how,
+            "selection": exp.outcome_lines(JobConfig())[0] if exp.selection else ""}
+    print(f"{name}: job ships {exp.exported} {shipped.quality:.4f} ({job_s:.0f}s)", flush=True)
+    return name, data, out, info
+
+
+def fmt(x, spec: str) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else format(x, spec)
+
+
+def table(name: str, data: RoutingData, rows: list[Row], info: dict) -> list[str]:
+    head = f"### {name}" + (f" ({info['note']})" if info["note"] else "")
+    lines = [head, "",
+             f"{data.n_queries:,} queries x {data.n_models} models, {info['n_eval']:,} held out ({info['split']}); "
+             f"best single {info['best']}, oracle {info['oracle']:.4f}.", "",
+             "| router | quality | gap closed | " + ("AIQ | " if info["has_cost"] else "")
+             + "minus job (90% CI) | fit + predict s |",
+             "|---|---:|---:|" + ("---:|" if info["has_cost"] else "") + "---|---:|"]
+    for r in sorted(rows, key=lambda r: -r.quality):
+        d = "" if r.delta is None else f"{r.delta[0]:+.4f} [{r.delta[1]:+.4f}, {r.delta[2]:+.4f}]"
+        aiq = f"{fmt(r.aiq, '.4f')} | " if info["has_cost"] else ""
+        lines.append(f"| {r.label} | {r.quality:.4f} | {fmt(r.gap_closed, '+.1%')} | {aiq}{d} | {r.seconds:.0f} |")
+    return lines
+
+
+def verdict(name: str, rows: list[Row]) -> str:
+    job, peers = rows[0], rows[1:]
+    best = max(peers, key=lambda r: r.quality)
+    above = [r.label for r in peers if r.delta[1] > 0]
+    tail = f"; peers significantly above the job: {', '.join(above)}" if above else "; no peer significantly above"
+    return (f"{name}: job {job.quality:.4f} (gap closed {fmt(job.gap_closed, '+.1%')}) vs best peer {best.label} "
+            f"{best.quality:.4f} ({best.delta[0]:+.4f} [{best.delta[1]:+.4f}, {best.delta[2]:+.4f}]){tail}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sets", default=",".join(SETS))
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--big-folds", type=int, default=3)
+    ap.add_argument("--big", type=int, default=10_000)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    names = [s for s in args.sets.split(",") if s]
+    unknown = sorted(set(names) - set(SETS))
+    if unknown:
+        raise SystemExit(f"unknown set(s) {unknown}; choose from {', '.join(SETS)}")
+    embedder = Embedder(show_progress=False)
+    t0 = time.perf_counter()
+    results = []
+    for name in names:
+        print(f"{name} ...", flush=True)
+        data, _ = load_any(name)
+        results.append(run_set(name, args.big_folds if data.n_queries > args.big else args.folds, embedder))
+    total = time.perf_counter() - t0
+    lines = ["## The job's router vs the published routers", ""]
+    lines += [f"- {verdict(n, rows)}" for n, _, rows, _ in results] + [""]
+    for res in results:
+        lines += table(*res) + [""]
+    lines += [
+        "Quality: mean held-out score of the chosen model at lambda 0 (accuracy on 0/1 sets). Gap closed: "
+        "(router - best single) / (oracle - best single), best single chosen on train. minus job: paired "
+        "bootstrap over held-out queries (2,000 resamples) of the row's per-query score minus the job's. "
+        "The job row is what `router train` would ship (the gate may replace the selected router by the "
+        "best single model). Peers: see `benchmarks/peers.py` for what each faithful version keeps and changes.",
+        "",
+        f"Command: `OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_peers.py --sets {','.join(names)} "
+        f"--folds {args.folds} --big-folds {args.big_folds} --big {args.big}` on {machine()}; "
+        f"{total / 60:.1f} min in all.",
+    ]
+    body = "\n".join(lines)
+    print(body)
+    if not args.no_write:
+        write_section("peers", body)
+
+
+if __name__ == "__main__":
+    main()
