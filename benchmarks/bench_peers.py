@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from benchmarks.bench_routers import CACHE  # noqa: E402
 from benchmarks.bench_selection import load_set  # noqa: E402
 from benchmarks.peers import PEERS, peer_names  # noqa: E402
 from benchmarks.results import machine, write_section  # noqa: E402
-from pipelines.config import JobConfig, SelectionConfig  # noqa: E402
+from pipelines.config import JobConfig, RouterSpec, SelectionConfig  # noqa: E402
 from pipelines.experiment import run_experiment  # noqa: E402
 from router.data.labels import RoutingData  # noqa: E402
 from router.embed import Embedder, embed_with_cache  # noqa: E402
@@ -37,12 +38,19 @@ from router.evaluation.metrics import evaluate_router, mean_model_costs  # noqa:
 
 # Variants drop a model that dominates its pool: in practice it is often too dear or unavailable,
 # and without it routing has real headroom (the README of each set gives the numbers).
+# The "small" pools keep the open-weight models of at most ~10B parameters (a self-hosted pool),
+# chosen by size from the model names, never by their results.
+_SMALL = re.compile(r"(^|[-_])(2b|6b|7b|8b|9b|mini)([-_]|$)", re.I)
+_OPEN = ("Meta-Llama", "Qwen2", "gemma-2", "Yi-1.5", "Phi-3.5")
 VARIANTS = {
     "theoremqa_no_gpt4": ("theoremqa", lambda m: not m.startswith("GPT4"), "without GPT4 and GPT4_PoT"),
     "zeroeval_no_o1": ("zeroeval", lambda m: not m.startswith("o1-"), "without o1-mini"),
+    "zeroeval_small": ("zeroeval", lambda m: m.startswith(_OPEN) and bool(_SMALL.search(m)),
+                       "open-weight models of <= 10B parameters only"),
+    "mmlu_pro_small": ("mmlu_pro", lambda m: bool(_SMALL.search(m)), "open-weight models of <= 8B parameters only"),
 }
-SETS = ["theoremqa", "theoremqa_no_gpt4", "zeroeval", "zeroeval_no_o1", "mmlu_pro", "mmlu_pro_no_top",
-        "routerbench", "nq", "routellm_mmlu"]
+SETS = ["theoremqa", "theoremqa_no_gpt4", "zeroeval", "zeroeval_no_o1", "zeroeval_small", "mmlu_pro",
+        "mmlu_pro_no_top", "mmlu_pro_small", "routerbench", "nq", "routellm_mmlu"]
 
 
 def load_any(name: str) -> tuple[RoutingData, str]:
@@ -71,11 +79,13 @@ def paired_interval(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int 
     return float(diff.mean()), float(np.quantile(means, 0.05)), float(np.quantile(means, 0.95))
 
 
-def run_set(name: str, folds: int, embedder: Embedder) -> tuple[str, RoutingData, list[Row], dict]:
+def run_set(name: str, folds: int, embedder: Embedder, extra: list[str]) -> tuple[str, RoutingData, list[Row], dict]:
     data, note = load_any(name)
     X, _ = embed_with_cache(embedder, data.prompts, CACHE)
     t = time.perf_counter()
-    exp = run_experiment(data, X, JobConfig(export_router="auto", selection=SelectionConfig(folds=folds)))
+    job = JobConfig(export_router="auto", selection=SelectionConfig(folds=folds))
+    job = job.model_copy(update={"routers": job.routers + [RouterSpec(family=f) for f in extra]})
+    exp = run_experiment(data, X, job)
     job_s = time.perf_counter() - t
     train, test, rows = exp.train, exp.test, exp.eval_rows
     X_tr, X_te = X[exp.split.train], X[exp.split.test]
@@ -85,6 +95,10 @@ def run_set(name: str, folds: int, embedder: Embedder) -> tuple[str, RoutingData
     out = [Row(f"**job: {exp.exported}**" + (f" (selected {exp.selected})" if exp.selected != exp.exported else ""),
                shipped.quality, shipped.gap_closed, shipped.aiq,
                test.scores[rows, shipped.choices], job_s)]
+    for label, f in exp.fitted.items():  # every candidate the job tried, losers included
+        tag = " (selected)" if label == exp.selected else ""
+        out.append(Row(f"candidate {label}{tag}", f.result.quality, f.result.gap_closed, f.result.aiq,
+                       test.scores[rows, f.result.choices], f.fit_seconds))
     for peer_name in peer_names(test.tasks is not None):
         t = time.perf_counter()
         peer = PEERS[peer_name]().fit(X_tr, train.scores, train.costs if has_cost else None, train.mask, train.tasks)
@@ -123,7 +137,7 @@ def table(name: str, data: RoutingData, rows: list[Row], info: dict) -> list[str
 
 
 def verdict(name: str, rows: list[Row]) -> str:
-    job, peers = rows[0], rows[1:]
+    job, peers = rows[0], [r for r in rows[1:] if not r.label.startswith("candidate ")]
     best = max(peers, key=lambda r: r.quality)
     above = [r.label for r in peers if r.delta[1] > 0]
     tail = f"; peers significantly above the job: {', '.join(above)}" if above else "; no peer significantly above"
@@ -137,6 +151,7 @@ def main() -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--big-folds", type=int, default=3)
     ap.add_argument("--big", type=int, default=10_000)
+    ap.add_argument("--extra", default="cluster,irt", help="families added to the default candidates")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     names = [s for s in args.sets.split(",") if s]
@@ -149,7 +164,8 @@ def main() -> None:
     for name in names:
         print(f"{name} ...", flush=True)
         data, _ = load_any(name)
-        results.append(run_set(name, args.big_folds if data.n_queries > args.big else args.folds, embedder))
+        results.append(run_set(name, args.big_folds if data.n_queries > args.big else args.folds, embedder,
+                               [f for f in args.extra.split(",") if f]))
     total = time.perf_counter() - t0
     lines = ["## The job's router vs the published routers", ""]
     lines += [f"- {verdict(n, rows)}" for n, _, rows, _ in results] + [""]
@@ -160,10 +176,11 @@ def main() -> None:
         "(router - best single) / (oracle - best single), best single chosen on train. minus job: paired "
         "bootstrap over held-out queries (2,000 resamples) of the row's per-query score minus the job's. "
         "The job row is what `router train` would ship (the gate may replace the selected router by the "
-        "best single model). Peers: see `benchmarks/peers.py` for what each faithful version keeps and changes.",
+        "best single model); the candidate rows are every family the job fitted (default candidates plus "
+        "--extra), with their fit seconds, losers included. Peers: see `benchmarks/peers.py` for what each faithful version keeps and changes.",
         "",
         f"Command: `OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_peers.py --sets {','.join(names)} "
-        f"--folds {args.folds} --big-folds {args.big_folds} --big {args.big}` on {machine()}; "
+        f"--folds {args.folds} --big-folds {args.big_folds} --big {args.big} --extra {args.extra}` on {machine()}; "
         f"{total / 60:.1f} min in all.",
     ]
     body = "\n".join(lines)

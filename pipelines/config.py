@@ -78,7 +78,8 @@ class SplitConfig(_Strict):
     test_tasks: list[str] | None = Field(None, description="by=task: the tasks to hold out")
 
 
-RouterFamily = Literal["best_single", "random", "knn", "ridge", "logistic", "lgbm", "classifier", "mf", "ensemble"]
+RouterFamily = Literal["best_single", "random", "knn", "ridge", "logistic", "lgbm", "classifier", "mf", "ensemble",
+                       "cluster", "irt", "task"]  # the names of router.routers.ROUTERS (a test keeps them equal)
 ParamValue = int | float | str | bool | None | list[int] | list[float] | list[str]
 
 

@@ -15,14 +15,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pipelines.config import JobConfig, RouterSpec
-from pipelines.selection import BASELINE, Gate, Selection, gate, objective, select
+from pipelines.selection import BASELINE, Gate, Selection, fit_on, gate, objective, select
 from router.routers.search import folds as kfolds
 from router.data.labels import RoutingData
 from router.evaluation.decision import calibrate, margin_quantiles, share_bias
 from router.evaluation.metrics import RouterResult, evaluate_router
 from router.evaluation.report import EvaluationReport, build_report
 from router.evaluation.splits import Split, given_split, has_given_split, split_queries
-from router.routers import BaseRouter, make_router
+from router.routers import ROUTERS, BaseRouter, make_router
 
 # Families whose fit can run on a Dask cluster (they take ``fit(..., client=)``).
 CLUSTER_FAMILIES = ("lgbm",)
@@ -108,7 +108,7 @@ def fit_router(spec: RouterSpec, X: np.ndarray, data: RoutingData, client=None) 
     router = make_router(spec.family, **spec.params)
     fit_params = {"client": client} if client is not None and spec.family in CLUSTER_FAMILIES else {}
     t = time.perf_counter()
-    router.fit(X, data.scores, data.costs, data.mask, **fit_params)
+    fit_on(router, X, data, **fit_params)
     return router, time.perf_counter() - t
 
 
@@ -170,7 +170,11 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
                          f"any of the {train.n_queries:,} training queries (only on held-out ones): log scores "
                          f"for {'it' if len(unscored) == 1 else 'them'} on more queries, or drop "
                          f"{'it' if len(unscored) == 1 else 'them'} from the logs")
-    specs = {spec.label: spec for spec in job.candidates()}
+    # Families that learn from the task column (``needs_tasks``) sit out when the logs have none.
+    specs = {spec.label: spec for spec in job.candidates()
+             if train.tasks is not None or not getattr(ROUTERS[spec.family], "needs_tasks", False)}
+    if job.export_router != "auto" and job.export_router not in specs:
+        raise ValueError(f"export_router {job.export_router!r} needs the logs' task column, which these logs lack")
     fits = {label: fit_router(spec, X_train, train, client) for label, spec in specs.items()}
     points = {label: operating_point(specs[label], router, X_train, train, job) for label, (router, _) in fits.items()}
     selection = None

@@ -47,6 +47,13 @@ class Selection:
         return sorted(self.oof, key=lambda k: -self.oof[k])
 
 
+def fit_on(router, X: np.ndarray, data: RoutingData, **fit_params):
+    """``router`` fitted on ``data``; families with ``needs_tasks`` also get the logs' task column."""
+    if getattr(router, "needs_tasks", False):
+        fit_params["tasks"] = data.tasks
+    return router.fit(X, data.scores, data.costs, data.mask, **fit_params)
+
+
 def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, quality_only: bool,
            n_folds: int, seed: int) -> Selection:
     """The candidate with the best out-of-fold objective on the training queries.
@@ -59,7 +66,7 @@ def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, qu
         fold_train, mask_va = train.subset(tr), train.mask[va]
         usable = mask_va.any(axis=1)
         for label, make in candidates.items():
-            router = make().fit(X[tr], fold_train.scores, fold_train.costs, fold_train.mask)
+            router = fit_on(make(), X[tr], fold_train)
             pred = router.predict_scores(X[va[usable]])
             # Only models scored on the query can be graded, so only they compete (as in routing_quality).
             point = points[label]

@@ -108,3 +108,12 @@ def _config(tmp_path, name: str):
     path = tmp_path / "job.yaml"
     path.write_text(_json.dumps({"name": name, "export_dir": str(tmp_path / "models")}))
     return path
+
+
+def test_config_knows_every_router_family():
+    from typing import get_args
+
+    from pipelines.config import RouterFamily
+    from router.routers import ROUTERS
+
+    assert set(get_args(RouterFamily)) == set(ROUTERS)

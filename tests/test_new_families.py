@@ -285,3 +285,54 @@ def test_invalid_parameters_are_named(name, params, message):
     X, Y, _ = two_cluster_data(n=40)
     with pytest.raises(ValueError, match=message):
         make_router(name, **params).fit(X, Y)
+
+
+# ------------------------------------------------------------------------- task router
+
+
+def test_task_router_infers_the_task_and_routes_by_its_best_model():
+    """The tag is seen at fit time only: at predict time the task is inferred from the embedding."""
+    from router.routers import TaskRouter
+
+    X, Y, blob = two_cluster_data(n=900, seed=3)
+    tasks = np.array(["algebra", "poetry"])[blob]
+    router = TaskRouter(cv=3).fit(X[:600], Y[:600], tasks=tasks[:600])
+    assert router.tasks_ == ["algebra", "poetry"] and router.task_scores_.shape == (2, 3)
+    picks = router.route(X[600:])
+    assert (picks == blob[600:]).mean() > 0.95  # model 0 on algebra, model 1 on poetry
+    # without tags it can only predict each model's mean: one column for every query
+    plain = TaskRouter(cv=3).fit(X[:600], Y[:600])
+    assert len(np.unique(plain.route(X[600:]))) == 1
+    with pytest.raises(ValueError, match="tasks has 5 labels for 600 queries"):
+        TaskRouter(cv=3).fit(X[:600], Y[:600], tasks=tasks[:5])
+
+
+def test_task_router_round_trips_and_needs_no_tags_to_predict(mmlu):
+    from router.routers import TaskRouter
+
+    d, X, tr, te = mmlu
+    router = TaskRouter(cv=3).fit(X[tr], d.scores[tr], d.costs[tr], d.mask[tr], tasks=d.tasks[tr])
+    assert set(router.tasks_) == set(d.tasks[tr]) and router.best_params_["assignment"] in ("soft", "hard")
+    loaded = load_head(save_head(router, _tmp_dir()))
+    np.testing.assert_array_equal(loaded.predict_scores(X[te]), router.predict_scores(X[te]))
+
+
+def _tmp_dir():
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="task-head-")
+
+
+def test_the_job_passes_tasks_to_the_task_family_and_skips_it_without_them(mmlu_small, mmlu_small_X, nq, nq_X):
+    from dataclasses import replace
+
+    from pipelines.config import JobConfig
+    from pipelines.experiment import run_experiment
+
+    job = JobConfig(routers=[{"family": "task", "params": {"cv": 3}}], selection={"folds": 3})
+    exp = run_experiment(mmlu_small, mmlu_small_X, job)
+    assert list(exp.fitted) == ["best_single", "task"] and exp.fitted["task"].router.tasks_
+    untagged = replace(nq, tasks=None)
+    assert list(run_experiment(untagged, nq_X, job).fitted) == ["best_single"]
+    with pytest.raises(ValueError, match="export_router 'task' needs the logs' task column"):
+        run_experiment(untagged, nq_X, job.model_copy(update={"export_router": "task"}))

@@ -31,6 +31,7 @@ FAST = {
     "mf": {"dim": 8, "alpha": 0.03, "max_iter": 60},
     "cluster": {"n_clusters": (4, 16), "shrink": (1.0, 5.0), "temperature": (0.0, 0.05), "cv": 3},
     "irt": {"rank": (1, 4), "l2": (0.01, 0.1), "cv": 3, "max_iter": 100},
+    "task": {"C": (0.1, 1.0), "shrink": (1.0, 10.0), "cv": 3},
     "ensemble": {"routers": [("ridge", make_router("ridge", alpha=30.0)),
                              ("knn", make_router("knn", n_neighbors=20, weighting="uniform", prior_weight=1.0))],
                  "cv": 3},

@@ -19,6 +19,7 @@ from router.routers.knn import KNNRouter
 from router.routers.lgbm import LGBMRouter
 from router.routers.linear import LogisticRouter, RidgeRouter
 from router.routers.mf import MFRouter
+from router.routers.task import TaskRouter
 
 ROUTERS: dict[str, type[BaseRouter]] = {
     "best_single": BestSingleRouter,
@@ -31,6 +32,7 @@ ROUTERS: dict[str, type[BaseRouter]] = {
     "mf": MFRouter,
     "cluster": ClusterRouter,
     "irt": IRTRouter,
+    "task": TaskRouter,
     "ensemble": EnsembleRouter,
 }
 
@@ -49,5 +51,5 @@ def make_router(name: str, **params) -> BaseRouter:
 
 __all__ = [
     "ROUTERS", "BaseRouter", "BestSingleRouter", "ClassifierRouter", "ClusterRouter", "EnsembleRouter",
-    "IRTRouter", "KNNRouter", "LGBMRouter", "LogisticRouter", "MFRouter", "RandomRouter", "RidgeRouter", "make_router",
+    "IRTRouter", "KNNRouter", "LGBMRouter", "LogisticRouter", "MFRouter", "RandomRouter", "RidgeRouter", "TaskRouter", "make_router",
 ]

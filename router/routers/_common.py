@@ -85,3 +85,16 @@ def standardise(X, mean: np.ndarray, scale: float) -> np.ndarray:
 def affine(X, W) -> np.ndarray:
     """X @ W[:-1] + W[-1]: stacked (d + 1, k) weights whose last row is the bias."""
     return X @ W[:-1] + W[-1]
+
+
+def group_stats(labels: np.ndarray, Yz: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per (group, model): sum of observed scores (``Yz`` is 0 where unobserved) and their count."""
+    onehot = np.zeros((len(labels), k))
+    onehot[np.arange(len(labels)), labels] = 1.0
+    return onehot.T @ Yz, onehot.T @ mask.astype(np.float64)
+
+
+def shrunk_means(sums: np.ndarray, counts: np.ndarray, prior: np.ndarray, shrink: float) -> np.ndarray:
+    """(sum + shrink * prior) / (count + shrink); the prior itself where a group saw no score."""
+    den = counts + shrink
+    return np.where(den > 0, (sums + shrink * prior) / np.where(den > 0, den, 1.0), prior)

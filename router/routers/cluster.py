@@ -14,7 +14,7 @@ from itertools import product
 
 import numpy as np
 
-from router.routers._common import as_grid, column_means
+from router.routers._common import as_grid, column_means, group_stats, shrunk_means
 from router.routers.base import BaseRouter
 from router.routers.search import cv_search
 
@@ -76,11 +76,11 @@ class ClusterRouter(BaseRouter):
             prior = column_means(Y[tr], mask[tr])
             for k in dict.fromkeys(g[0] for g in grid):  # distinct, in grid order
                 centroids = self._kmeans(Xn[tr], k)
-                sums, counts = _cluster_stats(_sq_dist(Xn[tr], centroids).argmin(axis=1), Yz[tr], mask[tr],
+                sums, counts = group_stats(_sq_dist(Xn[tr], centroids).argmin(axis=1), Yz[tr], mask[tr],
                                               len(centroids))
                 d2 = _sq_dist(Xn[va], centroids)
                 for _, s, t in (g for g in grid if g[0] == k):
-                    yield _assign(d2, t) @ _shrunk(sums, counts, prior, s)
+                    yield _assign(d2, t) @ shrunk_means(sums, counts, prior, s)
 
         best, self.cv_results_ = cv_search(grid, fold_predictions, Y, mask, self.cv, self.random_state)
         self.best_params_ = dict(zip(("n_clusters", "shrink", "temperature"), best))
@@ -89,9 +89,9 @@ class ClusterRouter(BaseRouter):
         self.centroids_ = self._kmeans(Xn, best[0])
         self.n_clusters_ = len(self.centroids_)
         labels = _sq_dist(Xn, self.centroids_).argmin(axis=1)
-        sums, counts = _cluster_stats(labels, Yz, mask, self.n_clusters_)
+        sums, counts = group_stats(labels, Yz, mask, self.n_clusters_)
         self.cluster_counts_ = counts  # observed answers per (cluster, model): for inspection
-        self.cluster_scores_ = _shrunk(sums, counts, self.prior_, self.shrink_)
+        self.cluster_scores_ = shrunk_means(sums, counts, self.prior_, self.shrink_)
 
     def _kmeans(self, Xn: np.ndarray, k: int) -> np.ndarray:
         """Centroids (min(k, n), d) in float64; the estimator itself is not kept."""
@@ -129,16 +129,3 @@ def _assign(d2: np.ndarray, temperature: float) -> np.ndarray:
         return W
     W = np.exp(-(d2 - d2.min(axis=1, keepdims=True)) / temperature)
     return W / W.sum(axis=1, keepdims=True)
-
-
-def _cluster_stats(labels, Yz, mask, k) -> tuple[np.ndarray, np.ndarray]:
-    """Per (cluster, model): sum of observed scores and number of observed scores."""
-    onehot = np.zeros((len(labels), k))
-    onehot[np.arange(len(labels)), labels] = 1.0
-    return onehot.T @ Yz, onehot.T @ mask.astype(np.float64)
-
-
-def _shrunk(sums, counts, prior, shrink) -> np.ndarray:
-    """(sum + shrink * prior) / (count + shrink); the prior itself where a cluster saw no score."""
-    den = counts + shrink
-    return np.where(den > 0, (sums + shrink * prior) / np.where(den > 0, den, 1.0), prior)
