@@ -145,27 +145,53 @@ def verdict(name: str, rows: list[Row]) -> str:
             f"{best.quality:.4f} ({best.delta[0]:+.4f} [{best.delta[1]:+.4f}, {best.delta[2]:+.4f}]){tail}")
 
 
+def fit_time(embedder: Embedder, extra: list[str]) -> str:
+    """Seconds of the default job's select-fit-evaluate on 10,000 MMLU-Pro queries x 10 models."""
+    data, _ = load_any("mmlu_pro")
+    data = data.subset(np.arange(10_000)).select_models(list(data.models[:10]))
+    X, _ = embed_with_cache(embedder, data.prompts, CACHE)
+    job = JobConfig(export_router="auto")
+    job = job.model_copy(update={"routers": job.routers + [RouterSpec(family=f) for f in extra]})
+    t = time.perf_counter()
+    exp = run_experiment(data, X, job)
+    seconds = time.perf_counter() - t
+    fits = ", ".join(f"{k} {f.fit_seconds:.0f}" for k, f in exp.fitted.items())
+    return (f"Fit time: the job's select, fit and evaluate step (`run_experiment`, {job.selection.folds}-fold "
+            f"selection over {len(job.candidates())} candidates) on the first 10,000 MMLU-Pro queries x its first "
+            f"10 models took **{seconds:.0f} s** (final fits, s: {fits}).")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--big-folds", type=int, default=3)
     ap.add_argument("--big", type=int, default=10_000)
-    ap.add_argument("--extra", default="cluster,irt", help="families added to the default candidates")
+    ap.add_argument("--extra", default="lgbm,irt", help="families added to the default candidates (default: "
+                                                       "the ones not in it, so every family is measured)")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--fit-time", action="store_true",
+                    help="instead: time the job on 10,000 x 10 (MMLU-Pro), section fit_time")
     args = ap.parse_args()
     names = [s for s in args.sets.split(",") if s]
     unknown = sorted(set(names) - set(SETS))
     if unknown:
         raise SystemExit(f"unknown set(s) {unknown}; choose from {', '.join(SETS)}")
     embedder = Embedder(show_progress=False)
+    extra = [f for f in args.extra.split(",") if f]
+    if args.fit_time:
+        line = fit_time(embedder, extra) + (f" Command: `OPENBLAS_NUM_THREADS=1 .venv/bin/python "
+                                            f"benchmarks/bench_peers.py --fit-time --extra {args.extra}` on {machine()}.")
+        print(line)
+        if not args.no_write:
+            write_section("fit_time", "## Job fit time at 10,000 queries x 10 models\n\n" + line)
+        return
     t0 = time.perf_counter()
     results = []
     for name in names:
         print(f"{name} ...", flush=True)
         data, _ = load_any(name)
-        results.append(run_set(name, args.big_folds if data.n_queries > args.big else args.folds, embedder,
-                               [f for f in args.extra.split(",") if f]))
+        results.append(run_set(name, args.big_folds if data.n_queries > args.big else args.folds, embedder, extra))
     total = time.perf_counter() - t0
     lines = ["## The job's router vs the published routers", ""]
     lines += [f"- {verdict(n, rows)}" for n, _, rows, _ in results] + [""]

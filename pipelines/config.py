@@ -98,8 +98,11 @@ class RouterSpec(_Strict):
 # A job name is a registered-model name and a folder name: nothing that could climb out of export_dir.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
-# The default candidates: every family that can win, best_single first (it wins ties in selection).
-DEFAULT_FAMILIES = ("best_single", "knn", "ridge", "lgbm", "classifier", "mf", "ensemble")
+# The default candidates: every family that won on at least one research set (held-out quality at
+# lambda 0, or at matched spend for ridge and mf; benchmarks/RESULTS.md, "peers"), best_single
+# first (it wins ties in selection). lgbm alone never won (it stays inside the ensemble), nor irt.
+# task sits out when the logs have no task column.
+DEFAULT_FAMILIES = ("best_single", "knn", "ridge", "classifier", "mf", "cluster", "task", "ensemble")
 
 
 def _default_routers() -> list[RouterSpec]:

@@ -14,37 +14,11 @@ from router.routers import ROUTERS, ClusterRouter, IRTRouter, make_router
 from router.routers._common import column_means, routing_quality
 from router.serve.artifact import load_head, save_head
 
-FAST = {
-    "cluster": {"n_clusters": (4, 16), "shrink": (1.0, 5.0), "temperature": (0.0, 0.05), "cv": 3},
-    "irt": {"rank": (1, 4), "l2": (0.01, 0.1), "cv": 3, "max_iter": 100},
-}
+# The shared fixtures and fast settings of the family suite (one BLAS thread, seeded 70/30 splits).
+from tests.test_routers import FAST as _FAMILY_FAST, _one_blas_thread, mmlu, nq_split, split  # noqa: E402,F401
+
+FAST = {k: _FAMILY_FAST[k] for k in ("cluster", "irt")}
 NEW = sorted(FAST)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1):
-        yield
-
-
-def split(n: int, seed: int = 0, train: float = 0.7):
-    perm = np.random.default_rng(seed).permutation(n)
-    cut = int(train * n)
-    return np.sort(perm[:cut]), np.sort(perm[cut:])
-
-
-@pytest.fixture(scope="module")
-def mmlu(mmlu_small, mmlu_small_X):
-    tr, te = split(mmlu_small.n_queries)
-    return mmlu_small, mmlu_small_X, tr, te
-
-
-@pytest.fixture(scope="module")
-def nq_split(nq, nq_X):
-    tr, te = split(nq.n_queries)
-    return nq, nq_X, tr, te
 
 
 @pytest.fixture(scope="module")
