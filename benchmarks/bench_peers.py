@@ -79,11 +79,12 @@ def paired_interval(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int 
     return float(diff.mean()), float(np.quantile(means, 0.05)), float(np.quantile(means, 0.95))
 
 
-def run_set(name: str, folds: int, embedder: Embedder, extra: list[str]) -> tuple[str, RoutingData, list[Row], dict]:
+def run_set(name: str, folds: int, embedder: Embedder, extra: list[str], tags: bool = False
+            ) -> tuple[str, RoutingData, list[Row], dict]:
     data, note = load_any(name)
     X, _ = embed_with_cache(embedder, data.prompts, CACHE)
     t = time.perf_counter()
-    job = JobConfig(export_router="auto", selection=SelectionConfig(folds=folds))
+    job = JobConfig(export_router="auto", selection=SelectionConfig(folds=folds), task_at_serving=tags)
     job = job.model_copy(update={"routers": job.routers + [RouterSpec(family=f) for f in extra]})
     exp = run_experiment(data, X, job)
     job_s = time.perf_counter() - t
@@ -169,6 +170,9 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=10_000)
     ap.add_argument("--extra", default="lgbm,irt", help="families added to the default candidates (default: "
                                                        "the ones not in it, so every family is measured)")
+    ap.add_argument("--task-at-serving", action="store_true",
+                    help="the job's task family is given each held-out query's task tag (task_at_serving)")
+    ap.add_argument("--section", default="peers", help="the RESULTS.md section to write")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--fit-time", action="store_true",
                     help="instead: time the job on 10,000 x 10 (MMLU-Pro), section fit_time")
@@ -191,9 +195,11 @@ def main() -> None:
     for name in names:
         print(f"{name} ...", flush=True)
         data, _ = load_any(name)
-        results.append(run_set(name, args.big_folds if data.n_queries > args.big else args.folds, embedder, extra))
+        results.append(run_set(name, args.big_folds if data.n_queries > args.big else args.folds, embedder, extra,
+                               args.task_at_serving))
     total = time.perf_counter() - t0
-    lines = ["## The job's router vs the published routers", ""]
+    lines = ["## The job's router vs the published routers"
+             + (", task tags known at serving (`task_at_serving: true`)" if args.task_at_serving else ""), ""]
     lines += [f"- {verdict(n, rows)}" for n, _, rows, _ in results] + [""]
     for res in results:
         lines += table(*res) + [""]
@@ -206,13 +212,14 @@ def main() -> None:
         "--extra), with their fit seconds, losers included. Peers: see `benchmarks/peers.py` for what each faithful version keeps and changes.",
         "",
         f"Command: `OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_peers.py --sets {','.join(names)} "
-        f"--folds {args.folds} --big-folds {args.big_folds} --big {args.big} --extra {args.extra}` on {machine()}; "
+        f"--folds {args.folds} --big-folds {args.big_folds} --big {args.big} --extra {args.extra}"
+        f"{' --task-at-serving --section ' + args.section if args.task_at_serving else ''}` on {machine()}; "
         f"{total / 60:.1f} min in all.",
     ]
     body = "\n".join(lines)
     print(body)
     if not args.no_write:
-        write_section("peers", body)
+        write_section(args.section, body)
 
 
 if __name__ == "__main__":

@@ -197,6 +197,9 @@ class JobConfig(_Strict):
                                                         "split (instead of a budget)")
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
+    task_at_serving: bool = Field(
+        False, description="a service will send each prompt's task tag (the logs' task column): the task "
+                           "family routes a tagged prompt by its task instead of inferring it, and is evaluated so")
     export_dir: str = Field("models", description="local copies of the exported routers: <dir>/<name>/v<N> per "
                                                 "version, <dir>/<name>/champion a link that follows the alias")
     cluster: ClusterConfig | None = Field(

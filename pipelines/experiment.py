@@ -15,7 +15,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pipelines.config import JobConfig, RouterSpec
-from pipelines.selection import BASELINE, Gate, Selection, fit_on, gate, objective, select
+from pipelines.selection import BASELINE, Gate, Selection, fit_on, gate, objective, predict_on, select
 from router.routers.search import folds as kfolds
 from router.data.labels import RoutingData
 from router.evaluation.decision import calibrate, margin_quantiles, share_bias
@@ -103,6 +103,13 @@ def split_data(data: RoutingData, job: JobConfig) -> Split:
     return split_queries(data, test_size=s.test_size, seed=s.seed, by=s.by, test_tasks=s.test_tasks)
 
 
+def serving_tags(data: RoutingData, job: JobConfig, rows=None) -> np.ndarray | None:
+    """The queries' task tags if a service will send them (``task_at_serving``), else None."""
+    if not job.task_at_serving or data.tasks is None:
+        return None
+    return data.tasks if rows is None else data.tasks[rows]
+
+
 def fit_router(spec: RouterSpec, X: np.ndarray, data: RoutingData, client=None) -> tuple[BaseRouter, float]:
     """A fitted router of ``spec`` and its fit seconds; families in ``CLUSTER_FAMILIES`` use ``client``."""
     router = make_router(spec.family, **spec.params)
@@ -135,7 +142,7 @@ def operating_point(spec: RouterSpec, fitted: BaseRouter, X: np.ndarray, train: 
     chosen = spec.model_copy(update={"params": {**spec.params, **getattr(fitted, "best_params_", {})}})
     pred = np.empty(train.scores.shape)
     for tr, va in kfolds(train.n_queries, job.selection.folds, job.split.seed):
-        pred[va] = fit_router(chosen, X[tr], train.subset(tr))[0].predict_scores(X[va])
+        pred[va] = predict_on(fit_router(chosen, X[tr], train.subset(tr))[0], X[va], serving_tags(train, job, va))
     costs = fitted.model_costs_
     lam = calibrate(pred, costs, budget=job.budget).lam if job.budget is not None else job.lam
     margins = margin_quantiles(pred, costs, lam)
@@ -181,12 +188,13 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
     selected = job.export_router
     if selected == "auto":
         makers = {label: functools.partial(make_router, spec.family, **spec.params) for label, spec in specs.items()}
-        selection = select(makers, X_train, train, points, quality_only, job.selection.folds, job.split.seed)
+        selection = select(makers, X_train, train, points, quality_only, job.selection.folds, job.split.seed,
+                           job.task_at_serving)
         selected = selection.label
     out = {}
     for label, (router, fit_s) in fits.items():
         t = time.perf_counter()
-        pred = router.predict_scores(X_test)
+        pred = predict_on(router, X_test, serving_tags(test, job))
         pred_s = time.perf_counter() - t
         # A share bias shifts one model's scores: evaluating the shifted scores is the decision rule with it.
         point = points[label]

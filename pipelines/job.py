@@ -121,7 +121,8 @@ def champion_value(uri: str, job: JobConfig, exp: Experiment) -> float | None:
     cols = np.array([exp.test.models.index(m) for m in service.models])
     share = {job.share.model: job.share.value} if job.share is not None else None
     lam, bias = service.operating_point(budget=job.budget, share=share) if exp.quality_only else (exp.lam, None)
-    picks = cols[service.choose(service.scores(list(exp.test.prompts[rows])), lam, bias)]
+    tags = exp.test.tasks[rows] if job.task_at_serving and exp.test.tasks is not None else None
+    picks = cols[service.choose(service.scores(list(exp.test.prompts[rows]), tasks=tags), lam, bias)]
     costs = exp.fitted[exp.exported].router.model_costs_
     return float(np.nanmean(objective(exp.test, rows, picks, lam, costs, exp.quality_only)))
 

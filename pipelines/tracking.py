@@ -224,7 +224,7 @@ def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = 
         "routers": [r.label for r in job.candidates()], "export_router": exported, "lam": exp.lam,
         "selection.folds": job.selection.folds, "registry.min_gain": job.registry.min_gain,
         "registry.confidence": job.registry.confidence,
-        "budget": job.budget, **exp.split.sizes(), **cluster,
+        "budget": job.budget, "task_at_serving": job.task_at_serving, **exp.split.sizes(), **cluster,
     })
     log_json(job.model_dump(mode="json"), "config/resolved_config.json")
     log_json(summary.to_dict(), "data/summary.json")

@@ -310,3 +310,44 @@ def test_the_job_passes_tasks_to_the_task_family_and_skips_it_without_them(mmlu_
     assert list(run_experiment(untagged, nq_X, job).fitted) == ["best_single"]
     with pytest.raises(ValueError, match="export_router 'task' needs the logs' task column"):
         run_experiment(untagged, nq_X, job.model_copy(update={"export_router": "task"}))
+
+
+def test_known_task_tags_route_by_their_task_and_unknown_ones_are_inferred():
+    from router.routers import TaskRouter
+
+    X, Y, blob = two_cluster_data(n=900, seed=4)
+    tasks = np.array(["algebra", "poetry"])[blob]
+    router = TaskRouter(cv=3).fit(X[:600], Y[:600], tasks=tasks[:600])
+    inferred = router.predict_scores(X[600:610])
+    # a wrong tag on purpose: the known tag wins over what the embedding says
+    flipped = np.where(tasks[600:610] == "algebra", "poetry", "algebra")
+    tagged = router.predict_scores(X[600:610], tasks=flipped)
+    np.testing.assert_array_equal(tagged, router.task_scores_[[router.tasks_.index(t) for t in flipped]])
+    unknown = router.predict_scores(X[600:610], tasks=[None] * 5 + ["never-seen"] * 5)
+    np.testing.assert_array_equal(unknown, inferred)
+    with pytest.raises(ValueError, match="one tag per query"):
+        router.predict_scores(X[600:610], tasks=["algebra"])
+
+
+def test_task_at_serving_evaluates_and_serves_with_the_tags(mmlu_small, mmlu_small_X, embedder):
+    """With task_at_serving the job evaluates the task family on the held-out queries' own tags, and a
+    service given the same tags makes the same choices."""
+    from pipelines.config import JobConfig
+    from router.evaluation.decision import choose
+    from router.serve.service import RouterMeta, RouterService
+
+    job = JobConfig(routers=[{"family": "task", "params": {"cv": 3}}], selection={"folds": 3},
+                    task_at_serving=True)
+    from pipelines.experiment import run_experiment
+
+    exp = run_experiment(mmlu_small, mmlu_small_X, job)
+    fitted = exp.fitted["task"]
+    router, rows = fitted.router, exp.eval_rows
+    tags = exp.test.tasks[rows]
+    table = router.task_scores_[[router.tasks_.index(t) for t in tags]]
+    np.testing.assert_array_equal(fitted.result.choices, choose(table, router.model_costs_, fitted.lam))
+    meta = RouterMeta(models=list(mmlu_small.models), model_costs=router.model_costs_.tolist(), default_lam=0.0,
+                      embedder=embedder.settings(), router="task")
+    service = RouterService(embedder, router, meta)
+    prompts = list(exp.test.prompts[rows])
+    assert service.route(prompts, tasks=list(tags)) == [mmlu_small.models[i] for i in fitted.result.choices]

@@ -29,6 +29,8 @@ class TaskRouter(BaseRouter):
     count on t + shrink). ``assignment``: "soft" mixes the task rows by P(task | x); "hard" takes the
     most likely task's row. ``C`` (inverse L2 strength of the task classifier), ``shrink`` and
     ``assignment`` each take one value or a tuple, chosen by ``cv``-fold routing quality.
+    ``predict_scores(X, tasks=...)`` routes a query with a known tag by its task's row (the task
+    oracle of the training split) and infers the others.
     ``needs_tasks``: the job passes the logs' task column to ``fit``, and leaves this family out of
     the candidates when the logs have none (without ``tasks`` it would only predict each model's mean).
     """
@@ -112,6 +114,21 @@ class TaskRouter(BaseRouter):
         else:
             coef[present], intercept[present] = lr.coef_, lr.intercept_
         return mean, scale, coef, intercept
+
+    def predict_scores(self, X, tasks=None) -> np.ndarray:
+        """(n, m) predicted scores. ``tasks``: each query's task tag when the caller knows it (None, or
+        a tag not seen in training, for a query whose task is to be inferred from its embedding)."""
+        S = super().predict_scores(X)
+        if tasks is None:
+            return S
+        tasks = np.asarray(tasks, dtype=object)
+        if tasks.shape != (len(S),):
+            raise ValueError(f"tasks must hold one tag per query ({len(S)}), got shape {tasks.shape}")
+        index = {t: i for i, t in enumerate(self.tasks_)}
+        rows = np.array([index.get(None if t is None else str(t), -1) for t in tasks], dtype=np.int64)
+        known = rows >= 0
+        S[known] = self.task_scores_[rows[known]]
+        return S
 
     def _predict_scores(self, X) -> np.ndarray:
         P = _proba(self.mean_, self.scale_, self.coef_, self.intercept_, X)

@@ -99,9 +99,13 @@ class RouterService:
         with self._lock:
             return self.embedder.encode(prompts)
 
-    def scores(self, prompts: Sequence[str]) -> np.ndarray:
-        """(n_prompts, n_models) predicted quality, columns in ``self.models`` order."""
-        return self.head.predict_scores(self.embed(prompts))
+    def scores(self, prompts: Sequence[str], tasks: Sequence[str | None] | None = None) -> np.ndarray:
+        """(n_prompts, n_models) predicted quality, columns in ``self.models`` order. ``tasks``: each
+        prompt's task tag, if known (a task router routes by it; other heads ignore it)."""
+        X = self.embed(prompts)
+        if tasks is not None and getattr(self.head, "needs_tasks", False):
+            return self.head.predict_scores(X, tasks=list(tasks))
+        return self.head.predict_scores(X)
 
     def lam_for(self, lam: float | None = None, budget: float | None = None) -> float:
         """The lambda to use: given, else the one meeting ``budget`` ($/query), else the default."""
@@ -140,9 +144,10 @@ class RouterService:
         return choose(scores, self._costs, lam, bias=bias)
 
     def route(self, prompts: Sequence[str], lam: float | None = None, budget: float | None = None,
-              share: dict[str, float] | None = None) -> list[str]:
-        """The chosen model name per prompt; ``share={"gpt-4": 0.3}`` sends about 30% of calls to gpt-4."""
-        idx = self.choose(self.scores(prompts), *self.operating_point(lam, budget, share))
+              share: dict[str, float] | None = None, tasks: Sequence[str | None] | None = None) -> list[str]:
+        """The chosen model name per prompt; ``share={"gpt-4": 0.3}`` sends about 30% of calls to gpt-4;
+        ``tasks``: per prompt, its task tag if known (see ``scores``)."""
+        idx = self.choose(self.scores(prompts, tasks), *self.operating_point(lam, budget, share))
         return [self.meta.models[i] for i in idx]
 
 
