@@ -141,7 +141,7 @@ def router_meta(prep: Prepared, exp: Experiment) -> RouterMeta:
     )
 
 
-def publish(job: JobConfig, prep: Prepared, exp: Experiment, card: str, run_name: str, root: Path,
+def publish(job: JobConfig, prep: Prepared, exp: Experiment, card: str, run_label: str, root: Path,
             steps: Steps) -> tuple[Promotion | None, str | None, Path | None]:
     """Compare with the champion, then log, register and export the router only if it wins.
 
@@ -172,8 +172,8 @@ def publish(job: JobConfig, prep: Prepared, exp: Experiment, card: str, run_name
         model_info = log_router(exp.fitted[exp.exported].router, prep.embedder, router_meta(prep, exp))
         info["detail"] = model_info.model_uri
     if not job.registry.enabled:
-        folder = write_version(root, run_name, model_info.model_uri)
-        point_champion(root, run_name)
+        folder = write_version(root, run_label, model_info.model_uri)
+        point_champion(root, run_label)
         keep = job.registry.keep_versions
         prune(root, set(versions(root)[-keep - 1:]) if keep is not None else set(versions(root)))
         return None, model_info.model_uri, folder
@@ -263,7 +263,9 @@ def _run(job: JobConfig, client, root: Path, steps: Steps, started: float) -> Jo
         with steps.step("log to MLflow") as info:
             card = tracking.log_job_run(job, prep, exp, summary, Path(tmp), workers=client and len(client.nthreads()))
             info["detail"] = f"run {run.info.run_id} ({run_name})"
-        promotion, model_uri, export_path = publish(job, prep, exp, card, run_name, root, steps)
+        # Without a registry a run's folder is named after the run (its id too: two runs may share a second).
+        label = f"{run_name}-{run.info.run_id[:8]}"
+        promotion, model_uri, export_path = publish(job, prep, exp, card, label, root, steps)
         tracking.log_metrics({"job/seconds": time.perf_counter() - started})
     return JobResult(run_id=run.info.run_id, experiment=exp, model_uri=model_uri, export_path=export_path,
                      champion_path=root / CHAMPION, promotion=promotion, embedded=emb.embedded, reused=emb.reused)

@@ -4,7 +4,7 @@ Layout (each version folder is an MLflow model folder that ``router.load`` reads
 
     models/nq-sample-router/
         .learned-router     marker: this folder is the job's, so it may prune inside it
-        v3/  v4/            registered versions (registry off: one folder per run, named after it)
+        v3/  v4/            registered versions (registry off: one folder per run, <run name>-<run id>)
         champion -> v4      symlink: moves only with the registry alias, swapped atomically
 
 A version folder is downloaded into a staging folder beside it and renamed into place, and the
@@ -32,7 +32,7 @@ MARKER = ".learned-router"
 CHAMPION = "champion"
 _STAGING = ".staging-"
 _STALE_SECONDS = 24 * 3600  # staging of another host is only removed once surely abandoned
-_VERSION = re.compile(r"^(v\d+|.+-\d{8}T\d{6}Z)$")  # v<N>, or a run name <job>-<UTC time>
+_VERSION = re.compile(r"^(v\d+|.+-\d{8}T\d{6}Z-[0-9a-f]{8})$")  # v<N>, or <job>-<UTC time>-<run id>
 
 
 def open_root(export_dir: str | Path, name: str) -> Path:

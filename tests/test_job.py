@@ -519,3 +519,17 @@ def test_promotion_is_a_compare_and_set_when_jobs_race(first_job, store):
     assert not promotion.promoted and promotion.champion_version == rival  # ...but not the one it found at the end
     assert champion_version() == rival and f"champion v{rival} kept" in promotion.reason
     client.set_registered_model_alias(NAME, "champion", before)  # as the tests after this one expect
+
+
+def test_without_a_registry_each_run_has_its_folder_and_the_link_follows_the_newest(store, tmp_path):
+    from pipelines.local_export import versions
+
+    config = job_config(store, routers=("knn",), registry={"enabled": False, "keep_versions": 1})
+    config = config.model_copy(update={"export_dir": str(tmp_path / "models")})
+    runs = [run_job(config, echo=lambda _: None) for _ in range(3)]
+    root = tmp_path / "models" / NAME
+    assert all(r.promotion is None and r.export_path.parent == root for r in runs)
+    assert len({r.export_path.name for r in runs}) == 3  # each run its own folder
+    assert os.readlink(root / "champion") == runs[-1].export_path.name
+    assert sorted(versions(root)) == sorted(r.export_path.name for r in runs[1:])  # keep_versions 1 + champion
+    assert router.load(root / "champion").route(PROMPTS[:1])

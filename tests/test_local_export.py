@@ -78,13 +78,13 @@ def test_champion_link_swaps_atomically_under_a_polling_reader(tmp_path):
 
 def test_prune_keeps_the_champion_and_never_touches_other_files(tmp_path):
     root = open_root(tmp_path, "nq")
-    for label in ("v1", "v2", "v3", "nq-20261129T101500Z"):
+    for label in ("v1", "v2", "v3", "nq-20261129T101500Z-0a1b2c3d"):
         _fake_version(root, label)
     (root / "notes.txt").write_text("mine")
     (root / "scratch").mkdir()
     point_champion(root, "v1")
     gone = prune(root, {"v3"})
-    assert sorted(gone) == ["nq-20261129T101500Z", "v2"]
+    assert sorted(gone) == ["nq-20261129T101500Z-0a1b2c3d", "v2"]
     assert sorted(versions(root)) == ["v1", "v3"]
     assert (root / "notes.txt").read_text() == "mine" and (root / "scratch").is_dir()
 
