@@ -79,10 +79,15 @@ def log_router(head, embedder: Embedder, meta: RouterMeta, *, name: str = "route
     """Log the router as a pyfunc model in the active MLflow run; returns mlflow's ModelInfo."""
     import mlflow
     from mlflow.models import infer_signature
+    from mlflow.types.schema import ColSpec, Schema
 
     example = pd.DataFrame({"prompt": INPUT_EXAMPLE})
     example_out = pd.DataFrame({"model": [meta.models[0]] * len(INPUT_EXAMPLE)})
     params = {"lam": float(meta.default_lam), "budget": 0.0, "share_model": "", "share": 0.0, "return_scores": False}
+    signature = infer_signature(example, example_out, params=params)
+    # An optional "task" column: a service that knows each prompt's task tag may send it (a task head
+    # routes by it; other heads ignore it).
+    signature.inputs = Schema([*signature.inputs.inputs, ColSpec("string", "task", required=False)])
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp)
         return mlflow.pyfunc.log_model(
@@ -90,7 +95,7 @@ def log_router(head, embedder: Embedder, meta: RouterMeta, *, name: str = "route
             python_model=str(PYFUNC_FILE),
             artifacts={"head": str(write_head(staging / "head", head, meta)),
                        "embedder": str(embedder_artifact(embedder, staging))},
-            signature=infer_signature(example, example_out, params=params),
+            signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(),
         )

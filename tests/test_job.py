@@ -161,6 +161,10 @@ def test_pyfunc_predict_params(first_job):
 
     out = model.predict(pd.DataFrame({"prompt": PROMPTS}), params={"return_scores": True})
     assert list(out.columns[:1]) == ["model"] and out.shape == (4, 7)
+    # the signature takes an optional task column; a head that is not a task router ignores it
+    tagged = model.predict(pd.DataFrame({"prompt": PROMPTS, "task": ["trivia", None, "geo", "bio"]}),
+                           params={"return_scores": True})
+    pd.testing.assert_frame_equal(tagged, out)
     cheap = model.predict(pd.DataFrame({"prompt": PROMPTS}), params={"lam": 1e6})
     service = model.unwrap_python_model().service
     cheapest = service.models[int(np.argmin(service.meta.model_costs))]

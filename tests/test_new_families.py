@@ -351,3 +351,24 @@ def test_task_at_serving_evaluates_and_serves_with_the_tags(mmlu_small, mmlu_sma
     service = RouterService(embedder, router, meta)
     prompts = list(exp.test.prompts[rows])
     assert service.route(prompts, tasks=list(tags)) == [mmlu_small.models[i] for i in fitted.result.choices]
+
+
+def test_the_exported_pyfunc_passes_task_tags_to_a_task_head(embedder):
+    """The pyfunc reads an optional task column (NaN: infer) and a task head routes by it."""
+    import pandas as pd
+
+    from router.routers import TaskRouter
+    from router.serve.pyfunc_model import RouterPyfunc
+    from router.serve.service import RouterMeta, RouterService
+
+    prompts = ["solve 12 * 7", "write a haiku about rain", "what is 3 + 4", "a sonnet on the sea"] * 50
+    tasks = np.array(["math", "poetry", "math", "poetry"] * 50)
+    X = embedder.encode(prompts)
+    Y = np.stack([(tasks == "math"), (tasks == "poetry"), np.full(len(tasks), 0.5)], axis=1).astype(float)
+    head = TaskRouter(cv=3).fit(X, Y, tasks=tasks)
+    meta = RouterMeta(models=["calc", "bard", "coin"], model_costs=[0.0] * 3, default_lam=0.0,
+                      embedder=embedder.settings(), router="task")
+    pyfunc = RouterPyfunc()
+    pyfunc.service = RouterService(embedder, head, meta)
+    frame = pd.DataFrame({"prompt": ["solve 12 * 7", "solve 12 * 7"], "task": ["poetry", np.nan]})
+    assert pyfunc.predict(None, frame)["model"].tolist() == ["bard", "calc"]  # the tag wins; NaN: inferred
