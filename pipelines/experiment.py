@@ -177,11 +177,13 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
                          f"any of the {train.n_queries:,} training queries (only on held-out ones): log scores "
                          f"for {'it' if len(unscored) == 1 else 'them'} on more queries, or drop "
                          f"{'it' if len(unscored) == 1 else 'them'} from the logs")
-    # Families that learn from the task column (``needs_tasks``) sit out when the logs have none.
+    # Families that learn from the task column (``needs_tasks``) sit out when the logs have none, or one task.
+    tagged = train.tasks is not None and len(np.unique(train.tasks)) > 1
     specs = {spec.label: spec for spec in job.candidates()
-             if train.tasks is not None or not getattr(ROUTERS[spec.family], "needs_tasks", False)}
+             if tagged or not getattr(ROUTERS[spec.family], "needs_tasks", False)}
     if job.export_router != "auto" and job.export_router not in specs:
-        raise ValueError(f"export_router {job.export_router!r} needs the logs' task column, which these logs lack")
+        raise ValueError(f"export_router {job.export_router!r} needs a task column with at least two tasks in "
+                         "the logs' training split")
     fits = {label: fit_router(spec, X_train, train, client) for label, spec in specs.items()}
     points = {label: operating_point(specs[label], router, X_train, train, job) for label, (router, _) in fits.items()}
     selection = None

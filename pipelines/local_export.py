@@ -69,6 +69,9 @@ def write_version(root: Path, label: str, model_uri: str) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{owners.host()}-{os.getpid()}-", dir=root))
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(staging)))
+        # mkdtemp made it private (0700): give it the folder's own mode, so a service running as
+        # another user can read it as it could read the folder.
+        os.chmod(local, root.stat().st_mode & 0o777)
         os.replace(local, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -109,6 +109,8 @@ def test_job_trains_logs_exports_and_registers(first_job, store):
     assert float(ridge_run.data.params["best.alpha"]) > 0  # the chosen hyper-parameter, not only the grid
     assert "selection/oof_objective" in ridge_run.data.metrics
     assert (result.export_path / "MLmodel").exists() and result.export_path.name == "v1"
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(result.export_path) == mode(result.export_path.parent)  # not mkdtemp's private 0700
     assert result.champion_path.resolve() == result.export_path.resolve()  # the local link follows the alias
     # model card, provenance, dataset input, a run name of its own
     card = mlflow.artifacts.load_text(f"runs:/{result.run_id}/model_card.md")
