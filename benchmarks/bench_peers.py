@@ -32,6 +32,7 @@ from benchmarks.peers import PEERS, peer_names  # noqa: E402
 from benchmarks.results import machine, write_section  # noqa: E402
 from pipelines.config import JobConfig, RouterSpec, SelectionConfig  # noqa: E402
 from pipelines.experiment import run_experiment  # noqa: E402
+from pipelines.selection import paired_gain  # noqa: E402
 from router.data.labels import RoutingData  # noqa: E402
 from router.embed import Embedder, embed_with_cache  # noqa: E402
 from router.evaluation.metrics import evaluate_router, mean_model_costs  # noqa: E402
@@ -72,11 +73,11 @@ class Row:
     delta: tuple[float, float, float] | None = None  # mean, lower, upper of (row - job), 90% two-sided
 
 
-def paired_interval(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    diff = np.asarray(a, float) - np.asarray(b, float)
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, diff.size, size=(n_boot, diff.size))].mean(axis=1)
-    return float(diff.mean()), float(np.quantile(means, 0.05)), float(np.quantile(means, 0.95))
+def paired_interval(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
+    """Mean of a - b and its two-sided 90% bootstrap interval: the gate's paired bootstrap, both ways
+    (same seed, same resamples), so the bounds are its 5% quantile and minus that of b - a."""
+    mean, lower = paired_gain(a, b, confidence=0.95)
+    return mean, lower, -paired_gain(b, a, confidence=0.95)[1]
 
 
 def run_set(name: str, folds: int, embedder: Embedder, extra: list[str], tags: bool = False

@@ -15,7 +15,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pipelines.config import JobConfig, RouterSpec
-from pipelines.selection import BASELINE, Gate, Selection, fit_on, gate, objective, predict_on, select
+from pipelines.selection import BASELINE, Gate, Selection, fit_on, gate, objective, select
 from router.routers.search import folds as kfolds
 from router.data.labels import RoutingData
 from router.evaluation.decision import calibrate, margin_quantiles, share_bias
@@ -23,6 +23,7 @@ from router.evaluation.metrics import RouterResult, evaluate_router
 from router.evaluation.report import EvaluationReport, build_report
 from router.evaluation.splits import Split, given_split, has_given_split, split_queries
 from router.routers import ROUTERS, BaseRouter, make_router
+from router.routers.base import predict_with_tasks
 
 # Families whose fit can run on a Dask cluster (they take ``fit(..., client=)``).
 CLUSTER_FAMILIES = ("lgbm",)
@@ -142,7 +143,7 @@ def operating_point(spec: RouterSpec, fitted: BaseRouter, X: np.ndarray, train: 
     chosen = spec.model_copy(update={"params": {**spec.params, **getattr(fitted, "best_params_", {})}})
     pred = np.empty(train.scores.shape)
     for tr, va in kfolds(train.n_queries, job.selection.folds, job.split.seed):
-        pred[va] = predict_on(fit_router(chosen, X[tr], train.subset(tr))[0], X[va], serving_tags(train, job, va))
+        pred[va] = predict_with_tasks(fit_router(chosen, X[tr], train.subset(tr))[0], X[va], serving_tags(train, job, va))
     costs = fitted.model_costs_
     lam = calibrate(pred, costs, budget=job.budget).lam if job.budget is not None else job.lam
     margins = margin_quantiles(pred, costs, lam)
@@ -196,7 +197,7 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
     out = {}
     for label, (router, fit_s) in fits.items():
         t = time.perf_counter()
-        pred = predict_on(router, X_test, serving_tags(test, job))
+        pred = predict_with_tasks(router, X_test, serving_tags(test, job))
         pred_s = time.perf_counter() - t
         # A share bias shifts one model's scores: evaluating the shifted scores is the decision rule with it.
         point = points[label]

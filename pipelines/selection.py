@@ -22,6 +22,7 @@ import numpy as np
 
 from router.data.labels import RoutingData
 from router.evaluation.decision import choose
+from router.routers.base import predict_with_tasks
 from router.routers.search import folds as kfolds
 
 BASELINE = "best_single"  # the label of the always-the-same-model router, the gate's reference
@@ -54,14 +55,6 @@ def fit_on(router, X: np.ndarray, data: RoutingData, **fit_params):
     return router.fit(X, data.scores, data.costs, data.mask, **fit_params)
 
 
-def predict_on(router, X: np.ndarray, tasks: np.ndarray | None = None) -> np.ndarray:
-    """``router``'s predictions; a ``needs_tasks`` family also gets the queries' task tags, when the
-    job says a service will know them (``task_at_serving``), else it infers the task."""
-    if tasks is not None and getattr(router, "needs_tasks", False):
-        return router.predict_scores(X, tasks=tasks)
-    return router.predict_scores(X)
-
-
 def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, quality_only: bool,
            n_folds: int, seed: int, task_at_serving: bool = False) -> Selection:
     """The candidate with the best out-of-fold objective on the training queries.
@@ -76,7 +69,7 @@ def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, qu
         for label, make in candidates.items():
             router = fit_on(make(), X[tr], fold_train)
             tags = train.tasks[va[usable]] if task_at_serving and train.tasks is not None else None
-            pred = predict_on(router, X[va[usable]], tags)
+            pred = predict_with_tasks(router, X[va[usable]], tags)
             # Only models scored on the query can be graded, so only they compete (as in routing_quality).
             point = points[label]
             picks = choose(pred, router.model_costs_, point.lam, allowed=mask_va[usable], bias=point.bias)

@@ -87,6 +87,12 @@ def affine(X, W) -> np.ndarray:
     return X @ W[:-1] + W[-1]
 
 
+def unit_rows(X, dtype=np.float32) -> np.ndarray:
+    """Rows of X scaled to unit L2 norm (a zero row stays zero), in ``dtype``."""
+    X = np.asarray(X, dtype=dtype)
+    return (X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)).astype(dtype)
+
+
 def group_stats(labels: np.ndarray, Yz: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per (group, model): sum of observed scores (``Yz`` is 0 where unobserved) and their count."""
     onehot = np.zeros((len(labels), k))

@@ -56,6 +56,14 @@ class BaseRouter(BaseEstimator):
         raise NotImplementedError
 
 
+def predict_with_tasks(router: BaseRouter, X, tasks=None) -> np.ndarray:
+    """``router.predict_scores(X)``; a family with ``needs_tasks`` also gets the queries' task tags
+    when they are known (None: inferred). The one place training and serving decide this."""
+    if tasks is not None and getattr(router, "needs_tasks", False):
+        return router.predict_scores(X, tasks=tasks)
+    return router.predict_scores(X)
+
+
 def check_features(X, n_features: int | None = None) -> np.ndarray:
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2:

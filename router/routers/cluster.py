@@ -14,7 +14,7 @@ from itertools import product
 
 import numpy as np
 
-from router.routers._common import as_grid, column_means, group_stats, shrunk_means
+from router.routers._common import as_grid, column_means, group_stats, shrunk_means, unit_rows
 from router.routers.base import BaseRouter
 from router.routers.search import cv_search
 
@@ -69,7 +69,7 @@ class ClusterRouter(BaseRouter):
 
     def _fit(self, X, Y, C, mask) -> None:
         grid = self._grid()
-        Xn = _unit(X)
+        Xn = unit_rows(X, np.float64)
         Yz = np.where(mask, Y, 0.0)
 
         def fold_predictions(tr, va):
@@ -106,12 +106,7 @@ class ClusterRouter(BaseRouter):
         return km.cluster_centers_.astype(np.float64)
 
     def _predict_scores(self, X) -> np.ndarray:
-        return _assign(_sq_dist(_unit(X), self.centroids_), self.temperature_) @ self.cluster_scores_
-
-
-def _unit(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+        return _assign(_sq_dist(unit_rows(X, np.float64), self.centroids_), self.temperature_) @ self.cluster_scores_
 
 
 def _sq_dist(Xn: np.ndarray, centroids: np.ndarray) -> np.ndarray:

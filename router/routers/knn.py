@@ -6,7 +6,7 @@ from itertools import product
 
 import numpy as np
 
-from router.routers._common import as_grid, check_choice, column_means
+from router.routers._common import as_grid, check_choice, column_means, unit_rows
 from router.routers.base import BaseRouter
 from router.routers.search import cv_search
 
@@ -58,7 +58,7 @@ class KNNRouter(BaseRouter):
 
     def _fit(self, X, Y, C, mask) -> None:
         grid = self._grid()
-        Xn = _unit(X)
+        Xn = unit_rows(X)
         Yz = np.where(mask, Y, 0.0)
 
         def fold_predictions(tr, va):
@@ -77,7 +77,7 @@ class KNNRouter(BaseRouter):
         self.prior_ = column_means(Y, mask)
 
     def _predict_scores(self, X) -> np.ndarray:
-        sim, idx = _neighbours(_unit(X), self.X_, self.n_neighbors_)
+        sim, idx = _neighbours(unit_rows(X), self.X_, self.n_neighbors_)
         return _combine(sim, idx, self.Y_, self.mask_, self.prior_, self.n_neighbors_, self.weighting_,
                         self.temperature_, self.prior_weight_)
 
@@ -97,11 +97,6 @@ def _combine(sim, idx, Yz, mask, prior, k, weighting, temperature, prior_weight)
         den = np.einsum("nk,nkm->nm", w, mask[ix].astype(np.float32)) + prior_weight
         out[s:s + _CHUNK] = np.where(den > 1e-12, num / np.maximum(den, 1e-12), prior)
     return out
-
-
-def _unit(X: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return (X / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
 def _neighbours(Q: np.ndarray, R: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

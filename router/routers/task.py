@@ -51,17 +51,6 @@ class TaskRouter(BaseRouter):
         self.cv = cv
         self.random_state = random_state
 
-    def fit(self, X, Y, C=None, mask=None, tasks=None):
-        # Without labels every query is one task: the router then predicts each model's mean (best single).
-        tasks = np.zeros(len(np.asarray(X)), dtype=int) if tasks is None else np.asarray(tasks)
-        if len(tasks) != len(np.asarray(X)):
-            raise ValueError(f"tasks has {len(tasks)} labels for {len(np.asarray(X))} queries")
-        self._tasks = tasks
-        try:
-            return super().fit(X, Y, C, mask)
-        finally:
-            del self._tasks
-
     def _grid(self) -> list[tuple[float, float, str]]:
         cs, ss, assigns = as_grid(self.C), as_grid(self.shrink), as_grid(self.assignment)
         for a in assigns:
@@ -70,9 +59,13 @@ class TaskRouter(BaseRouter):
             raise ValueError(f"need C > 0 and shrink >= 0, got C={self.C!r}, shrink={self.shrink!r}")
         return [(float(c), float(s), a) for c, s, a in product(cs, ss, assigns)]
 
-    def _fit(self, X, Y, C, mask) -> None:
+    def _fit(self, X, Y, C, mask, tasks=None) -> None:
+        # Without labels every query is one task: the router then predicts each model's mean (best single).
+        tasks = np.zeros(len(X), dtype=int) if tasks is None else np.asarray(tasks)
+        if len(tasks) != len(X):
+            raise ValueError(f"tasks has {len(tasks)} labels for {len(X)} queries")
         grid = self._grid()
-        names, codes = np.unique(self._tasks.astype(str), return_inverse=True)
+        names, codes = np.unique(tasks.astype(str), return_inverse=True)
         Yz = np.where(mask, Y, 0.0)
 
         def fold_predictions(tr, va):

@@ -20,6 +20,7 @@ import numpy as np
 
 from router.embed import Embedder
 from router.evaluation.decision import choose, share_bias
+from router.routers.base import predict_with_tasks
 from router.serve.artifact import ArtifactError, ArtifactVersionError, load_head
 
 META_FILE = "router_meta.json"
@@ -102,10 +103,7 @@ class RouterService:
     def scores(self, prompts: Sequence[str], tasks: Sequence[str | None] | None = None) -> np.ndarray:
         """(n_prompts, n_models) predicted quality, columns in ``self.models`` order. ``tasks``: each
         prompt's task tag, if known (a task router routes by it; other heads ignore it)."""
-        X = self.embed(prompts)
-        if tasks is not None and getattr(self.head, "needs_tasks", False):
-            return self.head.predict_scores(X, tasks=list(tasks))
-        return self.head.predict_scores(X)
+        return predict_with_tasks(self.head, self.embed(prompts), None if tasks is None else list(tasks))
 
     def lam_for(self, lam: float | None = None, budget: float | None = None) -> float:
         """The lambda to use: given, else the one meeting ``budget`` ($/query), else the default."""
