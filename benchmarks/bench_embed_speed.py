@@ -349,8 +349,8 @@ def main() -> None:
         f"chosen once by RidgeCV on torch fp32 and kept for all rows; the project's `KNNRouter` with its "
         f"default CV grid, tuned per row); in brackets the paired difference to torch fp32; 'within 0.5 pt' = both differences "
         f"within {MAX_GAP_DELTA}. First use on a machine (empty ONNX cache, fresh process, imports "
-        f"included): fp32 export + fusion {build_s['onnx']:.1f} s, then int8 quantisation + fp16 word-embedding "
-        f"table {build_s['onnx-int8']:.1f} s; later loads read the cached file (<1 s). ONNX file sizes: "
+        f"included): fp32 export + fusion {build_s['onnx']:.1f} s, then int8 quantisation (recipe "
+        f"{RECIPE_VERSION}) {build_s['onnx-int8']:.1f} s; later loads read the cached file (<1 s). ONNX file sizes: "
         f"{', '.join(f'{b} {mb:.1f} MB' for b, mb in build_s['mb'].items())}.",
         "",
         "| configuration | prompts/s best | median | vs naive | 1-prompt p50 ms | cosine mean / min | "

@@ -13,8 +13,7 @@ all-MiniLM-L6-v2:
 ``onnx_file`` finds the ONNX file: shipped beside the weights (an exported router carries it), else
 in the on-disk cache ``onnx_cache_dir()/<key>/`` (keyed by a hash of the weights' content and
 ``RECIPE_VERSION``), else built there now by ``router.embed.onnx_build`` (needs torch and
-transformers; serving never does). Recipe versions: 1 = fused fp32 / int8 MatMul+Attention;
-2 = 1 + fp16 word-embedding table in int8.
+transformers; serving never does). Recipe versions: see ``router.embed.onnx_build``.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ import numpy as np
 from router.embed.truncate import PromptTruncator
 
 ONNX_BACKENDS = ("onnx", "onnx-int8")
-RECIPE_VERSION = 2  # bump when the export / quantisation recipe changes: it is part of the file key
+RECIPE_VERSION = 3  # bump when the export / quantisation recipe changes: it is part of the file key
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _SUPPORTED_MODULES = {
     "sentence_transformers.models.Transformer",
@@ -143,9 +142,9 @@ _KEYS: dict[tuple, str] = {}
 def onnx_file(model_dir: str | Path, backend: str, *, cache_dir: str | Path | None = None, label: str = "") -> Path:
     """The ONNX file for the weights in ``model_dir``: shipped with them, else cached, else built now.
 
-    A file ``<model_dir>/onnx/<bundled_name(backend)>`` is used as is, so an exported router can carry
-    its ONNX file and skip the build at serving time. Cached files live in
-    ``<cache_dir or onnx_cache_dir()>/<weights_key>-r<RECIPE_VERSION>/``; ``label`` (e.g. the
+    A file ``<model_dir>/onnx/<bundled_name(backend)>`` (or the one file of an earlier recipe there) is
+    used as is, so an exported router can carry its ONNX file and skip the build at serving time.
+    Cached files live in ``<cache_dir or onnx_cache_dir()>/<weights_key>-r<RECIPE_VERSION>/``; ``label`` (e.g. the
     embedder's ``source_id``) is written beside them for people browsing the cache.
     """
     if backend not in ONNX_BACKENDS:
@@ -153,10 +152,20 @@ def onnx_file(model_dir: str | Path, backend: str, *, cache_dir: str | Path | No
     bundled = Path(model_dir) / "onnx" / bundled_name(backend)
     if bundled.is_file():
         return bundled
+    # A router exported under an earlier recipe carries that recipe's file: its head was trained on
+    # those vectors, so serving must use that file, not build the current recipe.
+    earlier = sorted((Path(model_dir) / "onnx").glob(f"router-{backend}-recipe*.onnx"))
+    if len(earlier) == 1:
+        return earlier[0]
     folder = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
     folder = folder / f"{weights_key(model_dir)}-r{RECIPE_VERSION}"
     target = folder / ("model-int8.onnx" if backend == "onnx-int8" else "model.onnx")
     if not target.is_file():
+        try:
+            import onnx  # noqa: F401 - only building the file needs it (and torch)
+        except ImportError as exc:
+            raise RuntimeError(f"no ONNX file for {model_dir} ({backend}): building one needs the training "
+                               f"extra (pip install -c constraints.txt 'learned-router[train]'): {exc}") from exc
         from router.embed.onnx_build import build
 
         build(Path(model_dir), label or str(model_dir), folder, quantize=backend == "onnx-int8")

@@ -3,13 +3,14 @@
 The ONNX file is built on first use, without network, from the local weights: ``torch.onnx.export``
 (TorchScript exporter, eager attention so onnxruntime's BERT fusions apply), onnxruntime's
 transformer optimizer (fused attention / GELU / LayerNorm; same fp32 results), and for int8
-``quantize_dynamic`` with per-channel weights on MatMul and Attention only (per-tensor weights lose
-too much: cosine to fp32 down to 0.74 on MMLU-Pro), then the word-embedding table (the largest float
-initializer feeding a Gather / EmbedLayerNormalization: for MiniLM 30522 x 384, 47 of the 58 MB)
-stored as fp16 with a ``Cast`` back to fp32 at the start of the graph (``fp16_embedding_table``).
-onnxruntime folds that constant Cast when it creates the session, so encoding speed is unchanged;
-the int8 file drops to ~35 MB (it ships inside exported routers). The recipe's vectors are measured
-against torch fp32 by ``benchmarks/bench_embed_speed.py``. Building takes ~5-20 s and is written
+``quantize_dynamic`` with per-channel weights on MatMul and Attention (per-tensor weights lose
+too much: cosine to fp32 down to 0.74 on MMLU-Pro) and int8 embedding tables: the fused
+``EmbedLayerNormalization`` becomes ``QEmbedLayerNormalization``, which reads its int8 tables as they
+are (an unfused graph's ``Gather`` tables are dequantised once, at session creation). The word
+embeddings (30522 x 384 for MiniLM) were 47 of recipe 1's 58 MB and, as fp16 in recipe 2, still
+47 MB of a serving process's memory once onnxruntime folded them back to fp32: recipe 3's file is
+~23 MB and its session ~33 MB (recipe 2: 35 MB, 67 MB). The recipe's vectors are measured against
+torch fp32 by ``benchmarks/bench_embed_speed.py``. Building takes ~5-20 s and is written
 atomically to ``onnx_cache_dir()/<key>/``, keyed by a hash of the weights' content and
 ``RECIPE_VERSION``; later loads take well under a second and need neither torch nor transformers.
 
@@ -19,7 +20,8 @@ out only while ``quantize_dynamic`` runs). One thing outside this module's contr
 ``TORCHINDUCTOR_CACHE_DIR`` when ``torch._dynamo`` is first imported (transformers imports it to
 load the model), as any torch user's process would see.
 
-Recipe versions: 1 = fused fp32 / int8 MatMul+Attention; 2 = 1 + fp16 word-embedding table in int8.
+Recipe versions: 1 = fused fp32 / int8 MatMul+Attention; 2 = 1 + fp16 word-embedding table in int8;
+3 = 1 + int8 embedding tables (QEmbedLayerNormalization).
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 
 from router.embed.onnx import RECIPE_VERSION, ModelSpec, _INPUTS
 
 log = logging.getLogger(__name__)
+
+QUANTIZED_OPS = ("MatMul", "Attention", "EmbedLayerNormalization", "Gather")
 
 # How many ONNX files this process has built (tests use it to check the on-disk cache is reused).
 build_count = 0
@@ -53,8 +56,7 @@ def build(model_dir: Path, label: str, folder: Path, *, quantize: bool) -> None:
             export_onnx(model_dir, tmp / "model.onnx")
             os.replace(tmp / "model.onnx", fp32)
         if quantize:
-            quantize_onnx(fp32, tmp / "quantized.onnx")
-            fp16_embedding_table(tmp / "quantized.onnx", tmp / "model-int8.onnx")
+            quantize_onnx(fp32, tmp / "model-int8.onnx")
             os.replace(tmp / "model-int8.onnx", folder / "model-int8.onnx")
     (folder / "source.txt").write_text(f"{label}\nrecipe={RECIPE_VERSION}\n")
     build_count += 1
@@ -108,10 +110,10 @@ def export_onnx(model_dir: Path, out: Path) -> None:
 
 
 def quantize_onnx(fp32: Path, out: Path) -> None:
-    """int8 weights per output channel for MatMul and the fused Attention's QKV projection.
+    """int8 weights per output channel for MatMul and the fused Attention's QKV projection, and int8
+    embedding tables (fused ``EmbedLayerNormalization``, or ``Gather`` in an unfused graph).
 
-    Activations are quantised dynamically, per call. The embeddings, LayerNorms and GELU stay fp32
-    (``fp16_embedding_table`` then halves the word-embedding table's storage).
+    Activations are quantised dynamically, per call. LayerNorms and GELU stay fp32.
     """
     import onnx
     from onnxruntime.quantization import quantize_dynamic
@@ -127,7 +129,7 @@ def quantize_onnx(fp32: Path, out: Path) -> None:
     if placeholder is not None:
         root.addHandler(placeholder)
     try:
-        quantize_dynamic(str(fp32), str(out), per_channel=True, op_types_to_quantize=["MatMul", "Attention"],
+        quantize_dynamic(str(fp32), str(out), per_channel=True, op_types_to_quantize=list(QUANTIZED_OPS),
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     finally:
         root.removeFilter(quiet)
@@ -140,53 +142,3 @@ class _QuantizationChatter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "onnxruntime/quantization/" not in record.pathname.replace("\\", "/")
-
-
-def fp16_embedding_table(model_in: Path, out: Path) -> str | None:
-    """Store the word-embedding table as fp16 behind a ``Cast`` to fp32; returns the table's name.
-
-    The table is found by structure, not by name: the largest float initializer read as the data of a
-    ``Gather`` or as a table of a fused ``com.microsoft.EmbedLayerNormalization``. It becomes
-    ``<name>_fp16`` and a ``Cast(to=FLOAT)`` inserted first in the graph produces ``<name>`` again, so
-    every consumer is untouched. onnxruntime folds the constant Cast at session creation (no cost per
-    call); the values are rounded to fp16 (relative error <= 2**-11). A model without such a table, or
-    one whose values do not fit fp16, is written unchanged (and ``None`` returned).
-    """
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.load(str(model_in))
-    graph = model.graph
-    tables = _embedding_table_inputs(graph)
-    graph_inputs = {i.name for i in graph.input}
-    candidates = [init for init in graph.initializer
-                  if init.name in tables and init.data_type == onnx.TensorProto.FLOAT and init.name not in graph_inputs]
-    table = max(candidates, key=lambda init: int(np.prod(init.dims)), default=None)
-    name = None
-    if table is not None:
-        values = numpy_helper.to_array(table)
-        if np.abs(values).max(initial=0.0) < np.finfo(np.float16).max:
-            name = table.name
-            half = numpy_helper.from_array(values.astype(np.float16), f"{name}_fp16")
-            cast = helper.make_node("Cast", [half.name], [name], name=f"{name}_fp16_cast", to=onnx.TensorProto.FLOAT)
-            graph.initializer.remove(table)
-            graph.initializer.append(half)
-            graph.node.insert(0, cast)
-        else:
-            log.warning("embedding table %s exceeds the fp16 range; kept as fp32", table.name)
-    onnx.save(model, str(out))
-    return name
-
-
-# Node inputs that are lookup tables: (domain, op_type) -> input positions.
-_TABLE_INPUTS = {("", "Gather"): (0,), ("com.microsoft", "EmbedLayerNormalization"): (2, 3, 4)}
-
-
-def _embedding_table_inputs(graph) -> set[str]:
-    names = set()
-    for node in graph.node:
-        domain = "" if node.domain in ("", "ai.onnx") else node.domain
-        for position in _TABLE_INPUTS.get((domain, node.op_type), ()):
-            if position < len(node.input) and node.input[position]:
-                names.add(node.input[position])
-    return names
