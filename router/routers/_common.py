@@ -50,11 +50,23 @@ def zscore_rows(S: np.ndarray) -> np.ndarray:
     return S / np.maximum(S.std(axis=1, keepdims=True), 1e-12)
 
 
-def rank_rows(S: np.ndarray) -> np.ndarray:
-    """Per-query ranks scaled to [0, 1] (ties share the average rank)."""
-    from scipy.stats import rankdata
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function, overflow-free (scipy's ``expit`` without importing scipy at serving)."""
+    return np.exp(-np.logaddexp(0.0, -np.asarray(z, dtype=np.float64)))
 
-    return (rankdata(S, axis=1) - 1) / max(S.shape[1] - 1, 1)
+
+def softmax(z: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Softmax along ``axis``, shifted by the maximum for stability."""
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def rank_rows(S: np.ndarray) -> np.ndarray:
+    """Per-query ranks scaled to [0, 1] (ties share the average rank, as ``scipy.stats.rankdata``)."""
+    # Average rank = (#smaller + #smaller-or-equal + 1) / 2, 1-based; m is small, so pairwise is cheap.
+    below = (S[:, None, :] < S[:, :, None]).sum(axis=2)
+    at_most = (S[:, None, :] <= S[:, :, None]).sum(axis=2)
+    return (below + at_most - 1) / 2 / max(S.shape[1] - 1, 1)
 
 
 def check_choice(name: str, value, valid) -> None:

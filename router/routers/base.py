@@ -4,18 +4,33 @@ A router maps query embeddings X (n, d) to predicted quality per model (n, m). I
 scikit-learn's conventions: ``__init__`` only stores parameters, ``fit`` validates inputs, sets
 trailing-underscore state and returns self, and predictions raise ``NotFittedError`` before fit.
 Routers see arrays only; text never reaches them.
+
+``BaseRouter`` implements scikit-learn's parameter protocol (``get_params`` / ``set_params``, so
+``sklearn.base.clone`` works) instead of inheriting ``BaseEstimator``: a service loads and runs a
+fitted router with numpy alone, and scikit-learn and scipy are imported only by ``fit``.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.utils.validation import check_is_fitted
 
 from router.evaluation.decision import choose
 
 
-class BaseRouter(BaseEstimator):
+def not_fitted_error(router) -> Exception:
+    """scikit-learn's ``NotFittedError`` when scikit-learn is installed (so its tools recognise it),
+    else a ``ValueError`` + ``AttributeError`` of the same name and bases."""
+    message = f"This {type(router).__name__} instance is not fitted yet. Call 'fit' before using it."
+    try:
+        from sklearn.exceptions import NotFittedError
+    except ImportError:  # a slim serving install
+        NotFittedError = type("NotFittedError", (ValueError, AttributeError), {})
+    return NotFittedError(message)
+
+
+class BaseRouter:
     """Base class: subclasses implement ``_fit`` and ``_predict_scores``.
 
     fit(X, Y, C=None, mask=None, **fit_params):
@@ -25,6 +40,48 @@ class BaseRouter(BaseEstimator):
         hyper-parameters: they are used during the fit and never stored.
     predict_scores(X) -> (n, m) predicted score per model, in the column order of Y.
     """
+
+    # scikit-learn's parameter protocol ------------------------------------------------------
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        """The ``__init__`` parameter names, sorted (as scikit-learn's ``BaseEstimator``)."""
+        init = cls.__init__
+        if init is object.__init__:
+            return []
+        params = inspect.signature(init).parameters.values()
+        if any(p.kind == p.VAR_POSITIONAL for p in params):
+            raise RuntimeError(f"{cls.__name__}.__init__ must not take *args (scikit-learn's convention)")
+        return sorted(p.name for p in params if p.name != "self" and p.kind != p.VAR_KEYWORD)
+
+    def get_params(self, deep: bool = True) -> dict:
+        out = {}
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{k}", v) for k, v in value.get_params().items())
+            out[name] = value
+        return out
+
+    def set_params(self, **params):
+        valid = self._get_param_names()
+        nested: dict[str, dict] = {}
+        for key, value in params.items():
+            name, _, sub = key.partition("__")
+            if name not in valid:
+                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}; valid: {valid}")
+            if sub:
+                nested.setdefault(name, {})[sub] = value
+            else:
+                setattr(self, name, value)
+        for name, sub_params in nested.items():
+            getattr(self, name).set_params(**sub_params)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items()}
+        changed = [f"{k}={v!r}" for k, v in self.get_params(deep=False).items()
+                   if not _same(v, defaults.get(k, inspect.Parameter.empty))]
+        return f"{type(self).__name__}({', '.join(changed)})"
 
     def fit(self, X, Y, C=None, mask=None, **fit_params):
         X, Y, C, mask = check_fit_inputs(X, Y, C, mask)
@@ -39,7 +96,8 @@ class BaseRouter(BaseEstimator):
         return self
 
     def predict_scores(self, X) -> np.ndarray:
-        check_is_fitted(self, "n_models_")
+        if not hasattr(self, "n_models_"):
+            raise not_fitted_error(self)
         X = check_features(X, self.n_features_in_)
         return np.asarray(self._predict_scores(X), dtype=np.float64)
 
@@ -93,3 +151,10 @@ def check_fit_inputs(X, Y, C=None, mask=None):
     if C.shape != Y.shape:
         raise ValueError(f"C shape {C.shape} != Y shape {Y.shape}")
     return X, Y, C, mask
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a is b or a == b)
+    except (TypeError, ValueError):  # arrays and other values without a plain truth value
+        return False

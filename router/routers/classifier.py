@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import log_softmax, softmax
-
-from router.data import labels
-from router.routers._common import affine, as_grid, check_choice, standardise, standardise_stats
+from router.routers._common import affine, as_grid, check_choice, softmax, standardise, standardise_stats
 from router.routers.base import BaseRouter
 from router.routers.search import cv_search
 
@@ -68,6 +64,8 @@ class ClassifierRouter(BaseRouter):
     def _targets(self, Y, C, mask) -> tuple[np.ndarray, np.ndarray]:
         n, m = Y.shape
         if self.label == "hard":
+            from router.data import labels  # fit only: serving never imports polars
+
             best = labels.best_model_labels(Y, mask, C)
             keep = best >= 0
             T = np.zeros((n, m))
@@ -106,6 +104,9 @@ def fit_softmax(X, T, alpha, max_iter, W0=None) -> np.ndarray:
 
     Objective: cross-entropy summed over rows / n_rows + alpha/2 |W|^2 (bias unpenalised).
     """
+    from scipy.optimize import minimize
+    from scipy.special import log_softmax
+
     d, k = X.shape[1], T.shape[1]
     n = len(X)
     T = T.astype(np.float32)

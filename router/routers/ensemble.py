@@ -6,7 +6,6 @@ from __future__ import annotations
 from itertools import product
 
 import numpy as np
-from sklearn.base import clone
 
 from router.routers._common import as_grid, check_choice, column_means, rank_rows, zscore_rows
 from router.routers.base import BaseRouter
@@ -53,6 +52,8 @@ class EnsembleRouter(BaseRouter):
 
     def _fit(self, X, Y, C, mask) -> None:
         check_choice("normalise", self.normalise, NORMALISATIONS)
+        from sklearn.base import clone  # fit only: serving never imports sklearn
+
         members = self.routers if self.routers is not None else default_members()
         if not members:
             raise ValueError("routers is empty: an ensemble needs at least one member")

@@ -11,10 +11,7 @@ L-BFGS in numpy/scipy: deterministic given ``random_state``. Stored state is arr
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit, log_expit
-
-from router.routers._common import as_grid, check_choice, standardise, standardise_stats
+from router.routers._common import as_grid, check_choice, sigmoid, standardise, standardise_stats
 from router.routers.base import BaseRouter
 from router.routers.search import cv_search
 
@@ -89,6 +86,9 @@ class IRTRouter(BaseRouter):
 
     def _train(self, Xs, T, mask, k, l2, w0=None):
         """L-BFGS fit of (W (d, k), v (d,), A (m, k), c (m,)); returns the flat solution and the arrays."""
+        from scipy.optimize import minimize
+        from scipy.special import expit, log_expit
+
         n, d = Xs.shape
         m = T.shape[1]
         M = mask.astype(np.float32)
@@ -131,7 +131,7 @@ class IRTRouter(BaseRouter):
     def _predict_scores(self, X) -> np.ndarray:
         Xs = standardise(X, self.x_mean_, self.x_scale_).astype(np.float64)
         lo, hi = self.score_range_
-        return lo + (hi - lo) * expit(_logits(Xs, self.W_, self.v_, self.A_, self.c_))
+        return lo + (hi - lo) * sigmoid(_logits(Xs, self.W_, self.v_, self.A_, self.c_))
 
 
 def _logits(Xs, W, v, A, c) -> np.ndarray:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit, log_expit
-
-from router.routers._common import affine, as_grid, check_choice, row_centre, standardise, standardise_stats
+from router.routers._common import (affine, as_grid, check_choice, row_centre, sigmoid, standardise,
+                                    standardise_stats)
 from router.routers.base import BaseRouter
 from router.routers.search import cv_search
 
@@ -138,7 +136,7 @@ class LogisticRouter(BaseRouter):
         self.W_ = fit_sigmoid(Xs, T, mask, self.alpha_, self.max_iter)
 
     def _predict_scores(self, X) -> np.ndarray:
-        p = expit(affine(standardise(X, self.x_mean_, self.x_scale_), self.W_))
+        p = sigmoid(affine(standardise(X, self.x_mean_, self.x_scale_), self.W_))
         lo, hi = self.score_range_
         return lo + (hi - lo) * p
 
@@ -148,6 +146,9 @@ def fit_sigmoid(X, T, mask, alpha, max_iter, W0=None) -> np.ndarray:
 
     Objective: sum of log-losses over observed cells / n_rows + alpha/2 |W|^2 (bias unpenalised).
     """
+    from scipy.optimize import minimize  # fit only: serving needs no scipy
+    from scipy.special import expit, log_expit
+
     d, m = X.shape[1], T.shape[1]
     M = mask.astype(np.float32)
     T = T.astype(np.float32)

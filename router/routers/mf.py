@@ -10,9 +10,6 @@ all models are used at once. Full-batch L-BFGS in numpy: deterministic given ``r
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit, log_expit
-
 from router.routers._common import as_grid, standardise, standardise_stats
 from router.routers.base import BaseRouter
 from router.routers.search import cv_search
@@ -64,6 +61,9 @@ class MFRouter(BaseRouter):
         self.calibration_ = (slope, float(y.mean() - slope * S.mean()))
 
     def _train(self, Xs, Y, mask, alpha):
+        from scipy.optimize import minimize
+        from scipy.special import expit, log_expit
+
         n, d = Xs.shape
         m, r = Y.shape[1], self.dim
         fa, fb = _pairs(Y, mask)

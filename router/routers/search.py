@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Sequence
 
 import numpy as np
-from sklearn.model_selection import KFold
 
 from router.routers._common import observed_mean, routed_scores, routing_quality
 
@@ -18,6 +17,8 @@ def folds(n: int, n_splits: int, random_state: int | None) -> list[tuple[np.ndar
         raise ValueError(f"cv must be >= 2 folds, got {n_splits}")
     if n < n_splits:
         raise ValueError(f"cross-validation needs at least cv={n_splits} queries, got {n}")
+    from sklearn.model_selection import KFold  # training only: serving never imports sklearn
+
     return list(KFold(n_splits, shuffle=True, random_state=random_state).split(np.arange(n)))
 
 

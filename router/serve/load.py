@@ -2,8 +2,9 @@
 
 Nothing in the artifact is executed or unpickled: the head is read by ``router.serve.artifact``
 and the metadata as JSON; the model's ``pyfunc_model.py`` is never imported. ``models:/...`` and
-``runs:/...`` URIs are downloaded with MLflow (needs the ``mlflow`` package) to a temporary folder
-that lives as long as the returned service (the embedder may open its files again later).
+``runs:/...`` URIs are downloaded with MLflow (the ``mlflow`` extra) to a temporary folder that lives
+as long as the returned service (the embedder may open its files again later). A folder needs only the
+base install: numpy, onnxruntime, tokenizers (and lightgbm for heads with boosters).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def load(uri: str | Path) -> RouterService:
     try:
         import mlflow
     except ImportError as exc:
-        raise RuntimeError(f"loading {text!r} needs the mlflow package; or pass an exported folder") from exc
+        raise RuntimeError(f"loading {text!r} needs MLflow (pip install 'learned-router[mlflow]'); or pass an "
+                           f"exported folder, which needs only the base install") from exc
     tmp = tempfile.mkdtemp(prefix="router-load-")
     try:
         service = load_folder(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=tmp))
