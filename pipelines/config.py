@@ -33,7 +33,8 @@ class LogsConfig(_Strict):
     """Where the logs are and how to read them."""
 
     path: str = Field(str(SAMPLE_LOGS), description="file, glob or directory of logs (default: the bundled sample)")
-    format: Literal["auto", "long", "wide", "pairwise"] = Field("auto", description="auto: from the columns")
+    format: Literal["auto", "long", "wide", "pairwise", "decisions"] = Field(
+        "auto", description="auto: from the columns (decision logs of `router serve`: from the file names)")
     id_column: str = Field(_WIDE.id_column, description="wide format: query id column")
     prompt_column: str = Field(_WIDE.prompt_column, description="wide format: prompt column")
     task_column: str | None = Field(_WIDE.task_column, description="wide format: task column (optional)")

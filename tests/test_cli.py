@@ -66,7 +66,7 @@ def test_every_command_takes_the_shared_log_options_and_names_a_bad_value():
         result = runner.invoke(app, [command, "--format", "nope", "--max-queries", "5"])
         assert result.exit_code == 2, (command, result.output)
         lines = result.output.strip().splitlines()
-        assert lines == [lines[0]] and "logs.format: Input should be 'auto', 'long', 'wide' or 'pairwise'" in lines[0]
+        assert lines == [lines[0]] and "logs.format: Input should be 'auto', 'long', 'wide', 'pairwise' or 'decisions'" in lines[0]
     result = runner.invoke(app, ["evaluate", "--routers", "ridge,nope"])
     assert result.exit_code == 2 and "routers.1.family" in result.output
 

@@ -74,3 +74,28 @@ def test_routing_data_on_real_sample(nq):
     assert sub.scores.shape == (10, 2) and sub.prompts.shape == (10,)
     with pytest.raises(ValueError, match="unknown models"):
         nq.select_models(["gpt-9"])
+
+
+def test_logs_tagging_only_some_queries_give_the_others_a_task_of_their_own(tmp_path):
+    """Served decisions without tags beside tagged logs: every query has a string task; none is None
+    (sorting the task names, as the job and the per-task report do, then works)."""
+    import json
+
+    from router.data import formats
+    from tests.conftest import NQ_SAMPLE
+
+    rows = [json.loads(line) for line in NQ_SAMPLE.read_text().splitlines()[:60]]
+    untagged = {r["query_id"] for r in rows[:30]}
+    for r in rows:
+        if r["query_id"] in untagged:
+            r.pop("task", None)
+    (tmp_path / "logs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = labels.build_routing_data(formats.scan_logs(tmp_path / "logs.jsonl"))
+    tags = dict(zip(data.query_ids, data.tasks))
+    assert {tags[q] for q in untagged} == {labels.UNTAGGED}
+    assert {t for q, t in tags.items() if q not in untagged} == {"nq"}
+    assert sorted(set(data.tasks.tolist())) == ["(untagged)", "nq"]
+    for r in rows:
+        r.pop("task", None)
+    (tmp_path / "logs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert labels.build_routing_data(formats.scan_logs(tmp_path / "logs.jsonl")).tasks is None

@@ -16,12 +16,13 @@ from typing import Literal
 import polars as pl
 
 from router.data import schema as S
+from router.data.decisions import is_decision_log, scan_decisions
 from router.data.diagnose import base_suffix, check_csv_fields, diagnose, gz_column_names
 from router.data.ingest import (_concat, _schema, match_case, normalize, read_table, resolve_paths, scan_long,
                                 source_file_dtype)
 from router.data.schema import LogValidationError
 
-LogFormat = Literal["auto", "long", "wide", "pairwise"]
+LogFormat = Literal["auto", "long", "wide", "pairwise", "decisions"]
 PAIRWISE_COLUMNS = ("model_a", "model_b", "winner")
 
 
@@ -312,9 +313,18 @@ def scan_logs(
     wide: WideSpec | None = None,
     prices: dict[str, tuple[float, float]] | None = None,
 ) -> pl.LazyFrame:
-    """Any supported log source -> canonical LazyFrame (not yet validated; see ``validate``)."""
+    """Any supported log source -> canonical LazyFrame (not yet validated; see ``validate``).
+
+    With ``auto``, the gateway's decision logs (``decisions-*.jsonl`` + ``feedback-*.jsonl``, known
+    by their names) are read as the ``decisions`` format, also beside long-format logs in one source.
+    """
     if format == "auto":
         source = resolve_paths(source)
+        served = [p for p in source if is_decision_log(p)]
+        if served:
+            rest = [p for p in source if not is_decision_log(p)]
+            lf = _with_long(served, rest) if rest else scan_decisions(served)
+            return apply_prices(lf, prices) if prices else lf
         format = _detect_all(source)
     if format == "long":
         lf = scan_long(source)
@@ -322,6 +332,22 @@ def scan_logs(
         lf = scan_wide(source, wide)
     elif format == "pairwise":
         lf = scan_pairwise(source)
+    elif format == "decisions":
+        lf = scan_decisions(source)
     else:
-        raise ValueError(f"unknown log format {format!r}; expected one of auto, long, wide, pairwise")
+        raise ValueError(f"unknown log format {format!r}; expected one of auto, long, wide, pairwise, decisions")
     return apply_prices(lf, prices) if prices else lf
+
+
+def _with_long(served: list[Path], rest: list[Path]) -> pl.LazyFrame:
+    """Decision logs beside long-format logs: both as canonical rows, one ``_source_file`` Enum."""
+    fmt = _detect_all(rest)
+    if fmt != "long":
+        raise LogValidationError(
+            f"looks like the {fmt} format, beside decision logs", file=str(rest[0]),
+            expected="decision logs alone, or beside long-format logs; read other formats separately",
+        )
+    file_dtype = source_file_dtype([*rest, *served])
+    long = scan_long(rest).with_columns(pl.col(S.SOURCE_FILE).cast(pl.String).cast(file_dtype))
+    return pl.concat([long, scan_decisions(served, require_feedback=False, file_dtype=file_dtype)],
+                     how="diagonal_relaxed")

@@ -13,6 +13,8 @@ import polars as pl
 
 from router.data import schema as S
 
+UNTAGGED = "(untagged)"  # the task of a query without a tag, in logs that tag others
+
 
 @dataclass(frozen=True)
 class RoutingData:
@@ -143,6 +145,11 @@ def build_routing_data(lf: pl.LazyFrame, models: list[str] | None = None) -> Rou
     del cost_sum, cost_n
     scores, costs = scores.reshape(n, m), costs.reshape(n, m)
     column = lambda name: queries[name].to_numpy() if name in queries.columns else None  # noqa: E731
+    tasks = None
+    if S.TASK in queries.columns and queries[S.TASK].null_count() < n:
+        # Logs that tag only some queries (e.g. served decisions beside tagged benchmark logs): the
+        # untagged ones form a group of their own, so every consumer sees strings only.
+        tasks = queries[S.TASK].fill_null(UNTAGGED).to_numpy()
     return RoutingData(
         query_ids=queries[S.QUERY_ID].to_numpy(),
         prompts=queries[S.PROMPT].to_numpy(),
@@ -150,7 +157,7 @@ def build_routing_data(lf: pl.LazyFrame, models: list[str] | None = None) -> Rou
         scores=scores,
         mask=~np.isnan(scores),
         costs=costs,
-        tasks=column(S.TASK),
+        tasks=tasks,
         splits=column(S.SPLIT),
         timestamps=column(S.TIMESTAMP),
     )
