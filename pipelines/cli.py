@@ -19,7 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 LOGS_OPTIONS = {
     "logs": Annotated[Optional[str], typer.Argument(help="log file, glob or directory (default: the config's, "
                                                          "else the bundled sample)")],
-    "fmt": Annotated[Optional[str], typer.Option("--format", help="auto | long | wide | pairwise")],
+    "fmt": Annotated[Optional[str], typer.Option("--format", help="auto | long | wide | pairwise | decisions")],
     "id_column": Annotated[Optional[str], typer.Option("--id-column", help="wide format: query id column")],
     "prompt_column": Annotated[Optional[str], typer.Option("--prompt-column", help="wide format: prompt column")],
     "task_column": Annotated[Optional[str], typer.Option("--task-column", help="wide format: task column")],
@@ -238,6 +238,52 @@ def train(job, quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print 
         raise typer.Exit(code=128 + signal.SIGTERM) from None
     except Exception as exc:  # the job's one-line reason; the traceback helps nobody in a cron mail
         _fail(exc)
+
+
+@app.command()
+def serve(
+    source: Annotated[str, typer.Argument(metavar="MODEL_URI_OR_FOLDER",
+                                          help="exported router folder, or models:/NAME@ALIAS")],
+    upstreams: Annotated[Optional[Path], typer.Option("--upstreams", help="YAML map of model -> upstream "
+                                                      "(base_url, api_key_env, model)")] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="bind address (default: loopback only)")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="port to listen on")] = None,
+    decision_log: Annotated[Optional[Path], typer.Option("--decision-log", help="log each routing decision "
+                                                         "in this folder (enables /v1/feedback)")] = None,
+    log_prompts: Annotated[Optional[str], typer.Option(
+        "--log-prompts", help="hash | text | none: what the decision log keeps of a prompt (text to retrain on it)")]
+        = None,
+    reload_seconds: Annotated[Optional[float], typer.Option("--reload-seconds", help="poll the source for a new "
+                                                            "export this often; 0: never reload")] = None,
+    max_body_bytes: Annotated[Optional[int], typer.Option("--max-body-bytes", help="largest request body")] = None,
+) -> None:
+    """Serve the router behind an OpenAI-compatible gateway: /v1/chat/completions with model "router"."""
+    from router.serve.gateway import ServeConfig, build_server
+
+    given = {"upstreams": upstreams, "host": host, "port": port, "decision_log": decision_log,
+             "log_prompts": log_prompts, "reload_seconds": reload_seconds, "max_body_bytes": max_body_bytes}
+    try:  # defaults live in ServeConfig: pass only what was given
+        server = build_server(source, ServeConfig(**{k: v for k, v in given.items() if v is not None}))
+    except (ValueError, OSError, RuntimeError) as exc:
+        _fail(exc)
+    server.run()
+
+
+@app.command()
+def feedback(
+    request_id: Annotated[str, typer.Argument(help="the x-request-id of the routed answer")],
+    score: Annotated[float, typer.Argument(help="quality of the answer (the scale of the training logs)")],
+    decision_log: Annotated[Path, typer.Option("--decision-log", help="the folder given to router serve")],
+    cost: Annotated[Optional[float], typer.Option("--cost", help="$ the answer cost, if known")] = None,
+) -> None:
+    """Record the outcome of a routed request in the decision log (joined with its decision at training)."""
+    from router.serve.decision_log import append_feedback
+
+    try:
+        path = append_feedback(decision_log, request_id, score, cost)
+    except (ValueError, OSError) as exc:
+        _fail(exc)
+    typer.echo(f"feedback for {request_id} written to {path}")
 
 
 def main() -> None:  # pragma: no cover

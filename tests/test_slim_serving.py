@@ -86,3 +86,28 @@ print(json.dumps({{"scores": out, "loaded": sorted(m for m in {TRAINING_STACK!r}
     assert out["loaded"] == []
     for family, scores in expected.items():
         np.testing.assert_allclose(out["scores"][family], scores, rtol=1e-6, atol=1e-9, err_msg=family)
+
+
+def test_the_gateway_runs_on_the_serve_extra_alone(nq_export, tmp_path_factory, tmp_path):
+    """`pip install learned-router[serve]`: the `router` command and the gateway load and route, and the
+    training stack is neither imported nor importable."""
+    python = slim_python(tmp_path_factory.mktemp("slim-serve"), extras=("serve",))
+    code = f"""
+import importlib.util, json, sys
+from starlette.testclient import TestClient
+from pipelines.cli import app as cli  # the `router` command's module
+from router.serve.gateway import ServeConfig, build_server
+server = build_server({str(nq_export)!r}, ServeConfig(decision_log={str(tmp_path / "decisions")!r}))
+with TestClient(server.app) as client:
+    health = client.get("/healthz").json()
+    routed = client.post("/v1/route", json={{"prompts": {PROMPTS!r}}}).json()
+server.close()
+print(json.dumps({{"models": routed["models"], "health": health["status"],
+                  "loaded": sorted(m for m in {TRAINING_STACK!r} if m in sys.modules),
+                  "installed": sorted(m for m in {TRAINING_STACK!r} if importlib.util.find_spec(m) is not None)}}))
+"""
+    out = run_isolated(python, code, tmp_path)
+    assert out["installed"] == [] and out["loaded"] == []
+    assert out["health"] == "ok"
+    assert out["models"] == router.load(nq_export).route(PROMPTS)
+    assert list((tmp_path / "decisions").glob("decisions-*.jsonl"))  # the decision log was written and closed

@@ -63,6 +63,28 @@ def choose(pred_scores: np.ndarray, model_costs: np.ndarray, lam: float = 0.0,
     return np.where(tied, costs, np.inf).argmin(axis=1)
 
 
+def rank(pred_scores: np.ndarray, model_costs: np.ndarray, lam: float = 0.0,
+         bias: np.ndarray | None = None) -> np.ndarray:
+    """(n_queries, n_models) model indices per query, best first, under ``choose``'s utility and tie
+    rule (higher ``pred - lam * cost + bias``; exact ties to the cheaper model, then the lower index).
+
+    Column 0 is ``choose(pred, costs, lam, bias=bias)``; the next columns are the fallbacks a gateway
+    tries when the chosen model's upstream fails.
+    """
+    pred, costs = _check(pred_scores, model_costs)
+    if not (np.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    util = pred - lam * costs
+    if bias is not None:
+        bias = np.asarray(bias, dtype=np.float64)
+        if bias.shape != costs.shape or not np.isfinite(bias).all():
+            raise ValueError(f"bias must be {costs.shape[0]} finite numbers, got {bias.tolist()}")
+        util = util + bias
+    # lexsort's last key is the primary one, and it is stable: equal (util, cost) keep index order
+    cost_key = np.broadcast_to(costs, util.shape)
+    return np.lexsort((cost_key, -util), axis=1)
+
+
 def lambda_grid(pred_scores: np.ndarray, model_costs: np.ndarray, n: int = 50) -> np.ndarray:
     """Sorted lambdas: 0, then ``n - 1`` geometrically spaced values up to the point where the
     cheapest model wins every query.

@@ -141,6 +141,12 @@ class RouterService:
         """The evaluated decision rule: argmax of score - lam * cost (+ bias), ties to the cheaper model."""
         return choose(scores, self._costs, lam, bias=bias)
 
+    def ranked(self, scores: np.ndarray, lam: float, bias: np.ndarray | None = None) -> np.ndarray:
+        """(n, n_models) model indices best first under the same rule; column 0 is ``choose``'s pick."""
+        from router.evaluation.decision import rank
+
+        return rank(scores, self._costs, lam, bias=bias)
+
     def route(self, prompts: Sequence[str], lam: float | None = None, budget: float | None = None,
               share: dict[str, float] | None = None, tasks: Sequence[str | None] | None = None) -> list[str]:
         """The chosen model name per prompt; ``share={"gpt-4": 0.3}`` sends about 30% of calls to gpt-4;
