@@ -256,12 +256,15 @@ def serve(
     reload_seconds: Annotated[Optional[float], typer.Option("--reload-seconds", help="poll the source for a new "
                                                             "export this often; 0: never reload")] = None,
     max_body_bytes: Annotated[Optional[int], typer.Option("--max-body-bytes", help="largest request body")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads of one embedding (default: "
+                                                   "every core; 1 gives the most requests/s under load)")] = None,
 ) -> None:
     """Serve the router behind an OpenAI-compatible gateway: /v1/chat/completions with model "router"."""
     from router.serve.gateway import ServeConfig, build_server
 
     given = {"upstreams": upstreams, "host": host, "port": port, "decision_log": decision_log,
-             "log_prompts": log_prompts, "reload_seconds": reload_seconds, "max_body_bytes": max_body_bytes}
+             "log_prompts": log_prompts, "reload_seconds": reload_seconds, "max_body_bytes": max_body_bytes,
+             "threads": threads}
     try:  # defaults live in ServeConfig: pass only what was given
         server = build_server(source, ServeConfig(**{k: v for k, v in given.items() if v is not None}))
     except (ValueError, OSError, RuntimeError) as exc:

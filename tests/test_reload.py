@@ -152,3 +152,46 @@ def test_a_registry_alias_is_followed_by_its_version(monkeypatch):
 def test_a_missing_source_fails_at_start():
     with pytest.raises(FileNotFoundError):
         ReloadingRouter("/nonexistent/models/x/champion", loader=lambda p: p)
+
+
+def test_gateway_requests_never_fail_while_the_champion_moves(root, answers):
+    """The gateway over a reloading router: 4 clients post /v1/route while the link moves between two good
+    versions and a broken one; every request answers 200 with one version's whole answer."""
+    import httpx
+
+    from router.serve.gateway import create_app
+    from tests.test_gateway import serve_in_thread
+
+    _point(root, "v1")
+    reloading = ReloadingRouter(root / "champion", poll_seconds=0.05).start()
+    statuses, wrong, versions = [], [], set()
+    done = threading.Event()
+
+    def client(url):
+        with httpx.Client(base_url=url, timeout=30) as http:
+            while not done.is_set():
+                r = http.post("/v1/route", json={"prompts": PROMPTS})
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    body = r.json()
+                    versions.add(body["router_version"].split("-")[0])
+                    if body["models"] not in (answers["v1"], answers["v2"]):
+                        wrong.append(body)
+
+    try:
+        with serve_in_thread(create_app(reloading)) as url:
+            threads = [threading.Thread(target=client, args=(url,)) for _ in range(4)]
+            for t in threads:
+                t.start()
+            try:
+                for label in ("v2", "v3", "v1", "v2"):
+                    _point(root, label)
+                    time.sleep(0.5)
+            finally:
+                done.set()
+                for t in threads:
+                    t.join(30)
+    finally:
+        reloading.stop()
+    assert statuses and set(statuses) == {200} and not wrong
+    assert versions == {"v1", "v2"}  # both served; the broken v3 never was

@@ -111,3 +111,12 @@ print(json.dumps({{"models": routed["models"], "health": health["status"],
     assert out["health"] == "ok"
     assert out["models"] == router.load(nq_export).route(PROMPTS)
     assert list((tmp_path / "decisions").glob("decisions-*.jsonl"))  # the decision log was written and closed
+
+
+def test_threads_caps_one_embedding_and_changes_no_answer(nq_export):
+    """``router.load(folder, threads=1)``: each embedding runs on one CPU thread (more requests/s when many
+    run at once), with the same answers as the default."""
+    one, default = router.load(nq_export, threads=1), router.load(nq_export)
+    assert one.embedder.load().threads == 1 and default.embedder.load().threads >= 1
+    assert one.route(PROMPTS) == default.route(PROMPTS)
+    np.testing.assert_allclose(one.scores(PROMPTS), default.scores(PROMPTS), atol=1e-6)

@@ -30,6 +30,19 @@ def _check(pred_scores, model_costs) -> tuple[np.ndarray, np.ndarray]:
     return pred, costs
 
 
+def _utility(pred: np.ndarray, costs: np.ndarray, lam: float, bias: np.ndarray | None) -> np.ndarray:
+    """``pred - lam * cost + bias``: what the decision rule maximises."""
+    if not (np.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
+    util = pred - lam * costs
+    if bias is not None:
+        bias = np.asarray(bias, dtype=np.float64)
+        if bias.shape != costs.shape or not np.isfinite(bias).all():
+            raise ValueError(f"bias must be {costs.shape[0]} finite numbers, got {bias.tolist()}")
+        util = util + bias
+    return util
+
+
 def choose(pred_scores: np.ndarray, model_costs: np.ndarray, lam: float = 0.0,
            allowed: np.ndarray | None = None, bias: np.ndarray | None = None) -> np.ndarray:
     """Index of the chosen model per query: argmax of ``pred - lam * cost + bias``.
@@ -49,14 +62,7 @@ def choose(pred_scores: np.ndarray, model_costs: np.ndarray, lam: float = 0.0,
     pred, costs = _check(pred_scores, model_costs)
     if allowed is not None and not allowed.any(axis=1).all():
         raise ValueError("allowed leaves some queries without any model")
-    if not (np.isfinite(lam) and lam >= 0):
-        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
-    util = pred - lam * costs
-    if bias is not None:
-        bias = np.asarray(bias, dtype=np.float64)
-        if bias.shape != costs.shape or not np.isfinite(bias).all():
-            raise ValueError(f"bias must be {costs.shape[0]} finite numbers, got {bias.tolist()}")
-        util = util + bias
+    util = _utility(pred, costs, lam, bias)
     if allowed is not None:
         util[~allowed] = -np.inf
     tied = util >= util.max(axis=1, keepdims=True)
@@ -72,14 +78,7 @@ def rank(pred_scores: np.ndarray, model_costs: np.ndarray, lam: float = 0.0,
     tries when the chosen model's upstream fails.
     """
     pred, costs = _check(pred_scores, model_costs)
-    if not (np.isfinite(lam) and lam >= 0):
-        raise ValueError(f"lam must be a finite number >= 0, got {lam!r}")
-    util = pred - lam * costs
-    if bias is not None:
-        bias = np.asarray(bias, dtype=np.float64)
-        if bias.shape != costs.shape or not np.isfinite(bias).all():
-            raise ValueError(f"bias must be {costs.shape[0]} finite numbers, got {bias.tolist()}")
-        util = util + bias
+    util = _utility(pred, costs, lam, bias)
     # lexsort's last key is the primary one, and it is stable: equal (util, cost) keep index order
     cost_key = np.broadcast_to(costs, util.shape)
     return np.lexsort((cost_key, -util), axis=1)

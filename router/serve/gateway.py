@@ -11,6 +11,7 @@ run in a worker thread: the event loop only parses, forwards and relays bytes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import signal
@@ -52,6 +53,7 @@ class ServeConfig:
     max_body_bytes: int = 1 << 20  # larger request bodies are refused with 413
     reload_seconds: float = 5.0  # poll the router's source this often for a new export; 0: never reload
     shutdown_grace_s: float = 10.0  # on SIGTERM, open requests (streams) get this long to finish
+    threads: int | None = None  # CPU threads of one embedding; None: every core (1: most requests/s)
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, expected: str) -> None:
@@ -64,6 +66,7 @@ class ServeConfig:
         need(_is_int(self.max_body_bytes) and self.max_body_bytes > 0, "max_body_bytes", "an integer > 0")
         need(_is_number(self.reload_seconds) and self.reload_seconds >= 0, "reload_seconds", "seconds >= 0")
         need(_is_number(self.shutdown_grace_s) and self.shutdown_grace_s >= 0, "shutdown_grace_s", "seconds >= 0")
+        need(self.threads is None or _is_int(self.threads) and self.threads >= 1, "threads", "an integer >= 1")
         for name in ("upstreams", "decision_log"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
@@ -360,6 +363,7 @@ def build_server(source: str, config: ServeConfig, environ: dict[str, str] | Non
     Raises ValueError / OSError / RuntimeError with one clear message for bad input; nothing stays open then.
     """
     from router.serve.decision_log import DecisionLog
+    from router.serve.load import load
     from router.serve.reload import ReloadingRouter
     from router.serve.upstreams import load_upstreams
 
@@ -367,7 +371,8 @@ def build_server(source: str, config: ServeConfig, environ: dict[str, str] | Non
     if upstreams is not None:
         api_keys(upstreams, environ)  # before the router load, which takes seconds
     # ReloadingRouter needs a positive period even when it is never started (reload_seconds = 0)
-    holder = ReloadingRouter(source, poll_seconds=config.reload_seconds or 1.0)
+    holder = ReloadingRouter(source, poll_seconds=config.reload_seconds or 1.0,
+                             loader=functools.partial(load, threads=config.threads))
     decision_log = None
     try:
         if config.decision_log is not None:

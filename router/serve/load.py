@@ -21,7 +21,7 @@ _HEAD = Path("artifacts") / "head"
 _EMBEDDER = Path("artifacts") / "embedder"
 
 
-def load_folder(folder: str | Path) -> RouterService:
+def load_folder(folder: str | Path, threads: int | None = None) -> RouterService:
     """The router exported to ``folder`` (an MLflow model folder written by ``pipelines.export``).
 
     A link (``models/<name>/champion``) is resolved once, first: if the job moves it during the
@@ -30,20 +30,22 @@ def load_folder(folder: str | Path) -> RouterService:
     folder = Path(folder).resolve()
     if not (folder / _HEAD).is_dir() or not (folder / _EMBEDDER).is_dir():
         raise ArtifactError(f"{folder}: not an exported learned-router model (expected {_HEAD}/ and {_EMBEDDER}/)")
-    return RouterService.from_dir(folder / _HEAD, folder / _EMBEDDER)
+    return RouterService.from_dir(folder / _HEAD, folder / _EMBEDDER, threads=threads)
 
 
-def load(uri: str | Path) -> RouterService:
+def load(uri: str | Path, *, threads: int | None = None) -> RouterService:
     """Load an exported router: ``load("models:/<name>@champion")``, a ``runs:/`` URI or a local folder.
 
     The returned service has ``route(prompts, lam=None, budget=None) -> list[str]`` and
-    ``scores(prompts) -> (n, n_models)``, and may be shared between threads.
+    ``scores(prompts) -> (n, n_models)``, and may be shared between threads. ``threads``: CPU threads
+    one embedding may use (default: every core). One prompt's embedding already keeps 2 cores busy;
+    a service answering many requests at once gets more throughput from ``threads=1``.
     """
     text = str(uri)
     if Path(text).exists() or "://" not in text and ":/" not in text:
         if not Path(text).exists():
             raise FileNotFoundError(f"no exported router at {text!r} (a folder, or a models:/ or runs:/ URI)")
-        return load_folder(text)
+        return load_folder(text, threads)
     try:
         import mlflow
     except ImportError as exc:
@@ -51,7 +53,7 @@ def load(uri: str | Path) -> RouterService:
                            f"exported folder, which needs only the base install") from exc
     tmp = tempfile.mkdtemp(prefix="router-load-")
     try:
-        service = load_folder(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=tmp))
+        service = load_folder(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=tmp), threads)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -74,10 +74,12 @@ class RouterService:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_dir(cls, head_dir: str | Path, embedder_dir: str | Path | None = None) -> RouterService:
+    def from_dir(cls, head_dir: str | Path, embedder_dir: str | Path | None = None,
+                 threads: int | None = None) -> RouterService:
         """Load from an artifact folder holding the saved head and ``router_meta.json``.
 
-        ``embedder_dir`` replaces the recorded model name with local weights (the exported copy).
+        ``embedder_dir`` replaces the recorded model name with local weights (the exported copy);
+        ``threads`` caps the CPU threads of one embedding (default: every core).
         """
         head_dir = Path(head_dir)
         meta = RouterMeta.read(head_dir / META_FILE)
@@ -85,6 +87,8 @@ class RouterService:
         overrides = {"show_progress": False}
         if embedder_dir is not None:
             overrides["model"] = str(embedder_dir)
+        if threads is not None:
+            overrides["threads"] = threads
         embedder = Embedder.from_settings(meta.embedder, **overrides)
         embedder.encode(["warm-up"])  # load weights and warm kernels now, not on the first request
         return cls(embedder, head, meta)
