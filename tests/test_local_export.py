@@ -121,7 +121,7 @@ def test_load_resolves_the_champion_link_once(tmp_path, monkeypatch):
     point_champion(root, "v1")
     seen = []
 
-    def from_dir(head, embedder):
+    def from_dir(head, embedder, threads=None):
         point_champion(root, "v2")  # the job swaps the link while this load runs
         seen.extend([head, embedder])
         return "service"

@@ -85,7 +85,8 @@ print(json.dumps({{"scores": out, "loaded": sorted(m for m in {TRAINING_STACK!r}
     out = run_isolated(slim, code, tmp_path)
     assert out["loaded"] == []
     for family, scores in expected.items():
-        np.testing.assert_allclose(out["scores"][family], scores, rtol=1e-6, atol=1e-9, err_msg=family)
+        # float32 products summed in another order (BLAS threads) move kNN's sharp kernel weights by ~1e-5
+        np.testing.assert_allclose(out["scores"][family], scores, rtol=1e-4, atol=1e-7, err_msg=family)
 
 
 def test_the_gateway_runs_on_the_serve_extra_alone(nq_export, tmp_path_factory, tmp_path):
