@@ -258,13 +258,18 @@ def serve(
     max_body_bytes: Annotated[Optional[int], typer.Option("--max-body-bytes", help="largest request body")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads of one embedding (default: "
                                                    "every core; 1 gives the most requests/s under load)")] = None,
+    exploration: Annotated[Optional[str], typer.Option(
+        "--exploration", help="off | epsilon:0.05 | softmax:0.1: draw the served model from the router's "
+                              "probabilities and log the propensity, for off-policy evaluation (default off)")] = None,
+    exploration_seed: Annotated[Optional[int], typer.Option("--exploration-seed", help="seed of the "
+                                                            "exploration draws (default: fresh)")] = None,
 ) -> None:
     """Serve the router behind an OpenAI-compatible gateway: /v1/chat/completions with model "router"."""
     from router.serve.gateway import ServeConfig, build_server
 
     given = {"upstreams": upstreams, "host": host, "port": port, "decision_log": decision_log,
              "log_prompts": log_prompts, "reload_seconds": reload_seconds, "max_body_bytes": max_body_bytes,
-             "threads": threads}
+             "threads": threads, "exploration": exploration, "exploration_seed": exploration_seed}
     try:  # defaults live in ServeConfig: pass only what was given
         server = build_server(source, ServeConfig(**{k: v for k, v in given.items() if v is not None}))
     except (ValueError, OSError, RuntimeError) as exc:

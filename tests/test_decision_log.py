@@ -29,7 +29,7 @@ from router.serve.decision_log import DecisionLog, DecisionLogConfig, append_fee
 from .conftest import NQ_SAMPLE, ROOT
 
 FIELDS = {"request_id", "timestamp", "prompt", "prompt_sha256", "task", "model", "scores", "lam", "budget",
-          "share", "router_version", "latency_ms"}
+          "share", "router_version", "latency_ms", "propensity", "policy"}
 
 
 def _record(log: DecisionLog, i: int, prompt: str | None = None, model: str = "a", **extra) -> None:

@@ -3,9 +3,10 @@
 The gateway writes ``decisions-*.jsonl`` (one line per routed request) and ``feedback-*.jsonl``
 (outcomes, also from ``router feedback``); see ``router.serve.decision_log``. Each decision with
 feedback becomes one canonical row: query_id = request_id, the prompt, model = the chosen model,
-score and cost from its latest feedback, the decision's timestamp and task. Only the chosen
-model's score is known, so the query's other models are simply absent (masked, as in any log with
-gaps). Decisions without feedback are left out and counted in a log line.
+score and cost from its latest feedback, the decision's timestamp, task and propensity (the chance
+the serving policy drew that model; null when unknown: older logs, or a fallback served). Only the
+chosen model's score is known, so the query's other models are simply absent (masked, as in any log
+with gaps). Decisions without feedback are left out and counted in a log line.
 
 Files are read lazily as lines and decoded by polars. The last line of a file being written may be
 incomplete: only the lines complete when the scan starts are read. A malformed line elsewhere is
@@ -34,7 +35,7 @@ DECISION_FILE = re.compile(rf"{re.escape(DECISIONS_PREFIX)}{_STAMP}{re.escape(SU
 FEEDBACK_FILE = re.compile(rf"{re.escape(FEEDBACK_PREFIX)}({_STAMP}|cli-\d+){re.escape(SUFFIX)}")
 # What is read of each line (as text: numbers are cast, and bad ones reported, by ``normalize``).
 _DECISION_FIELDS = {"request_id": pl.String, "timestamp": pl.String, "prompt": pl.String,
-                    "prompt_sha256": pl.String, "task": pl.String, "model": pl.String}
+                    "prompt_sha256": pl.String, "task": pl.String, "model": pl.String, "propensity": pl.String}
 _FEEDBACK_FIELDS = {"request_id": pl.String, "timestamp": pl.String, "score": pl.String, "cost": pl.String}
 _NO_PROMPT = "serve with `--log-prompts text` to train on decision logs"
 
@@ -130,7 +131,7 @@ def scan_decisions(source: str | Path | Sequence[str | Path], *, require_feedbac
         joined = (
             lf.join(feedback, on="request_id", how="inner", maintain_order="left")
             .select(pl.col("request_id").alias(S.QUERY_ID), S.PROMPT, S.MODEL, S.SCORE, S.COST, S.TASK,
-                    S.TIMESTAMP, "_line")
+                    S.TIMESTAMP, S.PROPENSITY, "_line")
         )
         frames.append(normalize(joined, joined.collect_schema(), path, row_column="_line", file_dtype=file_dtype))
     return _concat(frames)

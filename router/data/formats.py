@@ -45,7 +45,7 @@ class WideSpec:
     prompts_file: str | None = None
 
 
-_NOT_MODELS = {"", "unnamed: 0", "index", "oracle_model_to_route_to", S.SPLIT, S.TIMESTAMP}
+_NOT_MODELS = {"", "unnamed: 0", "index", "oracle_model_to_route_to", S.SPLIT, S.TIMESTAMP, S.PROPENSITY}
 
 
 def wide_model_columns(names: Iterable[str], spec: WideSpec) -> list[str]:

@@ -236,7 +236,7 @@ def normalize(lf: pl.LazyFrame, schema: pl.Schema, path: Path, row_column: str |
             expr, bad = _timestamp(dtype)
         else:
             expr = _numeric(name, dtype, target)
-            if name in (S.SCORE, S.COST):
+            if name in (S.SCORE, S.COST, S.PROPENSITY):
                 bad = _bad_number(name, dtype)
         exprs.append(expr.alias(name))
         if bad is not None:

@@ -21,6 +21,7 @@ LATENCY_MS = "latency_ms"
 TASK = "task"
 TIMESTAMP = "timestamp"
 SPLIT = "split"
+PROPENSITY = "propensity"  # chance the logging policy chose this row's model (bandit logs)
 
 # Bookkeeping columns added by the adapters so that errors can name the file and row.
 SOURCE_FILE = "_source_file"
@@ -40,6 +41,7 @@ OPTIONAL: dict[str, pl.DataType] = {
     TASK: pl.String(),
     TIMESTAMP: pl.Datetime("us", "UTC"),
     SPLIT: pl.String(),
+    PROPENSITY: pl.Float64(),
 }
 CANONICAL: dict[str, pl.DataType] = {**REQUIRED, **OPTIONAL}
 SPLIT_VALUES = ("train", "test", "ood")

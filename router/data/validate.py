@@ -102,8 +102,8 @@ def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
 
     ``source`` names the input in the error for empty logs (no row is left to name it).
     Checks: CSV rows with as many fields as the header; no rows; empty query_id/model/prompt;
-    non-numeric or NaN scores; non-numeric or negative costs; unparseable timestamps; unknown
-    split values; models with no score at all; duplicate (query_id, model) rows with different
+    non-numeric or NaN scores; non-numeric or negative costs; propensities outside (0, 1];
+    unparseable timestamps; unknown split values; models with no score at all; duplicate (query_id, model) rows with different
     scores; a query_id with two different prompts. A file polars cannot read (not UTF-8, broken
     JSON) is named with its first bad line.
     """
@@ -150,6 +150,14 @@ def _validate(lf: pl.LazyFrame, source: str | None) -> LogStats:
     if "_bad_cost" in has:
         row_checks.append(("non-numeric cost", pl.col("_bad_cost").is_not_null(), S.COST, "a number in $",
                            (S.QUERY_ID, S.MODEL, "_bad_cost")))
+    if S.PROPENSITY in has:
+        p = pl.col(S.PROPENSITY)
+        row_checks.append(("propensity out of (0, 1]", p.is_nan() | (p <= 0) | (p > 1), S.PROPENSITY,
+                           "the probability (0 < p <= 1) with which the logging policy chose the row's model, "
+                           "or an empty cell when unknown", (S.QUERY_ID, S.MODEL, S.PROPENSITY)))
+    if "_bad_propensity" in has:
+        row_checks.append(("non-numeric propensity", pl.col("_bad_propensity").is_not_null(), S.PROPENSITY,
+                           "a probability in (0, 1]", (S.QUERY_ID, S.MODEL, "_bad_propensity")))
     if "_bad_timestamp" in has:
         row_checks.append(("unparseable timestamp", pl.col("_bad_timestamp").is_not_null(), S.TIMESTAMP,
                            "an ISO date or time such as 2025-06-01 or 2025-06-01T12:00:00Z (or an empty cell)",

@@ -11,8 +11,10 @@ Every line is a complete JSON object ending in "\\n"; only the last line of a fi
 be incomplete, and readers (``router.data.decisions``) skip it. ``router train <dir>`` joins the
 decisions with their feedback (see there). Decision fields: request_id, timestamp (ISO 8601 UTC),
 prompt (text only with ``prompts="text"``), prompt_sha256 (null with ``prompts="none"``), task,
-model, scores, lam, budget, share, router_version, latency_ms. Feedback fields: request_id,
-timestamp, score, cost. Standard library only: serving imports it.
+model, scores, lam, budget, share, router_version, latency_ms, propensity (the probability with which
+the serving policy drew the model; null when a fallback answered), policy (the exploration policy:
+``off``, ``epsilon:0.05``, ``softmax:0.1``). Feedback fields: request_id, timestamp, score, cost.
+Standard library only: serving imports it.
 """
 
 from __future__ import annotations
@@ -152,14 +154,15 @@ class DecisionLog:
 
     def record(self, *, request_id: str, prompt: str, model: str, scores: dict[str, float], lam: float,
                budget: float | None, share: dict | None, router_version: str, latency_ms: float,
-               task: str | None = None, timestamp: datetime | None = None) -> None:
+               task: str | None = None, timestamp: datetime | None = None, propensity: float | None = None,
+               policy: str = "off") -> None:
         """Queue one decision; the timestamp is taken now (the request's time), the rest is done by the writer.
 
         ``scores`` and ``share`` are not copied: do not change them after the call.
         """
         when = timestamp or datetime.now(timezone.utc)
         self._put(("decision", (request_id, when, prompt, task, model, scores, lam, budget, share,
-                                router_version, latency_ms)))
+                                router_version, latency_ms, propensity, policy)))
 
     def feedback(self, *, request_id: str, score: float, cost: float | None = None) -> None:
         """Queue the outcome of a logged request (the latest one per request counts for training)."""
@@ -181,7 +184,8 @@ class DecisionLog:
     # ------------------------------------------------------------------ writer side
 
     def _decision(self, item) -> dict:
-        request_id, when, prompt, task, model, scores, lam, budget, share, router_version, latency_ms = item
+        (request_id, when, prompt, task, model, scores, lam, budget, share, router_version, latency_ms,
+         propensity, policy) = item
         mode = self.config.prompts
         return {
             "request_id": str(request_id),
@@ -196,6 +200,8 @@ class DecisionLog:
             "share": None if share is None else {str(k): _finite(v) for k, v in share.items()},
             "router_version": router_version,
             "latency_ms": _finite(latency_ms),
+            "propensity": _finite(propensity),
+            "policy": str(policy),
         }
 
     @staticmethod

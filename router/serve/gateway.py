@@ -4,8 +4,9 @@ Endpoints: ``POST /v1/chat/completions`` (``model: "router"`` or ``"router:lam=0
 / ``"router:share=<model>:0.3"`` is routed, a model of the upstream map passes through), ``POST /v1/route``
 (prompts -> model names), ``POST /v1/feedback``, ``GET /v1/models``, ``GET /healthz``, ``GET /metrics``.
 The router comes from a holder whose ``current()`` gives a ``LoadedRouter`` (``.service``, ``.version``),
-fetched once per request so a reload never changes the router under a request. Embedding and prediction
-run in a worker thread: the event loop only parses, forwards and relays bytes.
+fetched once per request so a reload never changes the router under a request. Embedding, prediction and
+the pick (``explore``: the router's, or drawn with a logged propensity) run in a worker thread: the event
+loop only parses, forwards and relays bytes.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from router.evaluation.decision import Exploration
 from router.serve.decision_log import PROMPT_MODES, DecisionLogConfig
+from router.serve.explore import Explorer
 from router.serve.forward import UpstreamsFailed, forward_chat
 from router.serve.metrics import GatewayMetrics, MetricsMiddleware
 from router.serve.protocol import (ROUTER_MODEL, ApiError, OperatingPoint, check_chat, parse_route,
@@ -54,6 +57,8 @@ class ServeConfig:
     reload_seconds: float = 5.0  # poll the router's source this often for a new export; 0: never reload
     shutdown_grace_s: float = 10.0  # on SIGTERM, open requests (streams) get this long to finish
     threads: int | None = None  # CPU threads of one embedding; None: every core (1: most requests/s)
+    exploration: Exploration = Exploration()  # off: the router's pick; epsilon:0.05 / softmax:0.1 draw it
+    exploration_seed: int | None = None  # of the exploration draws; None: fresh entropy
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, expected: str) -> None:
@@ -67,6 +72,9 @@ class ServeConfig:
         need(_is_number(self.reload_seconds) and self.reload_seconds >= 0, "reload_seconds", "seconds >= 0")
         need(_is_number(self.shutdown_grace_s) and self.shutdown_grace_s >= 0, "shutdown_grace_s", "seconds >= 0")
         need(self.threads is None or _is_int(self.threads) and self.threads >= 1, "threads", "an integer >= 1")
+        need(self.exploration_seed is None or _is_int(self.exploration_seed) and self.exploration_seed >= 0,
+             "exploration_seed", "an integer >= 0 or None")
+        object.__setattr__(self, "exploration", Exploration.parse(self.exploration))  # also "epsilon:0.05"
         for name in ("upstreams", "decision_log"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
@@ -159,12 +167,6 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _score_and_rank(service, prompts: list[str], tasks, lam: float, bias):
-    """Embedding + head + decision: the blocking part, run in a worker thread."""
-    scores = service.scores(prompts, tasks)
-    return scores, service.ranked(scores, lam, bias)
-
-
 class _Gateway:
     """The endpoints and what they share (router holder, upstream client, decision log, metrics)."""
 
@@ -173,28 +175,31 @@ class _Gateway:
         self.holder, self.upstreams, self.keys = holder, upstreams, keys
         self.decision_log, self.config, self.metrics = decision_log, config, metrics
         self.client: httpx.AsyncClient | None = None  # opened by the app's lifespan
+        self.explorer = Explorer(config.exploration, config.exploration_seed)
 
     async def _decide(self, loaded: LoadedRouter, prompts: list[str], tasks, point: OperatingPoint):
-        """(lam, bias, scores, ranked, routing ms) for prompts at the requested operating point."""
+        """(lam, scores, order, propensities, routing ms) for prompts at the requested operating point;
+        ``order``: model indices per prompt, the served one first, then the fallbacks (``Explorer.decide``)."""
         try:  # cheap, and its ValueErrors are the caller's (unknown share model, no budget curve)
             lam, bias = loaded.service.operating_point(point.lam, point.budget, point.share)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         start = time.perf_counter()
-        scores, ranked = await run_in_threadpool(_score_and_rank, loaded.service, prompts, tasks, lam, bias)
+        scores, order, propensities = await run_in_threadpool(self.explorer.decide, loaded.service, prompts,
+                                                              tasks, lam, bias)
         seconds = time.perf_counter() - start
         self.metrics.routing_seconds.observe(seconds)
-        return lam, bias, scores, ranked, seconds * 1e3
+        return lam, scores, order, propensities, seconds * 1e3
 
     def _record(self, rid: str, prompt: str, task, model: str, scores, names, lam: float, point: OperatingPoint,
-                version: str, ms: float) -> None:
+                version: str, ms: float, propensity: float | None) -> None:
         if self.decision_log is None:
             return
         try:  # the log must never fail a request that was answered
             self.decision_log.record(request_id=rid, prompt=prompt, task=task, model=model,
                                      scores={n: float(s) for n, s in zip(names, scores)}, lam=lam,
                                      budget=point.budget, share=point.share, router_version=version,
-                                     latency_ms=ms)
+                                     latency_ms=ms, propensity=propensity, policy=self.explorer.policy)
         except Exception:
             log.exception("decision log: record failed")
 
@@ -217,10 +222,10 @@ class _Gateway:
                                 "(POST /v1/route routes without them)", type="server_error")
         text = routing_text(body["messages"], self.upstreams.route_on)
         loaded = self.holder.current()
-        lam, _, scores, ranked, ms = await self._decide(loaded, [text], None, point)
+        lam, scores, ranked, propensities, ms = await self._decide(loaded, [text], None, point)
         names = loaded.service.models
         order = [names[i] for i in ranked[0]]
-        chosen = order[0]
+        chosen, drawn = order[0], float(propensities[0])
         self.metrics.routed.labels(model=chosen).inc()
         candidates = [m for m in order if m in self.upstreams.models][:self.upstreams.retries + 1]
         if not candidates:  # possible after a reload to a router with other model names
@@ -230,11 +235,15 @@ class _Gateway:
         try:
             served = await self._forward(candidates, body, stream, headers)
         except UpstreamsFailed:
-            self._record(rid, text, None, chosen, scores[0], names, lam, point, loaded.version, ms)
+            self._record(rid, text, None, chosen, scores[0], names, lam, point, loaded.version, ms, drawn)
             raise
+        # A fallback's outcome is not the policy's draw: its propensity is unknown.
+        propensity = drawn if served.model == chosen else None
         if served.model != chosen:
             served.response.headers["x-router-fallback-from"] = chosen
-        self._record(rid, text, None, served.model, scores[0], names, lam, point, loaded.version, ms)
+        elif self.explorer.on:
+            served.response.headers["x-router-propensity"] = repr(drawn)
+        self._record(rid, text, None, served.model, scores[0], names, lam, point, loaded.version, ms, propensity)
         return served.response
 
     async def _forward(self, candidates, body, stream, headers):
@@ -247,7 +256,7 @@ class _Gateway:
         rid = request.state.request_id = request_id(request, _new_id)
         req = parse_route(await read_json(request, self.config.max_body_bytes))
         loaded = self.holder.current()
-        lam, _, scores, ranked, ms = await self._decide(loaded, req.prompts, req.tasks, req.point)
+        lam, scores, ranked, propensities, ms = await self._decide(loaded, req.prompts, req.tasks, req.point)
         names = loaded.service.models
         chosen = [names[i] for i in ranked[:, 0]]
         ids = [rid] if len(chosen) == 1 else [f"{rid}-{i}" for i in range(len(chosen))]
@@ -256,11 +265,16 @@ class _Gateway:
             self.metrics.routed.labels(model=model).inc()
             task = None if req.tasks is None else req.tasks[i]
             self._record(ids[i], req.prompts[i], task, model, scores[i], names, lam, req.point, loaded.version,
-                         per_prompt_ms)
+                         per_prompt_ms, float(propensities[i]))
         out = {"models": chosen, "request_ids": ids, "router_version": loaded.version}
+        headers = {"x-request-id": rid}
+        if self.explorer.on:
+            out["propensities"] = propensities.tolist()
+            if len(chosen) == 1:
+                headers["x-router-propensity"] = repr(float(propensities[0]))
         if req.return_scores:
             out["scores"] = [{n: float(s) for n, s in zip(names, row)} for row in scores]
-        return JSONResponse(out, headers={"x-request-id": rid})
+        return JSONResponse(out, headers=headers)
 
     async def feedback(self, request: Request) -> Response:
         if self.decision_log is None:

@@ -151,6 +151,14 @@ class RouterService:
 
         return rank(scores, self._costs, lam, bias=bias)
 
+    def probabilities(self, scores: np.ndarray, lam: float, bias: np.ndarray | None = None,
+                      exploration=None) -> np.ndarray:
+        """(n, n_models) chance of each model under ``exploration`` (an ``Exploration`` or its string form;
+        None: off) at this operating point; its greedy pick is ``choose``'s."""
+        from router.evaluation.decision import policy_probabilities
+
+        return policy_probabilities(scores, self._costs, lam, bias=bias, exploration=exploration or "off")
+
     def route(self, prompts: Sequence[str], lam: float | None = None, budget: float | None = None,
               share: dict[str, float] | None = None, tasks: Sequence[str | None] | None = None) -> list[str]:
         """The chosen model name per prompt; ``share={"gpt-4": 0.3}`` sends about 30% of calls to gpt-4;
