@@ -20,9 +20,11 @@ from router.routers.search import folds as kfolds
 from router.data.labels import RoutingData
 from router.evaluation.decision import calibrate, margin_quantiles, share_bias
 from router.evaluation.metrics import RouterResult, evaluate_router
+from router.evaluation.offpolicy import with_dr_values
 from router.evaluation.report import EvaluationReport, build_report
 from router.evaluation.splits import Split, given_split, has_given_split, split_queries
 from router.routers import ROUTERS, BaseRouter, make_router
+from router.evaluation.ope import IPS_CLIP
 from router.routers.base import predict_with_tasks
 
 # Families whose fit can run on a Dask cluster (they take ``fit(..., client=)``).
@@ -69,9 +71,24 @@ class Experiment:
         return objective(self.test, self.eval_rows, f.result.choices, f.point.lam, f.router.model_costs_,
                          self.quality_only)
 
+    def feedback_lines(self) -> list[str]:
+        """How partial feedback (the router's own traffic) entered the fit and the held-out values, if it did."""
+        lines = []
+        n_bandit = int(self.train.is_bandit.sum())
+        if n_bandit:
+            lines.append(f"trained on partial feedback: {n_bandit:,} of {self.train.n_queries:,} training queries "
+                         f"have one scored model (the deployed router's choice), weighted by inverse propensity "
+                         f"(clipped at {IPS_CLIP:g}); families without weights fit on the fully logged queries only")
+        estimated = self.test.estimated
+        if estimated is not None and estimated.any():
+            lines.append(f"held-out values: doubly robust estimates on {int(estimated.sum()):,} of "
+                         f"{self.test.n_queries:,} held-out queries (bandit feedback); selection and the gate "
+                         "used them; the oracle is not estimable there")
+        return lines
+
     def outcome_lines(self, job: JobConfig) -> list[str]:
         """What was selected (out-of-fold ranking), what ships and why, and the realised share if targeted."""
-        lines = []
+        lines = self.feedback_lines()
         if self.selection is not None:
             lines.append(f"selection on the training split (out-of-fold, {self.selection.folds} folds): "
                          + ", ".join(f"{k} {self.selection.oof[k]:.4f}" for k in self.selection.ranking()))
@@ -180,11 +197,19 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
                          f"{'it' if len(unscored) == 1 else 'them'} from the logs")
     # Families that learn from the task column (``needs_tasks``) sit out when the logs have none, or one task.
     tagged = train.tasks is not None and len(np.unique(train.tasks)) > 1
+    # On the router's own traffic alone (one scored model per query), only families that learn from
+    # inverse-propensity weights can fit at all.
+    bandit_only = bool(train.is_bandit.all())
     specs = {spec.label: spec for spec in job.candidates()
-             if tagged or not getattr(ROUTERS[spec.family], "needs_tasks", False)}
+             if (tagged or not getattr(ROUTERS[spec.family], "needs_tasks", False))
+             and (not bandit_only or ROUTERS[spec.family].supports_weights)}
     if job.export_router != "auto" and job.export_router not in specs:
-        raise ValueError(f"export_router {job.export_router!r} needs a task column with at least two tasks in "
-                         "the logs' training split")
+        why = ("learns from partial feedback (the logs are the router's own traffic only); families that do: "
+               + ", ".join(sorted(f for f, c in ROUTERS.items() if c.supports_weights))) if bandit_only else \
+            "needs a task column with at least two tasks in the logs' training split"
+        raise ValueError(f"export_router {job.export_router!r} is not a candidate here: the family {why}")
+    # Held-out bandit queries are graded by doubly robust pseudo-outcomes (``router.evaluation.offpolicy``).
+    test = with_dr_values(test, X_test, train, X_train)
     fits = {label: fit_router(spec, X_train, train, client) for label, spec in specs.items()}
     points = {label: operating_point(specs[label], router, X_train, train, job) for label, (router, _) in fits.items()}
     selection = None

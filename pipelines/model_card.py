@@ -36,6 +36,7 @@ def model_card(job: JobConfig, prep: Prepared, exp: Experiment, data_sha256: str
         f"- {prep.data.n_queries:,} queries x {prep.data.n_models} models; logged {_time_range(prep)}",
         f"- split: {exp.split.how}; train {len(exp.split.train):,}, held out {len(exp.split.test):,}",
         f"- embedder: `{prep.embedder.id}`",
+        *(f"- {line}" for line in exp.feedback_lines()),
         "",
         "## The router",
         f"- family `{f.spec.family}`, operating lambda {f.lam:g}"

@@ -22,6 +22,7 @@ import numpy as np
 
 from router.data.labels import RoutingData
 from router.evaluation.decision import choose
+from router.evaluation.offpolicy import with_dr_values
 from router.routers.base import predict_with_tasks
 from router.routers.search import folds as kfolds
 
@@ -49,10 +50,25 @@ class Selection:
 
 
 def fit_on(router, X: np.ndarray, data: RoutingData, **fit_params):
-    """``router`` fitted on ``data``; families with ``needs_tasks`` also get the logs' task column."""
+    """``router`` fitted on ``data``; families with ``needs_tasks`` also get the logs' task column.
+
+    Bandit rows (the router's own traffic: one scored model, with its propensity) go to families with
+    ``supports_weights`` with their propensities; the other families fit on the fully logged rows only
+    (their fit would learn the deployed router's bias).
+    """
+    bandit = data.is_bandit
+    if bandit.any():
+        if getattr(router, "supports_weights", False):
+            fit_params["propensities"] = data.propensities
+        else:
+            if bandit.all():
+                raise ValueError(f"{type(router).__name__} cannot learn from partial feedback alone: every "
+                                 "query has one scored model (the deployed router's own traffic)")
+            X, data = X[~bandit], data.subset(~bandit)
     if getattr(router, "needs_tasks", False):
         fit_params["tasks"] = data.tasks
     return router.fit(X, data.scores, data.costs, data.mask, **fit_params)
+
 
 
 def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, quality_only: bool,
@@ -64,7 +80,10 @@ def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, qu
     """
     values = {label: np.full(train.n_queries, np.nan) for label in candidates}
     for tr, va in kfolds(train.n_queries, n_folds, seed):
-        fold_train, mask_va = train.subset(tr), train.mask[va]
+        fold_train = train.subset(tr)
+        # Bandit queries of the fold are graded by their DR pseudo-outcomes (reward model of the fold's rest).
+        fold_va = with_dr_values(train.subset(va), X[va], fold_train, X[tr])
+        mask_va = fold_va.mask
         usable = mask_va.any(axis=1)
         for label, make in candidates.items():
             router = fit_on(make(), X[tr], fold_train)
@@ -73,8 +92,8 @@ def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, qu
             # Only models scored on the query can be graded, so only they compete (as in routing_quality).
             point = points[label]
             picks = choose(pred, router.model_costs_, point.lam, allowed=mask_va[usable], bias=point.bias)
-            values[label][va[usable]] = objective(train, va[usable], picks, point.lam, router.model_costs_,
-                                                  quality_only)
+            values[label][va[usable]] = objective(fold_va, np.flatnonzero(usable), picks, point.lam,
+                                                  router.model_costs_, quality_only)
     oof = {label: float(np.nanmean(v)) for label, v in values.items()}
     best = max(oof, key=lambda k: (oof[k], -list(oof).index(k)))
     return Selection(label=best, oof=oof, folds=n_folds)

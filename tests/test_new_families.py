@@ -311,7 +311,7 @@ def test_the_job_passes_tasks_to_the_task_family_and_skips_it_without_them(mmlu_
     assert list(run_experiment(untagged, nq_X, job).fitted) == ["best_single"]
     one_task = replace(nq, tasks=np.full(nq.n_queries, "nq"))
     assert list(run_experiment(one_task, nq_X, job).fitted) == ["best_single"]
-    with pytest.raises(ValueError, match="export_router 'task' needs a task column with at least two tasks"):
+    with pytest.raises(ValueError, match="export_router 'task' .*needs a task column with at least two tasks"):
         run_experiment(untagged, nq_X, job.model_copy(update={"export_router": "task"}))
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from router.data import schema as S
+from router.evaluation.ope import bandit_rows
 
 UNTAGGED = "(untagged)"  # the task of a query without a tag, in logs that tag others
 
@@ -22,6 +23,10 @@ class RoutingData:
 
     ``scores``/``costs`` are (n_queries, n_models) float64 with NaN where unknown; ``mask`` is True
     where a model's answer was scored. Optional per-query columns are None when the logs lack them.
+    ``propensities`` (n_queries, n_models): the chance the logging policy chose each scored answer's
+    model, NaN where none was logged; None when no scored row of the logs carries one.
+    ``estimated`` (n_queries,) bool: rows whose scores are doubly robust pseudo-outcomes of bandit
+    feedback (``router.evaluation.offpolicy``), not observed scores; None when there are none.
     """
 
     query_ids: np.ndarray  # (n,) str
@@ -33,6 +38,8 @@ class RoutingData:
     tasks: np.ndarray | None = None
     splits: np.ndarray | None = None
     timestamps: np.ndarray | None = None
+    propensities: np.ndarray | None = None
+    estimated: np.ndarray | None = None
 
     @property
     def n_queries(self) -> int:
@@ -45,6 +52,13 @@ class RoutingData:
     @property
     def has_cost(self) -> bool:
         return bool(np.isfinite(self.costs).any())
+
+    @property
+    def is_bandit(self) -> np.ndarray:
+        """(n,) bool: queries with exactly one scored model, whose propensity was logged (bandit feedback)."""
+        if self.propensities is None:
+            return np.zeros(self.n_queries, dtype=bool)
+        return bandit_rows(self.mask, self.propensities)
 
     def subset(self, rows: np.ndarray) -> RoutingData:
         """The queries at ``rows`` (indices or a boolean mask)."""
@@ -59,6 +73,8 @@ class RoutingData:
             tasks=take(self.tasks),
             splits=take(self.splits),
             timestamps=take(self.timestamps),
+            propensities=take(self.propensities),
+            estimated=take(self.estimated),
         )
 
     def select_models(self, models: list[str] | tuple[str, ...]) -> RoutingData:
@@ -68,7 +84,8 @@ class RoutingData:
             raise ValueError(f"unknown models {unknown}; the logs have {list(self.models)}")
         idx = [self.models.index(m) for m in models]
         return replace(self, models=tuple(models), scores=self.scores[:, idx], mask=self.mask[:, idx],
-                       costs=self.costs[:, idx])
+                       costs=self.costs[:, idx],
+                       propensities=None if self.propensities is None else self.propensities[:, idx])
 
     def complete_models(self) -> tuple[str, ...]:
         """Models scored on every query."""
@@ -76,26 +93,26 @@ class RoutingData:
 
 
 def cell_numbers(lf: pl.LazyFrame, query_ids: pl.DataFrame, models: list[str] | tuple[str, ...],
-                 cost: bool = False) -> pl.DataFrame:
+                 cost: bool = False, propensity: bool = False) -> pl.DataFrame:
     """The scored rows as numbers: ``_q`` (row of ``query_ids``), ``_m`` (index in ``models``), score.
 
     One streaming pass; the prompt and other text columns are never read. Rows whose query or
-    model is not listed are left out. With ``cost``, a ``cost`` column (null when unknown) too.
+    model is not listed are left out. With ``cost`` / ``propensity``, those columns too (null when
+    unknown or absent from the logs).
     """
     has = set(lf.collect_schema().names())
     query_index = query_ids.select(S.QUERY_ID).with_row_index("_q")
     model_index = pl.col(S.MODEL).replace_strict(
         list(models), list(range(len(models))), default=None, return_dtype=pl.UInt32
     )
-    extra = []
-    if cost:
-        extra.append((pl.col(S.COST).cast(pl.Float64) if S.COST in has else pl.lit(None, pl.Float64)).alias(S.COST))
+    wanted = [name for name, on in ((S.COST, cost), (S.PROPENSITY, propensity)) if on]
+    extra = [(pl.col(c).cast(pl.Float64) if c in has else pl.lit(None, pl.Float64)).alias(c) for c in wanted]
     return (
         lf.filter(pl.col(S.SCORE).is_not_null())
         .select(S.QUERY_ID, model_index.alias("_m"), pl.col(S.SCORE), *extra)
         .filter(pl.col("_m").is_not_null())
         .join(query_index.lazy(), on=S.QUERY_ID, how="inner")
-        .select("_q", "_m", S.SCORE, *([S.COST] if cost else []))
+        .select("_q", "_m", S.SCORE, *wanted)
         .collect(engine="streaming")
     )
 
@@ -104,12 +121,13 @@ def build_routing_data(lf: pl.LazyFrame, models: list[str] | None = None) -> Rou
     """Pivot validated canonical rows into a ``RoutingData`` (queries sorted by query_id).
 
     Rows with an empty score leave their cell masked; repeated rows (already checked to agree)
-    collapse to one; known costs of repeated rows are averaged.
+    collapse to one; known costs (and propensities) of repeated rows are averaged.
 
     Two streaming passes, neither holding the rows: (1) one row per query (its first prompt,
-    task, split, latest timestamp) and the model names; (2) the scored rows reduced to
-    (query index, model index, score, cost) numbers by a join on the query table, scattered into
-    the matrices with numpy. Memory is the query table plus ~24 bytes per row.
+    task, split, latest timestamp) and the model names; (2) the scored rows reduced to (query
+    index, model index, score, cost, propensity) numbers by a join on the query table, scattered
+    into the matrices with numpy. Memory is the query table plus ~24 bytes per row (~32 with
+    propensities).
     """
     schema = lf.collect_schema()
     has = set(schema.names())
@@ -129,21 +147,17 @@ def build_routing_data(lf: pl.LazyFrame, models: list[str] | None = None) -> Rou
         model_names = tuple(model_df.to_series().to_list())
 
     n, m = queries.height, len(model_names)
-    cells = cell_numbers(lf, queries.select(S.QUERY_ID), model_names, cost=True)
+    has_prop = S.PROPENSITY in has
+    cells = cell_numbers(lf, queries.select(S.QUERY_ID), model_names, cost=True, propensity=has_prop)
     flat = cells["_q"].to_numpy().astype(np.int64) * m + cells["_m"].to_numpy()
-    score = cells[S.SCORE].to_numpy()
-    cost_v = cells[S.COST].to_numpy()
-    del cells
     scores = np.full(n * m, np.nan)
-    scores[flat] = score  # repeated rows agree on the score (validated)
-    known = ~np.isnan(cost_v)
-    cost_sum = np.bincount(flat[known], weights=cost_v[known], minlength=n * m)
-    cost_n = np.bincount(flat[known], minlength=n * m)
-    del flat, score, cost_v, known
-    with np.errstate(invalid="ignore", divide="ignore"):
-        costs = np.where(cost_n > 0, cost_sum / np.maximum(cost_n, 1), np.nan)
-    del cost_sum, cost_n
-    scores, costs = scores.reshape(n, m), costs.reshape(n, m)
+    scores[flat] = cells[S.SCORE].to_numpy()  # repeated rows agree on the score (validated)
+    costs = _cell_means(flat, cells[S.COST].to_numpy(), n * m).reshape(n, m)
+    propensities = None
+    if has_prop and cells[S.PROPENSITY].null_count() < cells.height:
+        propensities = _cell_means(flat, cells[S.PROPENSITY].to_numpy(), n * m).reshape(n, m)
+    del cells, flat
+    scores = scores.reshape(n, m)
     column = lambda name: queries[name].to_numpy() if name in queries.columns else None  # noqa: E731
     tasks = None
     if S.TASK in queries.columns and queries[S.TASK].null_count() < n:
@@ -160,7 +174,17 @@ def build_routing_data(lf: pl.LazyFrame, models: list[str] | None = None) -> Rou
         tasks=tasks,
         splits=column(S.SPLIT),
         timestamps=column(S.TIMESTAMP),
+        propensities=propensities,
     )
+
+
+def _cell_means(flat: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """(size,) mean of the known (non-NaN) ``values`` per cell number ``flat``; NaN where none is known."""
+    known = ~np.isnan(values)
+    total = np.bincount(flat[known], weights=values[known], minlength=size)
+    count = np.bincount(flat[known], minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def model_means(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ import numpy as np
 from router.data.labels import RoutingData, best_model_labels, model_means
 from router.evaluation.curves import aiq, apgr, cpt, strong_share_curve
 from router.evaluation.decision import choose, lambda_grid
+from router.evaluation.ope import partial_feedback, weighted_means
 
 # --------------------------------------------------------------------------- basic metrics
 
@@ -79,6 +80,9 @@ def best_single_index(train: RoutingData, model_costs: np.ndarray | None = None,
     ``budget`` ($/query) only models whose mean cost fits it compete (none fits: the cheapest)."""
     costs = mean_model_costs(train) if model_costs is None else np.asarray(model_costs, dtype=np.float64)
     means = model_means(train.scores, train.mask)
+    feedback = None if train.propensities is None else partial_feedback(train.scores, train.mask, train.propensities)
+    if feedback is not None:  # the router's own traffic: plain means carry the deployed router's bias
+        means = weighted_means(train.scores, feedback.weights)
     if budget is not None:
         fits = costs <= budget
         if not fits.any():
@@ -159,6 +163,9 @@ def baselines(train: RoutingData, test: RoutingData, model_costs: np.ndarray | N
     single_c = ev.costs.mean(axis=0)
     oracle_q, oracle_c = quality_cost(oracle_choices(ev.scores, np.nan_to_num(ev.costs, nan=0.0)),
                                       ev.scores, ev.costs)
+    if test.estimated is not None and test.estimated[ev.rows].any():
+        # Rows holding DR pseudo-outcomes (router.evaluation.offpolicy): their max is no oracle.
+        oracle_q = oracle_c = float("nan")
     return Baselines(
         models=tuple(test.models), n_train=train.n_queries, n_test=test.n_queries, n_eval=len(ev.rows),
         n_dropped_incomplete=test.n_queries - len(ev.rows), has_cost=has_cost,
@@ -304,7 +311,7 @@ def evaluate_router(
     rows = np.arange(len(choices))
     r_scores = ev.scores[rows, choices]
     b_scores = ev.scores[:, base.best_single]
-    o_scores = ev.scores.max(axis=1)
+    o_scores = ev.scores.max(axis=1) if np.isfinite(base.oracle_quality) else np.full(len(rows), np.nan)
     lams = lambda_grid(pred, costs, n_lambdas) if base.has_cost else np.array([0.0])
     curve = cost_quality_curve(pred, ev.scores, ev.costs, costs, lams)
     two = {}

@@ -116,3 +116,4 @@ def shrunk_means(sums: np.ndarray, counts: np.ndarray, prior: np.ndarray, shrink
     """(sum + shrink * prior) / (count + shrink); the prior itself where a group saw no score."""
     den = counts + shrink
     return np.where(den > 0, (sums + shrink * prior) / np.where(den > 0, den, 1.0), prior)
+

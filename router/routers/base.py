@@ -17,6 +17,7 @@ import inspect
 import numpy as np
 
 from router.evaluation.decision import choose
+from router.evaluation.ope import partial_feedback
 
 
 def not_fitted_error(router) -> Exception:
@@ -39,7 +40,14 @@ class BaseRouter:
         ``fit_params`` are family-specific run-time resources (e.g. ``client=`` for ``lgbm``), not
         hyper-parameters: they are used during the fit and never stored.
     predict_scores(X) -> (n, m) predicted score per model, in the column order of Y.
+
+    ``fit(..., propensities=P)`` (n, m; NaN where none was logged): logs of the deployed router's own
+    traffic, where a query has one scored model chosen with a known propensity. Families with
+    ``supports_weights`` learn from them with clipped inverse-propensity weights
+    (``_common.partial_feedback``; their ``_fit`` gets ``feedback=``); the others raise.
     """
+
+    supports_weights = False  # can learn from partial (bandit) feedback: ``_fit(..., feedback=)``
 
     # scikit-learn's parameter protocol ------------------------------------------------------
     @classmethod
@@ -85,6 +93,14 @@ class BaseRouter:
 
     def fit(self, X, Y, C=None, mask=None, **fit_params):
         X, Y, C, mask = check_fit_inputs(X, Y, C, mask)
+        propensities = fit_params.pop("propensities", None)
+        feedback = None if propensities is None else partial_feedback(Y, mask, propensities)
+        if feedback is not None:
+            if not self.supports_weights:
+                raise ValueError(f"{type(self).__name__} cannot learn from partial feedback ({feedback.n_bandit} "
+                                 "queries with one scored model and its propensity): use a family with "
+                                 "supports_weights (best_single, knn, ridge)")
+            fit_params["feedback"] = feedback
         self.n_features_in_ = X.shape[1]
         self.n_models_ = Y.shape[1]
         # Mean observed cost per model: the per-query cost is unknown at serving time.

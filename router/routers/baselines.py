@@ -6,15 +6,19 @@ import hashlib
 
 import numpy as np
 
+from router.evaluation.ope import weighted_means
 from router.routers._common import column_means
 from router.routers.base import BaseRouter
 
 
 class BestSingleRouter(BaseRouter):
-    """Predicts each model's training mean for every query: what a user deploys without a router."""
+    """Predicts each model's training mean for every query: what a user deploys without a router.
+    On partial feedback, the means are inverse-propensity weighted."""
 
-    def _fit(self, X, Y, C, mask) -> None:
-        self.means_ = column_means(Y, mask)
+    supports_weights = True
+
+    def _fit(self, X, Y, C, mask, feedback=None) -> None:
+        self.means_ = column_means(Y, mask) if feedback is None else weighted_means(Y, feedback.weights)
 
     def _predict_scores(self, X) -> np.ndarray:
         return np.broadcast_to(self.means_, (X.shape[0], self.n_models_)).copy()

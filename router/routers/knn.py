@@ -6,7 +6,8 @@ from itertools import product
 
 import numpy as np
 
-from router.routers._common import as_grid, check_choice, column_means, unit_rows
+from router.evaluation.ope import weighted_means
+from router.routers._common import as_grid, check_choice, unit_rows
 from router.routers.base import BaseRouter
 from router.routers.search import cv_search
 
@@ -27,8 +28,11 @@ class KNNRouter(BaseRouter):
     ``n_neighbors``, ``weighting``, ``temperature`` and ``prior_weight`` each take one value or a
     tuple of candidates; with any tuple the combination is chosen by ``cv``-fold cross-validation
     on the training data, scored by routing quality (mean score of the argmax choice).
-    ``temperature`` only matters for "kernel".
+    ``temperature`` only matters for "kernel". On partial feedback (``fit(..., propensities=)``) a
+    neighbour's score counts with its inverse-propensity weight, and CV scores the IPS value of the routing.
     """
+
+    supports_weights = True
 
     def __init__(
         self,
@@ -56,25 +60,28 @@ class KNNRouter(BaseRouter):
         # Temperature is irrelevant without the kernel: one entry avoids duplicate grid points.
         return [(k, w, t, p) for k, w, t, p in product(ks, ws, ts, ps) if w == "kernel" or t == ts[0]]
 
-    def _fit(self, X, Y, C, mask) -> None:
+    def _fit(self, X, Y, C, mask, feedback=None) -> None:
         grid = self._grid()
         Xn = unit_rows(X)
-        Yz = np.where(mask, Y, 0.0)
+        # A cell's weight: 1 where scored (its inverse propensity on partial feedback), 0 where not.
+        W = mask.astype(np.float32) if feedback is None else feedback.weights.astype(np.float32)
+        Yw = np.where(mask, Y, 0.0) * W
+        score_Y, score_mask = (Y, mask) if feedback is None else (feedback.scoring_Y, feedback.scoring_mask)
 
         def fold_predictions(tr, va):
             # Neighbours once per fold, for the largest k: every grid point reads a prefix.
             sim, idx = _neighbours(Xn[va], Xn[tr], max(g[0] for g in grid))
-            prior = column_means(Y[tr], mask[tr])
-            return (_combine(sim, idx, Yz[tr], mask[tr], prior, *g) for g in grid)
+            prior = weighted_means(Y[tr], W[tr])
+            return (_combine(sim, idx, Yw[tr], W[tr], prior, *g) for g in grid)
 
-        best, self.cv_results_ = cv_search(grid, fold_predictions, Y, mask, self.cv, self.random_state)
+        best, self.cv_results_ = cv_search(grid, fold_predictions, score_Y, score_mask, self.cv, self.random_state)
         self.n_neighbors_ = min(best[0], len(X))
         self.weighting_, self.temperature_, self.prior_weight_ = best[1:]
         self.best_params_ = dict(zip(("n_neighbors", "weighting", "temperature", "prior_weight"), best))
         self.X_ = Xn
-        self.Y_ = Yz.astype(np.float32)
-        self.mask_ = mask
-        self.prior_ = column_means(Y, mask)
+        self.Y_ = Yw.astype(np.float32)  # weighted scores (plain scores without partial feedback)
+        self.mask_ = mask if feedback is None else W  # the weights: the mask itself without partial feedback
+        self.prior_ = weighted_means(Y, W)
 
     def _predict_scores(self, X) -> np.ndarray:
         sim, idx = _neighbours(unit_rows(X), self.X_, self.n_neighbors_)
@@ -83,7 +90,8 @@ class KNNRouter(BaseRouter):
 
 
 def _combine(sim, idx, Yz, mask, prior, k, weighting, temperature, prior_weight) -> np.ndarray:
-    """Shrunk weighted mean over the first k (sorted) neighbours, in row blocks to bound memory."""
+    """Shrunk weighted mean over the first k (sorted) neighbours, in row blocks to bound memory.
+    ``Yz``: scores times cell weights; ``mask``: the cell weights (a bool mask: all 1)."""
     out = np.empty((len(sim), Yz.shape[1]))
     for s in range(0, len(sim), _CHUNK):
         si, ix = sim[s:s + _CHUNK, :k], idx[s:s + _CHUNK, :k]

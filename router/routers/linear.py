@@ -20,8 +20,11 @@ class RidgeRouter(BaseRouter):
     ``alpha_per_model`` each model instead gets the candidate with its lowest CV squared error.
     ``target="centred"`` regresses score minus the query's mean score (the query difficulty no
     routing choice changes); with one shared alpha and complete logs it routes identically to
-    "raw", so it matters only with per-model alphas.
+    "raw", so it matters only with per-model alphas. On partial feedback (``fit(..., propensities=)``)
+    each model's regression is inverse-propensity weighted and CV scores the IPS value of the routing.
     """
+
+    supports_weights = True
 
     def __init__(
         self,
@@ -37,9 +40,13 @@ class RidgeRouter(BaseRouter):
         self.cv = cv
         self.random_state = random_state
 
-    def _fit(self, X, Y, C, mask) -> None:
+    def _fit(self, X, Y, C, mask, feedback=None) -> None:
         check_choice("target", self.target, TARGETS)
+        if feedback is not None and self.target == "centred":
+            raise ValueError("target='centred' needs several scored models per query; partial feedback has one")
         T = row_centre(Y, mask) if self.target == "centred" else Y
+        W = None if feedback is None else feedback.weights
+        score_Y, score_mask = (Y, mask) if feedback is None else (feedback.scoring_Y, feedback.scoring_mask)
         alphas = np.asarray(as_grid(self.alpha), dtype=np.float64)
         if (alphas <= 0).any():
             raise ValueError(f"alpha must be > 0, got {self.alpha}")
@@ -48,13 +55,13 @@ class RidgeRouter(BaseRouter):
 
         def fold_predictions(tr, va):
             # One SVD per fold gives the whole alpha path.
-            coef, icpt = ridge_path(X[tr], T[tr], mask[tr], alphas)
+            coef, icpt = ridge_path(X[tr], T[tr], mask[tr], alphas, None if W is None else W[tr])
             P = np.einsum("nd,adm->anm", X[va].astype(np.float64), coef) + icpt[:, None, :]
             sq_err[:] += np.where(mask[va], (P - np.nan_to_num(T[va])) ** 2, 0.0).sum(axis=1)
             return P
 
-        best, self.cv_results_ = cv_search([float(a) for a in alphas], fold_predictions, Y, mask, self.cv,
-                                           self.random_state)
+        best, self.cv_results_ = cv_search([float(a) for a in alphas], fold_predictions, score_Y, score_mask,
+                                           self.cv, self.random_state)
         # Without a search sq_err stays 0 and argmin takes the one candidate.
         self.alpha_ = alphas[np.argmin(sq_err, axis=0)] if self.alpha_per_model else np.full(m, best)
         # Per-model alphas cannot be frozen into the one ``alpha`` parameter.
@@ -63,30 +70,34 @@ class RidgeRouter(BaseRouter):
         self.intercept_ = np.empty(m)
         for a in np.unique(self.alpha_):
             cols = self.alpha_ == a
-            c, i = ridge_path(X, T[:, cols], mask[:, cols], np.array([a]))
+            c, i = ridge_path(X, T[:, cols], mask[:, cols], np.array([a]), None if W is None else W[:, cols])
             self.coef_[:, cols], self.intercept_[cols] = c[0], i[0]
 
     def _predict_scores(self, X) -> np.ndarray:
         return X.astype(np.float64) @ self.coef_ + self.intercept_
 
 
-def ridge_path(X, Y, mask, alphas) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge coefficients (n_alphas, d, m) and intercepts (n_alphas, m), fitted on observed cells only.
+def ridge_path(X, Y, mask, alphas, weights=None) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge coefficients (n_alphas, d, m) and intercepts (n_alphas, m), fitted on observed cells only,
+    each cell's squared error weighted by ``weights`` (n, m) when given.
 
-    One SVD per distinct missing-pattern of the columns gives the whole alpha path.
+    One SVD per distinct missing-pattern (and weight pattern) of the columns gives the whole alpha path.
     """
     X = np.asarray(X, dtype=np.float64)
     coef = np.zeros((len(alphas), X.shape[1], Y.shape[1]))
     icpt = np.zeros((len(alphas), Y.shape[1]))
     patterns: dict[bytes, list[int]] = {}
     for j in range(Y.shape[1]):
-        patterns.setdefault(np.packbits(mask[:, j]).tobytes(), []).append(j)
+        key = np.packbits(mask[:, j]).tobytes() + (b"" if weights is None else weights[:, j].tobytes())
+        patterns.setdefault(key, []).append(j)
     for cols in patterns.values():
         rows = mask[:, cols[0]]
         Xo, Yo = X[rows], Y[rows][:, cols]
-        x_mean, y_mean = Xo.mean(axis=0), Yo.mean(axis=0)
-        U, s, Vt = np.linalg.svd(Xo - x_mean, full_matrices=False)
-        UtY = U.T @ (Yo - y_mean)
+        w = np.ones(len(Xo)) if weights is None else weights[rows, cols[0]]
+        x_mean, y_mean = w @ Xo / w.sum(), w @ Yo / w.sum()
+        root = np.sqrt(w)[:, None]  # weighted least squares = plain least squares on sqrt(w)-scaled rows
+        U, s, Vt = np.linalg.svd(root * (Xo - x_mean), full_matrices=False)
+        UtY = U.T @ (root * (Yo - y_mean))
         for a, alpha in enumerate(alphas):
             c = Vt.T @ ((s / (s**2 + alpha))[:, None] * UtY)
             coef[a][:, cols] = c
