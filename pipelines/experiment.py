@@ -210,6 +210,13 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
         raise ValueError(f"export_router {job.export_router!r} is not a candidate here: the family {why}")
     # Held-out bandit queries are graded by doubly robust pseudo-outcomes (``router.evaluation.offpolicy``).
     test = with_dr_values(test, X_test, train, X_train)
+    single = test.mask.sum(axis=1) == 1
+    if not test.mask.all(axis=1).any() and single.mean() > 0.5 and not test.is_bandit.any():
+        raise ValueError(
+            f"{int(single.sum()):,} of {test.n_queries:,} held-out queries have one scored model (a deployed "
+            "router's own traffic) but no 'propensity' column: evaluating routers on such logs (off-policy) "
+            "needs, per row, the probability with which the logging router chose that model (router serve "
+            "--decision-log writes it; with --exploration the logs also cover the other models)")
     fits = {label: fit_router(spec, X_train, train, client) for label, spec in specs.items()}
     points = {label: operating_point(specs[label], router, X_train, train, job) for label, (router, _) in fits.items()}
     selection = None

@@ -159,3 +159,15 @@ def test_router_train_on_bandit_logs_alone(nq, tmp_path):
     mlflow.set_tracking_uri(job.tracking.uri)
     card = mlflow.artifacts.load_text(f"runs:/{result.run_id}/model_card.md")
     assert "trained on partial feedback" in card and "doubly robust" in card
+
+
+def test_one_model_per_query_without_propensities_is_refused_naming_the_column(nq, nq_X):
+    from dataclasses import replace
+
+    from pipelines.config import JobConfig
+    from pipelines.experiment import run_experiment
+
+    Yb, mask, _ = bandit_log(nq.scores, np.zeros(nq.n_queries, int), epsilon=0.5, seed=4)
+    data = replace(nq, scores=Yb, mask=mask, propensities=None)
+    with pytest.raises(ValueError, match="no 'propensity' column"):
+        run_experiment(data, nq_X, JobConfig(routers=[{"family": "ridge"}]))
