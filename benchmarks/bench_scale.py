@@ -23,10 +23,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.generate_logs import generate, read_manifest  # noqa: E402
+from benchmarks.generate_logs import ORDERS, generate, read_manifest  # noqa: E402
 from benchmarks.results import machine, write_section  # noqa: E402
 
-LIMIT_GIB = 4.0
+LIMIT_GIB = 2.0
 
 
 def _child(source: str) -> None:
@@ -75,13 +75,13 @@ def run_once(source: str) -> dict:
     return result
 
 
-def ensure_logs(cache: Path, queries: int, models: int, seed: int) -> tuple[Path, object]:
-    out = cache / f"q{queries}-m{models}-s{seed}"
+def ensure_logs(cache: Path, queries: int, models: int, seed: int, order: str = "query") -> tuple[Path, object]:
+    out = cache / (f"q{queries}-m{models}-s{seed}" + ("" if order == "query" else f"-{order}"))
     manifest = read_manifest(out)
     if manifest is None or (manifest.queries, manifest.models, manifest.seed) != (queries, models, seed) \
-            or manifest.invalid_rows:
-        print(f"generating {queries:,} queries x {models} models into {out} ...", file=sys.stderr)
-        manifest = generate(out, queries, models, seed)
+            or manifest.invalid_rows or manifest.options.get("order", "query") != order:
+        print(f"generating {queries:,} queries x {models} models ({order} order) into {out} ...", file=sys.stderr)
+        manifest = generate(out, queries, models, seed, order=order)
     return out, manifest
 
 
@@ -89,6 +89,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="queries per run")
     ap.add_argument("--models", type=int, default=10)
+    ap.add_argument("--orders", nargs="+", choices=ORDERS, default=list(ORDERS),
+                    help="row orders: query (a query's rows together), model (one file per model), random")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default="/tmp/router-scale", help="where generated logs are kept")
     ap.add_argument("--repeat", type=int, default=1, help="runs per size (the fastest is shown)")
@@ -100,13 +102,13 @@ def main() -> None:
         return
 
     rows = []
-    for queries in sorted(args.sizes):
-        source, manifest = ensure_logs(Path(args.cache), queries, args.models, args.seed)
+    for queries, order in [(q, o) for q in sorted(args.sizes) for o in args.orders]:
+        source, manifest = ensure_logs(Path(args.cache), queries, args.models, args.seed, order)
         runs = []
         for _ in range(args.repeat):
             runs.append(run_once(str(source)))
             r = runs[-1]
-            print(f"{queries:,} queries: {r['rows']:,} rows, {r['total_s']:.1f}s, peak {r['peak_rss_gib']:.2f} GiB",
+            print(f"{queries:,} queries, {order} order: {r['rows']:,} rows, {r['total_s']:.1f}s, peak {r['peak_rss_gib']:.2f} GiB",
                   file=sys.stderr)
         best = min(runs, key=lambda r: r["total_s"])
         best["peak_rss_gib"] = max(r["peak_rss_gib"] for r in runs)
@@ -116,7 +118,8 @@ def main() -> None:
 
     load = os.getloadavg()[0]
     command = "`.venv/bin/python benchmarks/bench_scale.py " + " ".join(
-        ["--sizes", *map(str, args.sizes), "--models", str(args.models), "--seed", str(args.seed)]
+        ["--sizes", *map(str, args.sizes), "--models", str(args.models), "--orders", *args.orders,
+         "--seed", str(args.seed)]
         + (["--repeat", str(args.repeat)] if args.repeat > 1 else [])) + "`"
     lines = [
         "## Scale: ingest -> validate -> labels, streaming (generated Parquet logs)",
@@ -124,19 +127,22 @@ def main() -> None:
         f"Command: {command} on {machine()}, polars {rows[0][1]['polars']}. Logs from "
         "`benchmarks/generate_logs.py` (seed "
         f"{args.seed}; ~1% exact duplicate rows, 5% of queries missing some models, 0.1% empty scores, "
-        "cost, task and timestamp columns; Parquet shards of ~125k queries). Each size runs in a fresh "
+        "cost, task and timestamp columns; distinct prompts). Row orders: `query` (Parquet shards of ~125k "
+        "queries, a query's rows together, by time), `model` (one file per model, as when each model's "
+        "evaluation run is logged on its own: every query's rows spread over all files), `random` (rows "
+        "scattered at random over as many files as `query` has shards). Each size and order runs in a fresh "
         "process: `scan_logs(dir)` -> `validate_logs` -> `build_routing_data`; peak RSS is that process's "
         f"`ru_maxrss` (fastest of the runs shown, largest peak). Generation time is the generator's own "
-        f"run (cached afterwards). Target: peak RSS < {LIMIT_GIB:g} GiB at 10M rows.",
+        f"run (cached afterwards). Target: peak RSS < {LIMIT_GIB:g} GiB at 10M rows in every order.",
         "",
-        "| rows | queries x models | files | mean prompt chars | generate s | validate s | labels s | total s "
-        "| peak RSS GiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| rows | queries x models | order | files | mean prompt chars | generate s | validate s | labels s "
+        "| total s | peak RSS GiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m, r in rows:
         lines.append(
-            f"| {r['rows']:,} | {m.queries:,} x {m.models} | {m.files} | {m.mean_prompt_chars:.0f} | {m.seconds:.0f} | "
-            f"{r['validate_s']:.1f} | {r['labels_s']:.1f} | {r['total_s']:.1f} | {r['peak_rss_gib']:.2f} |"
+            f"| {r['rows']:,} | {m.queries:,} x {m.models} | {m.options.get('order', 'query')} | {m.files} | "
+            f"{m.mean_prompt_chars:.0f} | {m.seconds:.0f} | {r['validate_s']:.1f} | {r['labels_s']:.1f} | {r['total_s']:.1f} | {r['peak_rss_gib']:.2f} |"
         )
     lines += ["", f"Load average when the table was written: {load:.1f} on {os.cpu_count()} cores"
               + (" (other work was running: timings are noisy, memory is not)." if load > 1.5 else ".")]

@@ -184,11 +184,65 @@ def _shard(k: int, lo: int, hi: int, seed: int, m: int, pool: tuple[pl.Series, p
     return df
 
 
+ORDERS = ("query", "model", "random")
+
+
+class _Files:
+    """Where generated rows go, by ``order``: "query" writes each generated block as its own file (rows of a
+    query together, by time); "model" one file per model (every model's rows together, as when each
+    model's evaluation run is logged to its own file); "random" ``n`` files each taking a random share
+    of every block, shuffled (a query's rows scattered through the whole stream)."""
+
+    def __init__(self, out: Path, order: str, models: int, n: int, seed: int) -> None:
+        self.out, self.order, self.rng = out, order, np.random.default_rng([seed, 7919])
+        self.n = {"query": 0, "model": models, "random": n}[order]
+        self.writers: dict[int, object] = {}
+        self.rows: dict[str, int] = {}  # rows written per file name, for the manifest's row numbers
+
+    def write(self, k: int, df: pl.DataFrame) -> list[tuple[str, pl.DataFrame, int]]:
+        """Write block ``k``; returns (file name, part, first row number in that file) per part written."""
+        if self.order == "query":
+            parts = [(f"logs-{k:05d}.parquet", df)]
+        elif self.order == "model":
+            parts = [(f"logs-m{j:03d}.parquet", part) for (j,), part in
+                     df.with_columns(pl.col("model").str.extract(r"(\d+)$").cast(pl.Int64).alias("_j"))
+                     .partition_by("_j", as_dict=True, include_key=False).items()]
+        else:
+            bucket = pl.Series(self.rng.integers(0, self.n, df.height))
+            parts = [(f"logs-r{b:05d}.parquet", part.sample(fraction=1.0, shuffle=True, seed=int(self.rng.integers(2**31))))
+                     for (b,), part in df.with_columns(bucket.alias("_b"))
+                     .partition_by("_b", as_dict=True, include_key=False).items()]
+        written = []
+        for name, part in sorted(parts, key=lambda x: x[0]):
+            start = self.rows.get(name, 0)
+            data = part.drop("_kind")  # bookkeeping of the manifest, not a log column
+            if self.order == "query":
+                data.write_parquet(self.out / name, row_group_size=128 * 1024)
+            else:
+                import pyarrow.parquet as pq
+
+                table = data.to_arrow()
+                if name not in self.writers:
+                    self.writers[name] = pq.ParquetWriter(self.out / name, table.schema)
+                self.writers[name].write_table(table, row_group_size=128 * 1024)
+            self.rows[name] = start + part.height
+            written.append((name, part, start))
+        return written
+
+    def close(self) -> int:
+        for w in self.writers.values():
+            w.close()
+        return len(self.rows)
+
+
 def generate(out: str | Path, queries: int, models: int, seed: int = 0, *, shards: int | None = None,
              duplicate_rate: float = 0.01, missing_rate: float = 0.05, null_score_rate: float = 0.001,
              invalid_rate: float = 0.0, cost: bool = True, task: bool = True, timestamp: bool = True,
-             verbose: bool = False) -> GenSummary:
-    """Write ``queries`` x ``models`` logs as Parquet shards under ``out``; return what was made."""
+             order: str = "query", verbose: bool = False) -> GenSummary:
+    """Write ``queries`` x ``models`` logs as Parquet files under ``out`` in ``order`` (``ORDERS``); return
+    what was made."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if queries < 1 or models < 1:
         raise ValueError(f"need at least one query and one model, got queries={queries}, models={models}")
     for name, rate in (("duplicate_rate", duplicate_rate), ("missing_rate", missing_rate),
@@ -203,7 +257,8 @@ def generate(out: str | Path, queries: int, models: int, seed: int = 0, *, shard
     shards = shards or min(queries, max(4, math.ceil(queries / 125_000)))
     opts = dict(queries=queries, duplicate_rate=duplicate_rate, missing_rate=missing_rate,
                 null_score_rate=null_score_rate, invalid_rate=invalid_rate, cost=cost, task=task,
-                timestamp=timestamp)
+                timestamp=timestamp, order=order)
+    files = _Files(out, order, models, shards, seed)
     pool = text_pool()
     bounds = np.linspace(0, queries, shards + 1).astype(np.int64)
     totals = dict(rows=0, missing_scores=0, duplicate_rows=0, invalid_rows=0)
@@ -212,24 +267,23 @@ def generate(out: str | Path, queries: int, models: int, seed: int = 0, *, shard
     columns: list[str] = []
     for k in range(shards):
         df = _shard(k, int(bounds[k]), int(bounds[k + 1]), seed, models, pool, opts)
-        path = out / f"logs-{k:05d}.parquet"
         kinds = df["_kind"].to_numpy()
         totals["rows"] += df.height
         totals["missing_scores"] += int((kinds == 1).sum())
         totals["duplicate_rows"] += int((kinds == 2).sum())
         totals["invalid_rows"] += int((kinds == 3).sum())
-        if len(examples) < 5:
-            examples += [[str(path), int(r) + 1] for r in np.flatnonzero(kinds == 3)[: 5 - len(examples)]]
-        data = df.drop("_kind")
-        columns = data.columns
-        chars += int(data.filter(pl.col("query_id").is_first_distinct())["prompt"].str.len_chars().sum())
-        data.write_parquet(path, row_group_size=128 * 1024)
+        chars += int(df.filter(pl.col("query_id").is_first_distinct())["prompt"].str.len_chars().sum())
+        columns = df.drop("_kind").columns
+        for name, part, start in files.write(k, df):
+            bad = np.flatnonzero(part["_kind"].to_numpy() == 3)[: max(0, 5 - len(examples))]
+            examples += [[str(out / name), start + int(r) + 1] for r in bad]
         if verbose:
-            print(f"  {path.name}: {df.height:,} rows ({time.perf_counter() - t0:.0f}s)", file=sys.stderr)
-        del df, data
+            print(f"  block {k}: {df.height:,} rows ({time.perf_counter() - t0:.0f}s)", file=sys.stderr)
+        del df
+    n_files = files.close()
     cells = totals["rows"] - totals["duplicate_rows"]
     summary = GenSummary(
-        out=str(out), seed=seed, queries=queries, models=models, files=shards, rows=totals["rows"], cells=cells,
+        out=str(out), seed=seed, queries=queries, models=models, files=n_files, rows=totals["rows"], cells=cells,
         missing_cells=queries * models - cells, missing_scores=totals["missing_scores"],
         duplicate_rows=totals["duplicate_rows"], invalid_rows=totals["invalid_rows"],
         invalid_kind=("negative cost" if cost else "NaN score") if invalid_rate > 0 else None,
@@ -264,6 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--null-score-rate", type=float, default=0.001, help="share of rows with an empty score")
     ap.add_argument("--invalid-rate", type=float, default=0.0,
                     help="share of rows made invalid (negative cost; NaN score with --no-cost)")
+    ap.add_argument("--order", choices=ORDERS, default="query",
+                    help="row order: query (each query's rows together), model (one file per model), random")
     ap.add_argument("--no-cost", action="store_true")
     ap.add_argument("--no-task", action="store_true")
     ap.add_argument("--no-timestamp", action="store_true")
@@ -271,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     s = generate(args.out, args.queries, args.models, args.seed, shards=args.shards,
                  duplicate_rate=args.duplicate_rate, missing_rate=args.missing_rate,
                  null_score_rate=args.null_score_rate, invalid_rate=args.invalid_rate, cost=not args.no_cost,
-                 task=not args.no_task, timestamp=not args.no_timestamp, verbose=True)
+                 task=not args.no_task, timestamp=not args.no_timestamp, order=args.order, verbose=True)
     print(f"{s.rows:,} rows ({s.queries:,} queries x {s.models} models; {s.duplicate_rows:,} duplicates, "
           f"{s.missing_cells:,} missing cells, {s.missing_scores:,} empty scores, {s.invalid_rows:,} invalid) "
           f"in {s.files} files under {s.out}; mean prompt {s.mean_prompt_chars:.0f} chars; {s.seconds:.1f}s")

@@ -176,3 +176,27 @@ def test_since_and_max_queries_from_config_and_command_line(gen, data, tmp_path)
     assert json.loads(out.read_text())["queries"] == 500
     bad = CliRunner().invoke(app, ["summary", str(gen.out), "--since", "last tuesday"])
     assert bad.exit_code != 0 and "since" in bad.output
+
+
+@pytest.mark.parametrize("order", ["model", "random"])
+def test_the_same_logs_in_another_row_order_give_the_same_routing_data(gen, data, tmp_path, order):
+    """Rows grouped by model (one file per model) or scattered at random: the same counts, the same matrices,
+    prompts, tasks and timestamps per query; invalid rows still named by their file and row."""
+    other = generate(tmp_path / order, QUERIES, MODELS, seed=3, order=order)
+    assert other.files == (MODELS if order == "model" else gen.files)
+    lf_other = formats.scan_logs(other.out)
+    stats = validate_logs(lf_other, source=other.out)
+    assert (stats.rows, stats.queries, stats.duplicate_rows) == (gen.rows, QUERIES, gen.duplicate_rows)
+    got = labels.build_routing_data(lf_other)
+    np.testing.assert_array_equal(got.query_ids, data.query_ids)
+    np.testing.assert_array_equal(got.prompts, data.prompts)
+    np.testing.assert_array_equal(got.mask, data.mask)
+    np.testing.assert_array_equal(np.nan_to_num(got.scores, nan=-1), np.nan_to_num(data.scores, nan=-1))
+    np.testing.assert_allclose(np.nan_to_num(got.costs, nan=-1), np.nan_to_num(data.costs, nan=-1))
+    np.testing.assert_array_equal(got.tasks, data.tasks)
+    np.testing.assert_array_equal(got.timestamps, data.timestamps)
+    bad = generate(tmp_path / f"{order}-bad", 4_000, 4, seed=5, invalid_rate=0.002, order=order)
+    first_file, first_row = bad.invalid_examples[0]
+    with pytest.raises(LogValidationError) as err:
+        validate_logs(formats.scan_logs(bad.out), source=bad.out)
+    assert f"row={first_row}," in str(err.value) and err.value.file == first_file

@@ -180,7 +180,9 @@ def _validate(lf: pl.LazyFrame, source: str | None) -> LogStats:
                 .drop_nulls(S.MODEL).sort(S.MODEL))
     # Files with rows, by a group_by: an n_unique beside the sums above cost ~0.5 GiB more at 10M rows.
     files_q = lf.group_by(S.SOURCE_FILE).agg(pl.len()) if S.SOURCE_FILE in has else pl.LazyFrame({"n": [1]})
-    stats_df, queries, models, files = pl.collect_all([counts, per_query, models_q, files_q], engine="streaming")
+    # Separate collects: one plan over a shared scan caches the scan for all its consumers (3.6 GiB
+    # at 10M rows grouped by model, 0.9 GiB for the largest of these alone).
+    stats_df, queries, models, files = (q.collect(engine="streaming") for q in (counts, per_query, models_q, files_q))
     stats = stats_df.row(0, named=True)
 
     if stats["rows"] == 0:
