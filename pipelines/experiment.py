@@ -20,7 +20,7 @@ from router.routers.search import folds as kfolds
 from router.data.labels import RoutingData
 from router.evaluation.decision import calibrate, margin_quantiles, share_bias
 from router.evaluation.metrics import RouterResult, evaluate_router
-from router.evaluation.offpolicy import with_dr_values
+from router.evaluation.offpolicy import estimates_by_router, with_dr_values
 from router.evaluation.report import EvaluationReport, build_report
 from router.evaluation.splits import Split, given_split, has_given_split, split_queries
 from router.routers import ROUTERS, BaseRouter, make_router
@@ -77,8 +77,9 @@ class Experiment:
         n_bandit = int(self.train.is_bandit.sum())
         if n_bandit:
             lines.append(f"trained on partial feedback: {n_bandit:,} of {self.train.n_queries:,} training queries "
-                         f"have one scored model (the deployed router's choice), weighted by inverse propensity "
-                         f"(clipped at {IPS_CLIP:g}); families without weights fit on the fully logged queries only")
+                         "have one scored model (the deployed router's choice, with its propensity); best_single, "
+                         f"ridge and knn learn from them (inverse-propensity weighted means, weights clipped at "
+                         f"{IPS_CLIP:g}), the other families fit on the fully logged queries only")
         estimated = self.test.estimated
         if estimated is not None and estimated.any():
             lines.append(f"held-out values: doubly robust estimates on {int(estimated.sum()):,} of "
@@ -209,7 +210,8 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
             "needs a task column with at least two tasks in the logs' training split"
         raise ValueError(f"export_router {job.export_router!r} is not a candidate here: the family {why}")
     # Held-out bandit queries are graded by doubly robust pseudo-outcomes (``router.evaluation.offpolicy``).
-    test = with_dr_values(test, X_test, train, X_train)
+    logged_test = test
+    test, q_hat = with_dr_values(test, X_test, train, X_train)
     single = test.mask.sum(axis=1) == 1
     if not test.mask.all(axis=1).any() and single.mean() > 0.5 and not test.is_bandit.any():
         raise ValueError(
@@ -235,8 +237,16 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
         point = points[label]
         result = evaluate_router(pred + point.bias, test, train, router.model_costs_, point.lam, budget=job.budget)
         out[label] = FittedRouter(specs[label], router, result, fit_s, pred_s, pred, point)
+    offpolicy = None
+    if q_hat is not None:  # the held-out logs hold the router's own traffic: IPS, SNIPS, DR side by side
+        evaluated = np.flatnonzero(test.mask.all(axis=1))
+        picks = {}
+        for label, f in out.items():
+            picks[label] = np.zeros(test.n_queries, dtype=np.int64)
+            picks[label][evaluated] = f.result.choices
+        offpolicy = estimates_by_router(logged_test, q_hat, picks, seed=job.split.seed)
     report = build_report({k: f.result for k, f in out.items()}, train, test, out[selected].router.model_costs_,
-                          split=split.how, budget=job.budget)
+                          split=split.how, budget=job.budget, offpolicy=offpolicy)
     exp = Experiment(split=split, train=train, test=test, fitted=out, report=report, lam=job.lam,
                      quality_only=quality_only, selection=selection, selected=selected, gate=None,
                      exported=selected)

@@ -82,7 +82,7 @@ def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, qu
     for tr, va in kfolds(train.n_queries, n_folds, seed):
         fold_train = train.subset(tr)
         # Bandit queries of the fold are graded by their DR pseudo-outcomes (reward model of the fold's rest).
-        fold_va = with_dr_values(train.subset(va), X[va], fold_train, X[tr])
+        fold_va, _ = with_dr_values(train.subset(va), X[va], fold_train, X[tr])
         mask_va = fold_va.mask
         usable = mask_va.any(axis=1)
         for label, make in candidates.items():

@@ -32,9 +32,11 @@ def test_partial_feedback_weights_and_ips_scoring_targets():
     # 1 / p (clipped), scaled to mean 1 over each model's scored cells
     np.testing.assert_allclose(fb.weights, [[2 / 1.5, 0, 0], [0, IPS_CLIP / ((IPS_CLIP + 1) / 2), 0],
                                             [1 / 1.5, 2 / (IPS_CLIP + 1), 1]])
-    # bandit rows: score / p at the logged model, 0 elsewhere, all "observed"; full rows unchanged
-    np.testing.assert_allclose(fb.scoring_Y, [[2.0, 0, 0], [0, 0.5 * IPS_CLIP, 0], [0.2, 0.9, 0.4]])
-    assert fb.scoring_mask.all()
+    # CV grades on the fully logged row only; on bandit rows alone, on their clipped IPS values
+    np.testing.assert_array_equal(fb.scoring_mask, [[False] * 3, [False] * 3, [True] * 3])
+    alone = partial_feedback(Y[:2], mask[:2], P[:2])
+    np.testing.assert_allclose(alone.scoring_Y, [[2.0, 0, 0], [0, 0.5 * IPS_CLIP, 0]])
+    assert alone.scoring_mask.all()
     assert partial_feedback(Y[2:], mask[2:], P[2:]) is None  # no bandit row: an ordinary fit
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         partial_feedback(Y, mask, np.where(np.isnan(P), np.nan, 1.5))
@@ -73,10 +75,14 @@ def test_weighted_ridge_is_sklearns_ridge_with_sample_weights():
         np.testing.assert_allclose(icpt[0, j], ref.intercept_, atol=1e-9)
 
 
-def test_knn_on_bandit_logs_averages_neighbours_by_their_weights(nq, nq_X):
-    Yb, mask, P = bandit_log(nq.scores[:200], np.zeros(200, int), epsilon=0.5, seed=2)
-    router = KNNRouter(n_neighbors=20, weighting="uniform", prior_weight=0.0).fit(nq_X[:200], Yb, mask=mask,
-                                                                                     propensities=P)
+def test_knn_with_ips_weights_averages_neighbours_by_their_weights(nq, nq_X):
+    favour = np.arange(200) % 3  # propensities differ between queries of one model
+    Yb, mask, P = bandit_log(nq.scores[:200], favour, epsilon=0.5, seed=2)
+    router = KNNRouter(n_neighbors=20, weighting="uniform", prior_weight=0.0, ips_weights=True).fit(
+        nq_X[:200], Yb, mask=mask, propensities=P)
+    plain = KNNRouter(n_neighbors=20, weighting="uniform", prior_weight=0.0).fit(nq_X[:200], Yb, mask=mask,
+                                                                                propensities=P)
+    assert not np.allclose(router.predict_scores(nq_X[200:]), plain.predict_scores(nq_X[200:]))
     W = partial_feedback(Yb, mask, P).weights
     q = nq_X[200:201]
     sims = (nq_X[:200] / np.linalg.norm(nq_X[:200], axis=1, keepdims=True)) @ (q[0] / np.linalg.norm(q[0]))
@@ -133,32 +139,37 @@ def write_served_traffic(folder, data, favour: int, epsilon: float, seed: int = 
 
 
 def test_router_train_on_bandit_logs_alone(nq, tmp_path):
-    """`router train` on the gateway's decision log only (the router's own traffic): families that learn
-    from weights compete, held-out values are DR estimates, and the model card says so."""
-    import mlflow
+    """`router train DIR` on the gateway's decision log only (the router's own traffic): families that learn
+    from it compete, held-out values are DR estimates with IPS / SNIPS / DR side by side in the report, and
+    the model card says it was trained on partial feedback."""
+    import json
+    import pathlib
 
-    from pipelines.config import JobConfig, LogsConfig
-    from pipelines.job import run_job
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
     from tests.conftest import TEST_CACHE
 
     write_served_traffic(tmp_path / "decisions", nq, favour=int(np.argmax(nq.scores.mean(axis=0))), epsilon=0.5)
-    job = JobConfig(name="bandit-router", logs=LogsConfig(path=str(tmp_path / "decisions")),
-                    embedder={"cache_dir": str(TEST_CACHE)},
-                    tracking={"uri": f"sqlite:///{tmp_path / 'mlruns.db'}", "artifact_root": str(tmp_path / "art")},
-                    export_dir=str(tmp_path / "models"))
-    lines: list[str] = []
-    result = run_job(job, echo=lines.append)
-    exp = result.experiment
-    assert exp.train.is_bandit.all() and set(exp.fitted) <= {"best_single", "knn", "ridge"}
-    assert {"best_single", "knn", "ridge"} <= set(exp.selection.oof)
-    assert exp.test.estimated.all()  # every held-out value is a DR estimate
-    base = exp.fitted["best_single"].result.baselines
-    assert np.isnan(base.oracle_quality) and np.isfinite(exp.fitted[exp.exported].result.quality)
-    out = "\n".join(lines)
-    assert "trained on partial feedback: " in out and "doubly robust estimates on" in out
-    mlflow.set_tracking_uri(job.tracking.uri)
-    card = mlflow.artifacts.load_text(f"runs:/{result.run_id}/model_card.md")
-    assert "trained on partial feedback" in card and "doubly robust" in card
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    (tmp_path / "job.yaml").write_text(json.dumps({
+        "name": "bandit-router", "embedder": {"cache_dir": str(TEST_CACHE)},
+        "tracking": {"uri": uri, "artifact_root": str(tmp_path / "art")}, "export_dir": str(tmp_path / "models")}))
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "decisions"), "--config", str(tmp_path / "job.yaml")])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "trained on partial feedback: 3" in out and "doubly robust estimates on" in out
+    assert "Off-policy estimates on the" in out and "| DR | IPS | SNIPS | DM |" in out
+    assert "selection on the training split" in out
+    for family in ("classifier", "mf", "cluster", "ensemble"):  # no weights: not candidates on bandit logs alone
+        assert f"**{family}**" not in out
+    for family in ("best_single", "knn", "ridge"):
+        assert f"**{family}**" in out
+    client = MlflowClient(uri)
+    run_id = client.get_model_version_by_alias("bandit-router", "champion").run_id
+    text = pathlib.Path(client.download_artifacts(run_id, "model_card.md", str(tmp_path))).read_text()
+    assert "trained on partial feedback" in text and "doubly robust" in text
 
 
 def test_one_model_per_query_without_propensities_is_refused_naming_the_column(nq, nq_X):

@@ -3,7 +3,7 @@
 A query the deployed router logged has one scored model ``a`` (chosen with propensity ``p``, reward
 ``r``). For a deterministic choice ``m``, the doubly robust estimate of its reward on that query is
 ``q_hat[m] + 1[m = a] / p * (r - q_hat[a])`` (``ope.dr_terms`` with a one-hot target): ``q_hat`` is a
-reward model fitted on the training split with inverse-propensity weights. Filling each bandit row
+reward model fitted on the training split (``reward_model``). Filling each bandit row
 with these pseudo-outcomes for every model turns it into a complete row, and the mean over queries
 of the pseudo-outcome at a router's choice is exactly the DR estimate of the router's value. So
 every held-out figure (quality, best single model, paired bootstrap gate, champion comparison, cost
@@ -19,12 +19,12 @@ from dataclasses import replace
 import numpy as np
 
 from router.data.labels import RoutingData
-from router.evaluation.ope import IPS_CLIP, dr_terms, one_hot
+from router.evaluation.ope import IPS_CLIP, Estimate, dr_terms, off_policy_estimates, one_hot
 
 
 def reward_model(X: np.ndarray, data: RoutingData):
-    """``q_hat``: a ridge reward model of every model's score, fitted on ``data`` with inverse-propensity
-    weights on its bandit rows (alpha chosen by its CV on the IPS value)."""
+    """``q_hat``: a ridge reward model of every model's score fitted on ``data`` (bandit rows count as the
+    logged model's score; alpha chosen by its CV on the IPS value of the routing)."""
     from router.routers import RidgeRouter
 
     return RidgeRouter().fit(X, data.scores, data.costs, data.mask, propensities=data.propensities)
@@ -54,9 +54,24 @@ def dr_pseudo_outcomes(data: RoutingData, q_hat: np.ndarray, clip: float = IPS_C
     return replace(data, scores=scores, mask=mask, estimated=estimated)
 
 
-def with_dr_values(data: RoutingData, X: np.ndarray, fit_data: RoutingData, X_fit: np.ndarray) -> RoutingData:
-    """``data`` with its bandit rows as DR pseudo-outcomes, the reward model fitted on ``fit_data`` (never
-    on ``data`` itself); ``data`` unchanged when it has no bandit row."""
+def with_dr_values(data: RoutingData, X: np.ndarray, fit_data: RoutingData, X_fit: np.ndarray
+                   ) -> tuple[RoutingData, np.ndarray | None]:
+    """``data`` with its bandit rows as DR pseudo-outcomes, and the reward model's predictions for ``data``
+    (fitted on ``fit_data``, never on ``data`` itself); ``(data, None)`` when it has no bandit row."""
     if not data.is_bandit.any():
-        return data
-    return dr_pseudo_outcomes(data, reward_model(X_fit, fit_data).predict_scores(X))
+        return data, None
+    q_hat = reward_model(X_fit, fit_data).predict_scores(X)
+    return dr_pseudo_outcomes(data, q_hat), q_hat
+
+
+def estimates_by_router(logged: RoutingData, q_hat: np.ndarray, choices: dict[str, np.ndarray], *,
+                        n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, Estimate]]:
+    """IPS, SNIPS, DR and DM estimates (bootstrap CIs) of each router's value on the bandit rows of
+    ``logged`` (the held-out logs as logged); ``choices``: router -> its choice per row of ``logged``."""
+    rows = np.flatnonzero(logged.is_bandit)
+    actions = logged.mask[rows].argmax(axis=1)
+    rewards = logged.scores[rows, actions]
+    propensities = logged.propensities[rows, actions]
+    return {name: off_policy_estimates(actions, rewards, propensities, one_hot(picks[rows], logged.n_models),
+                                       q_hat=q_hat[rows], n_boot=n_boot, seed=seed)
+            for name, picks in choices.items()}

@@ -228,10 +228,10 @@ class Feedback:
     with a known propensity p. ``weights`` (n, m): 1 on fully logged cells, min(1 / p, ``IPS_CLIP``) on
     bandit cells, 0 where unobserved, then scaled to mean 1 over each model's scored cells: regressions weighted by them see every model's queries as the full
     query distribution, not as the deployed router sent them. ``scoring_Y`` / ``scoring_mask``: what a
-    family's own CV scores routing quality on: fully logged rows as they are; a bandit row as its
-    inverse-propensity pseudo-outcomes (1[m = logged] * score / p for every model m, all observed), so
-    routing quality on it is the IPS estimate of the choice's value (the mask alone would only ever let
-    the logged model compete)."""
+    family's own CV scores routing quality on: the fully logged rows when there are any (bandit rows
+    left out: with the mask alone only their logged model could compete); on bandit rows alone, their
+    inverse-propensity pseudo-outcomes (1[m = logged] * score * min(1 / p, clip) for every model m, all
+    observed), so routing quality is the clipped IPS estimate of the choice's value."""
 
     weights: np.ndarray
     scoring_Y: np.ndarray
@@ -262,8 +262,14 @@ def partial_feedback(Y: np.ndarray, mask: np.ndarray, propensities, clip: float 
     # Mean 1 over each model's scored cells: relative weights are all IPS needs (weighted means are
     # self-normalised), and a regulariser or a prior keeps the strength it has on unweighted logs.
     weights = weights / np.where(mask.any(axis=0), weights.sum(axis=0) / np.maximum(mask.sum(axis=0), 1), 1.0)
-    scoring_Y = np.where(bandit[:, None], np.where(cells, np.nan_to_num(Y) * inv, 0.0), Y)
-    scoring_mask = mask | bandit[:, None]
+    if not bandit.all():
+        # Fully logged rows grade the routing exactly; IPS values of the bandit rows would only add noise
+        # (unclipped: 1 / p ~ 270 for an epsilon 0.1 draw among 27 models; measured, it cost more than it gave)
+        # or bias (clipped: every choice but the deployed router's undervalued).
+        scoring_Y, scoring_mask = Y, mask & ~bandit[:, None]
+    else:  # the router's own traffic alone: clipped IPS values, biased towards the deployed router's choices
+        scoring_Y = np.where(cells, np.nan_to_num(Y) * inv, 0.0)
+        scoring_mask = np.ones_like(mask)
     return Feedback(weights=weights, scoring_Y=scoring_Y, scoring_mask=scoring_mask, n_bandit=int(bandit.sum()))
 
 

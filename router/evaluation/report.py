@@ -28,6 +28,8 @@ class EvaluationReport:
     routers: dict[str, RouterResult]
     split: str | None = None
     budget: float | None = None  # $/query each router was calibrated to, if any
+    # On bandit held-out logs: router -> {"ips", "snips", "dr", "dm": ope.Estimate} (DR decided)
+    offpolicy: dict | None = None
 
     def matched_spend(self) -> dict[str, dict[str, float]]:
         """Per router, at equal spend with the reference model (the best single model, chosen on train
@@ -94,6 +96,9 @@ class EvaluationReport:
             "routers": {name: r.to_dict() for name, r in self.routers.items()},
             "budget": self.budget,
             "matched_spend": {k: {m: _num(x) for m, x in v.items()} for k, v in self.matched_spend().items()},
+            "offpolicy": None if self.offpolicy is None else {
+                name: {k: {f: _num(x) if f != "n" else x for f, x in e.to_dict().items()} for k, e in est.items()}
+                for name, est in self.offpolicy.items()},
         }
 
     def to_markdown(self) -> str:
@@ -150,6 +155,16 @@ class EvaluationReport:
             lines[3:3] = [f"**Matched spend.** {self.headline()}", ""] if self.headline() else []
             lines += ["", f"### Matched spend with {b.models[b.reference]} (costs as a share of its cost)", "",
                       _table(head_ms, rows_ms)]
+        if self.offpolicy:
+            n = next(iter(next(iter(self.offpolicy.values())).values())).n
+            est_names = [k for k in ("dr", "ips", "snips", "dm") if k in next(iter(self.offpolicy.values()))]
+            rows_op = [[f"**{name}**"] + [f"{_f(e[k].value)} {_ci((e[k].lower, e[k].upper))}" for k in est_names]
+                       for name, e in self.offpolicy.items()]
+            lines += ["", f"### Off-policy estimates on the {n} held-out queries of the router's own traffic", "",
+                      "Quality above is the doubly robust (DR) estimate on those queries; it decided selection "
+                      "and the gate. IPS and SNIPS need no reward model; DM is the reward model alone. 95% "
+                      "bootstrap intervals.", "",
+                      _table([""] + [k.upper() for k in est_names], rows_op)]
         tasks = sorted({t for r in self.routers.values() for t in r.per_task})
         if len(tasks) > 1:
             names = list(self.routers)
@@ -169,13 +184,14 @@ def build_report(
     *,
     split: str | None = None,
     budget: float | None = None,
+    offpolicy: dict | None = None,
 ) -> EvaluationReport:
     """Collect router results with the baselines computed on the same train/test queries."""
     base = baselines(train, test, model_costs, budget)
     for name, r in results.items():
         if r.baselines.n_eval != base.n_eval or r.baselines.models != base.models:
             raise ValueError(f"router {name!r} was evaluated on other queries or models than this report")
-    return EvaluationReport(baselines=base, routers=dict(results), split=split, budget=budget)
+    return EvaluationReport(baselines=base, routers=dict(results), split=split, budget=budget, offpolicy=offpolicy)
 
 
 # --------------------------------------------------------------------------- formatting helpers

@@ -28,8 +28,9 @@ class KNNRouter(BaseRouter):
     ``n_neighbors``, ``weighting``, ``temperature`` and ``prior_weight`` each take one value or a
     tuple of candidates; with any tuple the combination is chosen by ``cv``-fold cross-validation
     on the training data, scored by routing quality (mean score of the argmax choice).
-    ``temperature`` only matters for "kernel". On partial feedback (``fit(..., propensities=)``) a
-    neighbour's score counts with its inverse-propensity weight, and CV scores the IPS value of the routing.
+    ``temperature`` only matters for "kernel". On partial feedback (``fit(..., propensities=)``) CV
+    grades as ``ope.partial_feedback`` says; with ``ips_weights`` a neighbour's score also counts with its
+    inverse-propensity weight (off by default, as for ``RidgeRouter``).
     """
 
     supports_weights = True
@@ -40,9 +41,11 @@ class KNNRouter(BaseRouter):
         weighting: str | tuple[str, ...] = ("uniform", "kernel"),
         temperature: float | tuple[float, ...] = (0.003, 0.01, 0.03),
         prior_weight: float | tuple[float, ...] = (0.3, 3.0),
+        ips_weights: bool = False,
         cv: int = 5,
         random_state: int = 0,
     ):
+        self.ips_weights = ips_weights
         self.n_neighbors = n_neighbors
         self.weighting = weighting
         self.temperature = temperature
@@ -64,14 +67,18 @@ class KNNRouter(BaseRouter):
         grid = self._grid()
         Xn = unit_rows(X)
         # A cell's weight: 1 where scored (its inverse propensity on partial feedback), 0 where not.
-        W = mask.astype(np.float32) if feedback is None else feedback.weights.astype(np.float32)
+        weighted = feedback is not None and self.ips_weights
+        W = feedback.weights.astype(np.float32) if weighted else mask.astype(np.float32)
+        # The prior (each model's mean) is weighted on partial feedback either way: a plain mean of the
+        # logged scores averages only the queries the deployed router sent to that model.
+        W_prior = mask if feedback is None else feedback.weights
         Yw = np.where(mask, Y, 0.0) * W
         score_Y, score_mask = (Y, mask) if feedback is None else (feedback.scoring_Y, feedback.scoring_mask)
 
         def fold_predictions(tr, va):
             # Neighbours once per fold, for the largest k: every grid point reads a prefix.
             sim, idx = _neighbours(Xn[va], Xn[tr], max(g[0] for g in grid))
-            prior = weighted_means(Y[tr], W[tr])
+            prior = weighted_means(Y[tr], W_prior[tr])
             return (_combine(sim, idx, Yw[tr], W[tr], prior, *g) for g in grid)
 
         best, self.cv_results_ = cv_search(grid, fold_predictions, score_Y, score_mask, self.cv, self.random_state)
@@ -80,8 +87,8 @@ class KNNRouter(BaseRouter):
         self.best_params_ = dict(zip(("n_neighbors", "weighting", "temperature", "prior_weight"), best))
         self.X_ = Xn
         self.Y_ = Yw.astype(np.float32)  # weighted scores (plain scores without partial feedback)
-        self.mask_ = mask if feedback is None else W  # the weights: the mask itself without partial feedback
-        self.prior_ = weighted_means(Y, W)
+        self.mask_ = W if weighted else mask  # the cell weights: the mask itself when unweighted
+        self.prior_ = weighted_means(Y, W_prior)
 
     def _predict_scores(self, X) -> np.ndarray:
         sim, idx = _neighbours(unit_rows(X), self.X_, self.n_neighbors_)

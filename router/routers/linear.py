@@ -21,7 +21,10 @@ class RidgeRouter(BaseRouter):
     ``target="centred"`` regresses score minus the query's mean score (the query difficulty no
     routing choice changes); with one shared alpha and complete logs it routes identically to
     "raw", so it matters only with per-model alphas. On partial feedback (``fit(..., propensities=)``)
-    each model's regression is inverse-propensity weighted and CV scores the IPS value of the routing.
+    CV grades as ``ope.partial_feedback`` says; with ``ips_weights`` each model's regression is
+    inverse-propensity weighted. Off by default: a regression of a model's score on the query is
+    consistent without weights (the logging choice depends on the query only), and on real logs the
+    weights' variance cost more than their bias correction gained (benchmarks/RESULTS.md, "Feedback loop").
     """
 
     supports_weights = True
@@ -31,12 +34,14 @@ class RidgeRouter(BaseRouter):
         alpha: float | tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0),
         alpha_per_model: bool = False,
         target: str = "raw",
+        ips_weights: bool = False,
         cv: int = 5,
         random_state: int = 0,
     ):
         self.alpha = alpha
         self.alpha_per_model = alpha_per_model
         self.target = target
+        self.ips_weights = ips_weights
         self.cv = cv
         self.random_state = random_state
 
@@ -45,7 +50,7 @@ class RidgeRouter(BaseRouter):
         if feedback is not None and self.target == "centred":
             raise ValueError("target='centred' needs several scored models per query; partial feedback has one")
         T = row_centre(Y, mask) if self.target == "centred" else Y
-        W = None if feedback is None else feedback.weights
+        W = feedback.weights if feedback is not None and self.ips_weights else None
         score_Y, score_mask = (Y, mask) if feedback is None else (feedback.scoring_Y, feedback.scoring_mask)
         alphas = np.asarray(as_grid(self.alpha), dtype=np.float64)
         if (alphas <= 0).any():
