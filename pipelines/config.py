@@ -115,6 +115,10 @@ class SelectionConfig(_Strict):
 
     folds: int = Field(5, ge=2, description="cross-validation folds over the training queries (nested: each "
                                             "candidate's own hyper-parameter search runs inside every fold)")
+    max_queries: int | None = Field(
+        20_000, ge=100, description="selection and each candidate's operating point run on at most this many "
+        "training queries (a seeded sample; null: all): their cost grows with folds x candidates, the final "
+        "fits use every training query")
 
 
 class ShareConfig(_Strict):

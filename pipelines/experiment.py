@@ -91,7 +91,9 @@ class Experiment:
         """What was selected (out-of-fold ranking), what ships and why, and the realised share if targeted."""
         lines = self.feedback_lines()
         if self.selection is not None:
-            lines.append(f"selection on the training split (out-of-fold, {self.selection.folds} folds): "
+            lines.append(f"selection on the training split (out-of-fold, {self.selection.folds} folds"
+                         + (f", on {self.selection.n_queries:,} of {self.train.n_queries:,} queries"
+                            if self.selection.n_queries < self.train.n_queries else "") + "): "
                          + ", ".join(f"{k} {self.selection.oof[k]:.4f}" for k in self.selection.ranking()))
         return lines + [self.decision] + ([self.share_line(job)] if job.share is not None else [])
 
@@ -113,6 +115,13 @@ class Experiment:
             return (f"routing does not pay on these logs: always call {model} (best_single had the best "
                     f"out-of-fold objective on the training split)")
         return f"{self.exported} exported as configured" + (f": always call {model}" if model else "")
+
+
+def selection_sample(n: int, max_queries: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``max_queries`` of ``n`` training queries (all of them when fewer), seeded."""
+    if max_queries is None or n <= max_queries:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_queries, replace=False))
 
 
 def split_data(data: RoutingData, job: JobConfig) -> Split:
@@ -220,12 +229,15 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
             "needs, per row, the probability with which the logging router chose that model (router serve "
             "--decision-log writes it; with --exploration the logs also cover the other models)")
     fits = {label: fit_router(spec, X_train, train, client) for label, spec in specs.items()}
-    points = {label: operating_point(specs[label], router, X_train, train, job) for label, (router, _) in fits.items()}
+    # Selection and operating points refit every candidate folds x times: on a capped sample of the training queries.
+    sample = selection_sample(train.n_queries, job.selection.max_queries, job.split.seed)
+    X_sel, train_sel = X_train[sample], train.subset(sample)
+    points = {label: operating_point(specs[label], router, X_sel, train_sel, job) for label, (router, _) in fits.items()}
     selection = None
     selected = job.export_router
     if selected == "auto":
         makers = {label: functools.partial(make_router, spec.family, **spec.params) for label, spec in specs.items()}
-        selection = select(makers, X_train, train, points, quality_only, job.selection.folds, job.split.seed,
+        selection = select(makers, X_sel, train_sel, points, quality_only, job.selection.folds, job.split.seed,
                            job.task_at_serving)
         selected = selection.label
     out = {}

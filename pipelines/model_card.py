@@ -45,7 +45,9 @@ def model_card(job: JobConfig, prep: Prepared, exp: Experiment, data_sha256: str
     ]
     if exp.selection is not None:
         ranking = ", ".join(f"{k} {exp.selection.oof[k]:.4f}" for k in exp.selection.ranking())
-        lines.append(f"- selected on the training split by {exp.selection.folds}-fold cross-validation "
+        sample = (f" on {exp.selection.n_queries:,} of its {exp.train.n_queries:,} queries"
+                  if exp.selection.n_queries < exp.train.n_queries else "")
+        lines.append(f"- selected on the training split{sample} by {exp.selection.folds}-fold cross-validation "
                      f"(out-of-fold objective): {ranking}")
     if exp.gate is not None:
         g = exp.gate

@@ -44,6 +44,7 @@ class Selection:
     label: str  # the selected candidate
     oof: dict[str, float]  # mean out-of-fold objective per candidate, in candidate order
     folds: int
+    n_queries: int  # training queries the folds ran over
 
     def ranking(self) -> list[str]:
         return sorted(self.oof, key=lambda k: -self.oof[k])
@@ -96,7 +97,7 @@ def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, qu
                                                   router.model_costs_, quality_only)
     oof = {label: float(np.nanmean(v)) for label, v in values.items()}
     best = max(oof, key=lambda k: (oof[k], -list(oof).index(k)))
-    return Selection(label=best, oof=oof, folds=n_folds)
+    return Selection(label=best, oof=oof, folds=n_folds, n_queries=train.n_queries)
 
 
 @dataclass(frozen=True)

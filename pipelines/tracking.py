@@ -222,7 +222,7 @@ def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = 
         "logs.path": job.logs.path, "logs.format": job.logs.format, "logs.sha256": sha, **source,
         "embedder.id": prep.embedder.id, **{f"embedder.{k}": v for k, v in prep.embedder.settings().items()},
         "routers": [r.label for r in job.candidates()], "export_router": exported, "lam": exp.lam,
-        "selection.folds": job.selection.folds, "registry.min_gain": job.registry.min_gain,
+        "selection.folds": job.selection.folds, "selection.max_queries": job.selection.max_queries, "registry.min_gain": job.registry.min_gain,
         "registry.confidence": job.registry.confidence,
         "budget": job.budget, "task_at_serving": job.task_at_serving, **exp.split.sizes(), **cluster,
     })

@@ -109,3 +109,20 @@ def test_a_model_scored_only_on_held_out_queries_is_named(nq, nq_X):
     with pytest.raises(ValueError, match=f"'{nq.models[2]}' has no score on any of the "
                                          f"{len(split.train):,} training queries"):
         run_experiment(data, nq_X, job, split=split)
+
+
+def test_selection_and_operating_points_run_on_a_capped_sample(nq, nq_X):
+    """``selection.max_queries``: the folds run over a seeded sample of the training queries (the final
+    fits over all of them); at or above the training size nothing changes."""
+    from pipelines.config import JobConfig, SelectionConfig
+    from pipelines.experiment import run_experiment
+
+    base = dict(routers=[{"family": "knn", "params": {"cv": 3}}, {"family": "ridge", "params": {"cv": 3}}],
+                export_router="auto")
+    capped = run_experiment(nq, nq_X, JobConfig(**base, selection=SelectionConfig(max_queries=150)))
+    assert capped.selection.n_queries == 150 < capped.train.n_queries
+    assert f"on 150 of {capped.train.n_queries} queries" in capped.outcome_lines(JobConfig())[0]
+    assert capped.fitted["knn"].router.X_.shape[0] == capped.train.n_queries  # the final fit saw every query
+    full = run_experiment(nq, nq_X, JobConfig(**base, selection=SelectionConfig(max_queries=None)))
+    same = run_experiment(nq, nq_X, JobConfig(**base, selection=SelectionConfig(max_queries=10_000)))
+    assert full.selection.oof == same.selection.oof and full.selection.n_queries == full.train.n_queries
