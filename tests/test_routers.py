@@ -401,3 +401,21 @@ def test_ensemble_cv_drops_a_noise_member_and_shrinks_on_noise():
     Y_noise = (rng.random((600, 3)) < [0.7, 0.5, 0.5]).astype(float)
     noise = make_router("ensemble", routers=members, cv=3, shrink=(0.0, 1.0)).fit(X, Y_noise)
     assert noise.shrink_ == 1.0
+
+
+def test_knn_with_capped_references_routes_like_the_exact_search(nq_split):
+    """``max_references``: below the cap nothing changes; with a cap at 40% of the training queries the
+    head keeps that many references and routes most test queries as the exact search does."""
+    d, X, tr, te = nq_split
+    X_tr, Y_tr, C_tr, M_tr = X[tr], d.scores[tr], d.costs[tr], d.mask[tr]
+    X_te, Y_te = X[te], d.scores[te]
+    params = dict(n_neighbors=(10, 30), weighting="uniform", prior_weight=3.0, cv=3)
+    exact = KNNRouter(max_references=None, **params).fit(X_tr, Y_tr, C_tr, M_tr)
+    under = KNNRouter(max_references=len(X_tr), **params).fit(X_tr, Y_tr, C_tr, M_tr)
+    np.testing.assert_array_equal(exact.predict_scores(X_te), under.predict_scores(X_te))
+    cap = int(0.4 * len(X_tr))
+    capped = KNNRouter(max_references=cap, **params).fit(X_tr, Y_tr, C_tr, M_tr)
+    assert capped.X_.shape[0] == cap and capped.mask_.shape[0] == cap
+    agree = (capped.route(X_te) == exact.route(X_te)).mean()
+    quality = lambda r: Y_te[np.arange(len(Y_te)), r.route(X_te)].mean()  # noqa: E731
+    assert agree >= 0.7 and abs(quality(capped) - quality(exact)) <= 0.05, (agree, quality(capped), quality(exact))

@@ -30,7 +30,10 @@ class KNNRouter(BaseRouter):
     on the training data, scored by routing quality (mean score of the argmax choice).
     ``temperature`` only matters for "kernel". On partial feedback (``fit(..., propensities=)``) CV
     grades as ``ope.partial_feedback`` says; with ``ips_weights`` a neighbour's score also counts with its
-    inverse-propensity weight (off by default, as for ``RidgeRouter``).
+    inverse-propensity weight (off by default, as for ``RidgeRouter``). ``max_references``: above that
+    many training queries, neighbours are searched among a seeded random sample of that size (in every CV
+    fold too, so CV grades the router as it will run); the brute-force search grows with queries x
+    references, and the head stores only the references. The priors use every query.
     """
 
     supports_weights = True
@@ -42,10 +45,12 @@ class KNNRouter(BaseRouter):
         temperature: float | tuple[float, ...] = (0.003, 0.01, 0.03),
         prior_weight: float | tuple[float, ...] = (0.3, 3.0),
         ips_weights: bool = False,
+        max_references: int | None = 50_000,
         cv: int = 5,
         random_state: int = 0,
     ):
         self.ips_weights = ips_weights
+        self.max_references = max_references
         self.n_neighbors = n_neighbors
         self.weighting = weighting
         self.temperature = temperature
@@ -63,6 +68,14 @@ class KNNRouter(BaseRouter):
         # Temperature is irrelevant without the kernel: one entry avoids duplicate grid points.
         return [(k, w, t, p) for k, w, t, p in product(ks, ws, ts, ps) if w == "kernel" or t == ts[0]]
 
+    def _references(self, rows: np.ndarray) -> np.ndarray:
+        """``rows`` itself, or a seeded sorted sample of ``max_references`` of them."""
+        if self.max_references is None or len(rows) <= self.max_references:
+            return rows
+        if self.max_references < 1:
+            raise ValueError(f"max_references must be >= 1 or None, got {self.max_references}")
+        return np.sort(np.random.default_rng(self.random_state).choice(rows, self.max_references, replace=False))
+
     def _fit(self, X, Y, C, mask, feedback=None) -> None:
         grid = self._grid()
         Xn = unit_rows(X)
@@ -77,17 +90,19 @@ class KNNRouter(BaseRouter):
 
         def fold_predictions(tr, va):
             # Neighbours once per fold, for the largest k: every grid point reads a prefix.
-            sim, idx = _neighbours(Xn[va], Xn[tr], max(g[0] for g in grid))
+            ref = self._references(tr)
+            sim, idx = _neighbours(Xn[va], Xn[ref], max(g[0] for g in grid))
             prior = weighted_means(Y[tr], W_prior[tr])
-            return (_combine(sim, idx, Yw[tr], W[tr], prior, *g) for g in grid)
+            return (_combine(sim, idx, Yw[ref], W[ref], prior, *g) for g in grid)
 
         best, self.cv_results_ = cv_search(grid, fold_predictions, score_Y, score_mask, self.cv, self.random_state)
-        self.n_neighbors_ = min(best[0], len(X))
+        ref = self._references(np.arange(len(X)))
+        self.n_neighbors_ = min(best[0], len(ref))
         self.weighting_, self.temperature_, self.prior_weight_ = best[1:]
         self.best_params_ = dict(zip(("n_neighbors", "weighting", "temperature", "prior_weight"), best))
-        self.X_ = Xn
-        self.Y_ = Yw.astype(np.float32)  # weighted scores (plain scores without partial feedback)
-        self.mask_ = W if weighted else mask  # the cell weights: the mask itself when unweighted
+        self.X_ = Xn[ref]
+        self.Y_ = Yw[ref].astype(np.float32)  # weighted scores (plain scores without partial feedback)
+        self.mask_ = (W if weighted else mask)[ref]  # the cell weights: the mask itself when unweighted
         self.prior_ = weighted_means(Y, W_prior)
 
     def _predict_scores(self, X) -> np.ndarray:
