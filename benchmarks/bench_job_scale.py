@@ -39,7 +39,7 @@ def synthetic_embeddings(scores: np.ndarray, dim: int = 384, seed: int = 0) -> n
     return X / np.linalg.norm(X, axis=1, keepdims=True)
 
 
-def timed_run(n: int, models: int, cache: Path) -> dict:
+def timed_run(n: int, models: int, cache: Path, max_queries: int | None) -> dict:
     gen = generate(cache / f"q{n}-m{models}", n, models, seed=0)
     t = time.perf_counter()
     data = build_routing_data(formats.scan_logs(gen.out))
@@ -61,7 +61,10 @@ def timed_run(n: int, models: int, cache: Path) -> dict:
         for name, f in wrapped.items():
             setattr(experiment, name, timer(name, f))
         t = time.perf_counter()
-        exp = experiment.run_experiment(data, X, JobConfig())
+        job = JobConfig()
+        if max_queries is not None:
+            job = job.model_copy(update={"selection": job.selection.model_copy(update={"max_queries": max_queries})})
+        exp = experiment.run_experiment(data, X, job)
         total = time.perf_counter() - t
     finally:
         for name, f in wrapped.items():
@@ -77,18 +80,21 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[5_000, 20_000], help="queries per run")
     ap.add_argument("--models", type=int, default=10)
     ap.add_argument("--cache", default="/tmp/router-job-scale", help="where generated logs are kept")
+    ap.add_argument("--max-queries", type=int, default=None,
+                    help="selection.max_queries (default: the job's default)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     runs = []
     for n in sorted(args.sizes):
-        runs.append(timed_run(n, args.models, Path(args.cache)))
+        runs.append(timed_run(n, args.models, Path(args.cache), args.max_queries))
         r = runs[-1]
         print(f"{n:,} queries: {r['total']:.0f} s ({', '.join(f'{k} {v:.0f}' for k, v in r['phases'].items())})",
               flush=True)
     keys = ["labels", "select", "operating_point"] + sorted({k for r in runs for k in r["phases"] if k.startswith("fit ")})
     lines = ["## The job's select, fit and evaluate step at growing size", "",
              f"Command: `OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_job_scale.py --sizes "
-             f"{' '.join(map(str, args.sizes))} --models {args.models}` on {machine()}. Generated logs (seed 0), "
+             f"{' '.join(map(str, args.sizes))} --models {args.models}"
+             + (f" --max-queries {args.max_queries}" if args.max_queries else "") + f"` on {machine()}. Generated logs (seed 0), "
              "synthetic 384-d embeddings (a seeded random unit vector per query, one coordinate shifted by its mean "
              "score: no embedding run), the default `JobConfig()`: every default candidate, 5-fold selection on at "
              "most `selection.max_queries` training queries, the gate. Seconds per phase; `fit <family>` includes "
@@ -102,7 +108,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section("job_scale", text)
+        write_section("job_scale" if args.max_queries is None else "job_scale_capped", text)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,19 @@ class Experiment:
         return f"{self.exported} exported as configured" + (f": always call {model}" if model else "")
 
 
+def frozen_params(spec: RouterSpec, fitted: BaseRouter) -> dict:
+    """``spec``'s parameters with the hyper-parameters ``fitted``'s own search chose; an ensemble's members
+    frozen too (members it gave no weight are dropped with their weight)."""
+    params = {**spec.params, **getattr(fitted, "best_params_", {})}
+    members = getattr(fitted, "routers_", None)
+    if members is not None:
+        kept = [(name, m, w) for (name, m), w in zip(members, fitted.weights_) if m is not None and w > 0]
+        params["routers"] = [(name, type(m)(**{**m.get_params(deep=False), **getattr(m, "best_params_", {})}))
+                             for name, m, _ in kept]
+        params["weights"] = tuple(float(w) for *_, w in kept)
+    return params
+
+
 def selection_sample(n: int, max_queries: int | None, seed: int) -> np.ndarray:
     """Sorted indices of at most ``max_queries`` of ``n`` training queries (all of them when fewer), seeded."""
     if max_queries is None or n <= max_queries:
@@ -228,10 +241,17 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
             "router's own traffic) but no 'propensity' column: evaluating routers on such logs (off-policy) "
             "needs, per row, the probability with which the logging router chose that model (router serve "
             "--decision-log writes it; with --exploration the logs also cover the other models)")
-    fits = {label: fit_router(spec, X_train, train, client) for label, spec in specs.items()}
     # Selection and operating points refit every candidate folds x times: on a capped sample of the training queries.
     sample = selection_sample(train.n_queries, job.selection.max_queries, job.split.seed)
     X_sel, train_sel = X_train[sample], train.subset(sample)
+    if len(sample) < train.n_queries:
+        # Above the cap each family's own search runs on the sample too; the final fit on every training
+        # query takes the hyper-parameters it chose (one fit instead of a cross-validated grid).
+        final = {label: spec.model_copy(update={"params": frozen_params(spec, fit_router(spec, X_sel, train_sel)[0])})
+                 for label, spec in specs.items()}
+    else:
+        final = specs
+    fits = {label: fit_router(final[label], X_train, train, client) for label in specs}
     points = {label: operating_point(specs[label], router, X_sel, train_sel, job) for label, (router, _) in fits.items()}
     selection = None
     selected = job.export_router

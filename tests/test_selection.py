@@ -126,3 +126,21 @@ def test_selection_and_operating_points_run_on_a_capped_sample(nq, nq_X):
     full = run_experiment(nq, nq_X, JobConfig(**base, selection=SelectionConfig(max_queries=None)))
     same = run_experiment(nq, nq_X, JobConfig(**base, selection=SelectionConfig(max_queries=10_000)))
     assert full.selection.oof == same.selection.oof and full.selection.n_queries == full.train.n_queries
+
+
+def test_above_the_cap_the_final_fit_takes_the_hyper_parameters_searched_on_the_sample(nq, nq_X):
+    """Above ``selection.max_queries`` every family searches its grid on the sample and the final fit on all
+    training queries is a single fit with those values; an ensemble's members are frozen too."""
+    from pipelines.config import JobConfig, SelectionConfig
+    from pipelines.experiment import run_experiment
+
+    job = JobConfig(routers=[{"family": "ridge", "params": {"cv": 3}},
+                             {"family": "ensemble", "params": {"cv": 3}}], selection=SelectionConfig(max_queries=150))
+    exp = run_experiment(nq, nq_X, job)
+    ridge = exp.fitted["ridge"].router
+    assert isinstance(ridge.alpha, float) and ridge.cv_results_ == {}  # one alpha given: no search at full size
+    ens = exp.fitted["ensemble"].router
+    assert len(ens.weights_) == len(ens.routers) and ens.cv_results_ == {}
+    for _, member in ens.routers:  # members frozen: single values, not grids
+        assert not any(isinstance(v, tuple) and k not in ("weights",) for k, v in member.get_params(deep=False).items()
+                       if k in ("alpha", "n_neighbors", "weighting", "temperature", "prior_weight"))
