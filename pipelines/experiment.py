@@ -252,7 +252,7 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
     else:
         final = specs
     fits = {label: fit_router(final[label], X_train, train, client) for label in specs}
-    points = {label: operating_point(specs[label], router, X_sel, train_sel, job) for label, (router, _) in fits.items()}
+    points = {label: operating_point(final[label], router, X_sel, train_sel, job) for label, (router, _) in fits.items()}
     selection = None
     selected = job.export_router
     if selected == "auto":

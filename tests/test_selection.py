@@ -144,3 +144,15 @@ def test_above_the_cap_the_final_fit_takes_the_hyper_parameters_searched_on_the_
     for _, member in ens.routers:  # members frozen: single values, not grids
         assert not any(isinstance(v, tuple) and k not in ("weights",) for k, v in member.get_params(deep=False).items()
                        if k in ("alpha", "n_neighbors", "weighting", "temperature", "prior_weight"))
+
+
+def test_a_frozen_ensemble_without_its_zero_weight_members_still_calibrates(nq, nq_X):
+    """Members an ensemble gives no weight are dropped with their weight when it is frozen above the cap; its
+    operating point is found on the frozen form (the member and weight counts must agree)."""
+    from pipelines.config import JobConfig, SelectionConfig
+    from pipelines.experiment import run_experiment
+
+    job = JobConfig(routers=[{"family": "ensemble", "params": {"cv": 3, "weights": [1.0, 0.0, 0.0]}}],
+                    export_router="ensemble", selection=SelectionConfig(max_queries=150))
+    ens = run_experiment(nq, nq_X, job).fitted["ensemble"].router
+    assert [name for name, _ in ens.routers] == ["knn"] and tuple(ens.weights_) == (1.0,)
