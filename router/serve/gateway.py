@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
 import signal
 import threading
 import time
@@ -36,8 +35,8 @@ from router.serve.decision_log import PROMPT_MODES, DecisionLogConfig
 from router.serve.explore import Explorer
 from router.serve.forward import UpstreamsFailed, forward_chat
 from router.serve.metrics import GatewayMetrics, MetricsMiddleware
-from router.serve.protocol import (ROUTER_MODEL, ApiError, OperatingPoint, check_chat, parse_route,
-                                   parse_router_model, read_json, request_id, routing_text)
+from router.serve.protocol import (ROUTER_MODEL, ApiError, OperatingPoint, check_chat, is_number, parse_feedback,
+                                   parse_route, parse_router_model, read_json, request_id, routing_text)
 from router.serve.reload import LoadedRouter
 from router.serve.upstreams import UpstreamMap, api_keys
 
@@ -69,8 +68,8 @@ class ServeConfig:
         need(_is_int(self.port) and 0 <= self.port <= 65535, "port", "a port number in [0, 65535]")
         need(self.log_prompts in PROMPT_MODES, "log_prompts", " | ".join(PROMPT_MODES))
         need(_is_int(self.max_body_bytes) and self.max_body_bytes > 0, "max_body_bytes", "an integer > 0")
-        need(_is_number(self.reload_seconds) and self.reload_seconds >= 0, "reload_seconds", "seconds >= 0")
-        need(_is_number(self.shutdown_grace_s) and self.shutdown_grace_s >= 0, "shutdown_grace_s", "seconds >= 0")
+        need(is_number(self.reload_seconds) and self.reload_seconds >= 0, "reload_seconds", "seconds >= 0")
+        need(is_number(self.shutdown_grace_s) and self.shutdown_grace_s >= 0, "shutdown_grace_s", "seconds >= 0")
         need(self.threads is None or _is_int(self.threads) and self.threads >= 1, "threads", "an integer >= 1")
         need(self.exploration_seed is None or _is_int(self.exploration_seed) and self.exploration_seed >= 0,
              "exploration_seed", "an integer >= 0 or None")
@@ -82,10 +81,6 @@ class ServeConfig:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class RouterHolder(Protocol):
@@ -279,19 +274,8 @@ class _Gateway:
     async def feedback(self, request: Request) -> Response:
         if self.decision_log is None:
             raise ApiError(404, "decision log not enabled: start router serve with --decision-log DIR")
-        body = await read_json(request, self.config.max_body_bytes)
-        unknown = sorted(set(body) - {"request_id", "score", "cost"})
-        if unknown:
-            raise ApiError(400, f"unknown parameter {unknown[0]!r}; valid: request_id, score, cost", param=unknown[0])
-        rid, score, cost = body.get("request_id"), body.get("score"), body.get("cost")
-        if not isinstance(rid, str) or not rid:
-            raise ApiError(400, "request_id must be a non-empty string (the x-request-id of the answer)",
-                           param="request_id")
-        if not _is_number(score):
-            raise ApiError(400, f"score must be a finite number, got {score!r}", param="score")
-        if cost is not None and not (_is_number(cost) and cost >= 0):
-            raise ApiError(400, f"cost must be a number >= 0 ($), got {cost!r}", param="cost")
-        self.decision_log.feedback(request_id=rid, score=float(score), cost=None if cost is None else float(cost))
+        got = parse_feedback(await read_json(request, self.config.max_body_bytes))
+        self.decision_log.feedback(request_id=got.request_id, score=got.score, cost=got.cost)
         return Response(status_code=204)
 
     def _model_names(self) -> list[str]:

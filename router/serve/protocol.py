@@ -136,11 +136,16 @@ class RouteRequest:
 ROUTE_KEYS = ("prompts", "lam", "budget", "share", "tasks", "return_scores")
 
 
+def _known_keys(body: dict, keys: tuple[str, ...]) -> None:
+    """Refuse a body with a key outside ``keys``, naming it."""
+    unknown = sorted(set(body) - set(keys))
+    if unknown:
+        raise ApiError(400, f"unknown parameter {unknown[0]!r}; valid: {', '.join(keys)}", param=unknown[0])
+
+
 def parse_route(body: dict) -> RouteRequest:
     """Validate a ``POST /v1/route`` body; unknown keys are refused by name."""
-    unknown = sorted(set(body) - set(ROUTE_KEYS))
-    if unknown:
-        raise ApiError(400, f"unknown parameter {unknown[0]!r}; valid: {', '.join(ROUTE_KEYS)}", param=unknown[0])
+    _known_keys(body, ROUTE_KEYS)
     prompts = body.get("prompts")
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise ApiError(400, "prompts must be a non-empty list of strings", param="prompts")
@@ -153,6 +158,38 @@ def parse_route(body: dict) -> RouteRequest:
         raise ApiError(400, f"return_scores must be true or false, got {return_scores!r}", param="return_scores")
     point = operating_point(body.get("lam"), body.get("budget"), body.get("share"))
     return RouteRequest(prompts=prompts, point=point, tasks=tasks, return_scores=return_scores)
+
+
+# ------------------------------------------------------------------ /v1/feedback
+
+
+@dataclass(frozen=True)
+class FeedbackRequest:
+    request_id: str
+    score: float
+    cost: float | None = None
+
+
+FEEDBACK_KEYS = ("request_id", "score", "cost")
+
+
+def parse_feedback(body: dict) -> FeedbackRequest:
+    """Validate a ``POST /v1/feedback`` body: the answer's request id, its score, optionally its $ cost."""
+    _known_keys(body, FEEDBACK_KEYS)
+    rid, score, cost = body.get("request_id"), body.get("score"), body.get("cost")
+    if not isinstance(rid, str) or not rid:
+        raise ApiError(400, "request_id must be a non-empty string (the x-request-id of the answer)",
+                       param="request_id")
+    if not is_number(score):
+        raise ApiError(400, f"score must be a finite number, got {score!r}", param="score")
+    if cost is not None and not (is_number(cost) and cost >= 0):
+        raise ApiError(400, f"cost must be a number >= 0 ($), got {cost!r}", param="cost")
+    return FeedbackRequest(request_id=rid, score=float(score), cost=None if cost is None else float(cost))
+
+
+def is_number(value: object) -> bool:
+    """A finite int or float, not a bool (JSON's true would pass ``isinstance(value, int)``)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ------------------------------------------------------------------ /v1/chat/completions
