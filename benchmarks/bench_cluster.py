@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.results import machine, write_section  # noqa: E402
+from benchmarks.results import machine, publish  # noqa: E402
 from benchmarks.shared import shared_data  # noqa: E402
 from pipelines.cluster import ClusterEmbedder  # noqa: E402
 from pipelines.config import ClusterConfig  # noqa: E402
@@ -164,9 +164,7 @@ def main() -> None:
         "histogram bins; tests/test_cluster.py has the measured tolerance).",
     ]
     text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section("cluster", text)
+    publish("cluster", text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.results import machine, write_section  # noqa: E402
+from benchmarks.results import machine, publish  # noqa: E402
 from benchmarks.shared import shared_data  # noqa: E402
 from router.embed import Embedder, EmbeddingCache, embed_with_cache  # noqa: E402
 
@@ -57,8 +57,7 @@ def main() -> None:
         *[f"| {name} | {k:,} | {s:.2f} | {r:,.0f} |" for name, k, s, r in rows],
     ]
     text = "\n".join(table)
-    print(text)
-    write_section("embed", text)
+    publish("embed", text)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.results import machine, write_section  # noqa: E402
+from benchmarks.results import machine, publish  # noqa: E402
 from benchmarks.shared import shared_data  # noqa: E402
 from router.embed import Embedder, EmbeddingCache, default_model_path, embed_with_cache  # noqa: E402
 from router.embed.embedder import AUTO_MAX_SEQ_LENGTH, DEFAULT_BACKEND, DEFAULT_BATCH_SIZES  # noqa: E402
@@ -362,9 +362,7 @@ def main() -> None:
         *(["", sweep_text] if sweep_text else []),
     ]
     text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section("embed_speed_subset" if subset else "embed_speed", text)
+    publish("embed_speed_subset" if subset else "embed_speed", text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.results import machine, write_section  # noqa: E402
+from benchmarks.results import machine, publish  # noqa: E402
 
 _PROBE = """
 import json, resource, sys, time
@@ -87,8 +87,7 @@ def main() -> None:
         "91 MB of it `model.safetensors`, which the ONNX backends never read.",
     ]
     text = "\n".join(lines)
-    print(text)
-    write_section("export", text)
+    publish("export", text)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.bench_peers import load_any  # noqa: E402
 from benchmarks.bench_routers import CACHE  # noqa: E402
-from benchmarks.results import machine, write_section  # noqa: E402
+from benchmarks.results import machine, publish  # noqa: E402
 from pipelines.config import JobConfig, RouterSpec, SelectionConfig  # noqa: E402
 from pipelines.experiment import run_experiment, split_data  # noqa: E402
 from router.embed import Embedder, embed_with_cache  # noqa: E402
@@ -103,9 +103,7 @@ def main() -> None:
               f"Command: `OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_features.py --sets {args.sets} "
               f"--folds {args.folds}` on {machine()}."]
     body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section("features", body)
+    publish("features", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.bench_peers import load_any  # noqa: E402
 from benchmarks.bench_routers import CACHE  # noqa: E402
-from benchmarks.results import machine, write_section  # noqa: E402
+from benchmarks.results import machine, publish  # noqa: E402
 from router.data.labels import RoutingData  # noqa: E402
 from router.embed import Embedder, embed_with_cache  # noqa: E402
 from router.evaluation.decision import Exploration, choose, policy_probabilities, sample_choices  # noqa: E402
@@ -360,9 +360,7 @@ def main() -> None:
               f"same {TEST_SHARE:.0%} held-out queries.", "",
               f"Command: `{cmd}` on {machine()}; {total / 60:.1f} min in all."]
     body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section("feedback", body)
+    publish("feedback", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

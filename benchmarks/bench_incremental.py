@@ -23,7 +23,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.generate_logs import generate  # noqa: E402
-from benchmarks.results import machine, write_section  # noqa: E402
+from benchmarks.results import machine, publish  # noqa: E402
 from pipelines.config import JobConfig  # noqa: E402
 from pipelines.job import run_job  # noqa: E402
 
@@ -90,9 +90,7 @@ def main() -> None:
         "not shrink with the cache.",
     ]
     table = "\n".join(lines)
-    print(table)
-    if not args.no_write:
-        write_section("incremental", table)
+    publish("incremental", table, write=not args.no_write)
 
 
 if __name__ == "__main__":

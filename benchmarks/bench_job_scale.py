@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import pipelines.experiment as experiment  # noqa: E402
 from benchmarks.generate_logs import generate  # noqa: E402
-from benchmarks.results import machine, write_section  # noqa: E402
+from benchmarks.results import machine, publish  # noqa: E402
 from pipelines.config import JobConfig  # noqa: E402
 from router.data import formats  # noqa: E402
 from router.data.labels import build_routing_data  # noqa: E402
@@ -106,9 +106,7 @@ def main() -> None:
         lines.append(f"| {r['queries']:,} x {r['models']} | {r['train']:,} ({r['selection_queries']:,}) | "
                      f"{r['total']:.0f} | " + " | ".join(cells) + f" | {r['peak_gib']:.2f} | {r['exported']} |")
     text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section("job_scale" if args.max_queries is None else "job_scale_capped", text)
+    publish("job_scale" if args.max_queries is None else "job_scale_capped", text, write=not args.no_write)
 
 
 if __name__ == "__main__":

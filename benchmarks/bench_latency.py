@@ -20,7 +20,7 @@ import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.results import machine, write_section  # noqa: E402
+from benchmarks.results import machine, publish  # noqa: E402
 from benchmarks.shared import shared_data  # noqa: E402
 
 
@@ -86,8 +86,7 @@ def main() -> None:
         *[f"| {n:,} | {e:,.0f} | {h:,.0f} | {t:,.0f} |" for n, e, h, t in batch_rows],
     ]
     text = "\n".join(lines)
-    print(text)
-    write_section("latency", text)
+    publish("latency", text)
 
 
 if __name__ == "__main__":

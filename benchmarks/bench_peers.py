@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.bench_routers import CACHE  # noqa: E402
 from benchmarks.bench_selection import load_set  # noqa: E402
 from benchmarks.peers import PEERS, peer_names  # noqa: E402
-from benchmarks.results import machine, write_section  # noqa: E402
+from benchmarks.results import machine, publish, write_section  # noqa: E402
 from pipelines.config import JobConfig, RouterSpec, SelectionConfig  # noqa: E402
 from pipelines.experiment import run_experiment  # noqa: E402
 from pipelines.selection import paired_gain  # noqa: E402
@@ -218,9 +218,7 @@ def main() -> None:
         f"{total / 60:.1f} min in all.",
     ]
     body = "\n".join(lines)
-    print(body)
-    if not args.no_write:
-        write_section(args.section, body)
+    publish(args.section, body, write=not args.no_write)
 
 
 if __name__ == "__main__":

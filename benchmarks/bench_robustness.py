@@ -26,7 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from benchmarks.results import machine, write_section  # noqa: E402
+from benchmarks.results import machine, publish  # noqa: E402
 
 SMALL = ["who wrote war and peace?", "integrate x^2 sin x", "capital of australia", "hi"]
 
@@ -158,8 +158,7 @@ def main() -> None:
         "Before the fix, a small request waited ~9 s behind one 10 MB prompt in flight. On 2 cores the two "
         "flooding threads compete with the small requests for CPU, which is what remains of the p99.",
     ])
-    print(body)
-    write_section("robustness", body)
+    publish("robustness", body)
 
 
 if __name__ == "__main__":

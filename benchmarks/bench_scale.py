@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.generate_logs import ORDERS, generate, read_manifest  # noqa: E402
-from benchmarks.results import machine, write_section  # noqa: E402
+from benchmarks.results import machine, publish  # noqa: E402
 
 LIMIT_GIB = 2.0
 
@@ -147,9 +147,7 @@ def main() -> None:
     lines += ["", f"Load average when the table was written: {load:.1f} on {os.cpu_count()} cores"
               + (" (other work was running: timings are noisy, memory is not)." if load > 1.5 else ".")]
     text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section("scale", text)
+    publish("scale", text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.bench_routers import CACHE, load  # noqa: E402
-from benchmarks.results import machine, write_section  # noqa: E402
+from benchmarks.results import machine, publish  # noqa: E402
 from router.embed import Embedder, embed_with_cache
 from router.embed.embedder import AUTO_MAX_SEQ_LENGTH  # noqa: E402
 from router.routers import make_router  # noqa: E402
@@ -108,9 +108,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
     ])
-    print(text)
-    if not args.no_write:
-        write_section("truncation", text)
+    publish("truncation", text, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -25,3 +25,10 @@ def write_section(name: str, body: str) -> None:
     tmp = RESULTS.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, RESULTS)
+
+
+def publish(name: str, text: str, write: bool = True) -> None:
+    """Print a benchmark's section and, unless ``write`` is off (``--no-write``), store it in RESULTS.md."""
+    print(text)
+    if write:
+        write_section(name, text)
