@@ -19,7 +19,7 @@ from pipelines.selection import BASELINE, Gate, Selection, fit_on, gate, objecti
 from router.routers.search import folds as kfolds
 from router.data.labels import RoutingData
 from router.evaluation.decision import calibrate, margin_quantiles, share_bias
-from router.evaluation.metrics import RouterResult, evaluate_router
+from router.evaluation.metrics import RouterResult, complete_rows, evaluate_router
 from router.evaluation.offpolicy import estimates_by_router, with_dr_values
 from router.evaluation.report import EvaluationReport, build_report
 from router.evaluation.splits import Split, given_split, has_given_split, split_queries
@@ -63,7 +63,7 @@ class Experiment:
     @property
     def eval_rows(self) -> np.ndarray:
         """The held-out queries every model answered: the ones evaluation scores (``metrics``)."""
-        return np.flatnonzero(self.test.mask.all(axis=1))
+        return np.flatnonzero(complete_rows(self.test))
 
     def held_out(self, label: str) -> np.ndarray:
         """Per-query objective of a router's choices on the evaluated held-out queries."""
@@ -235,7 +235,7 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
     logged_test = test
     test, q_hat = with_dr_values(test, X_test, train, X_train)
     single = test.mask.sum(axis=1) == 1
-    if not test.mask.all(axis=1).any() and single.mean() > 0.5 and not test.is_bandit.any():
+    if not complete_rows(test).any() and single.mean() > 0.5 and not test.is_bandit.any():
         raise ValueError(
             f"{int(single.sum()):,} of {test.n_queries:,} held-out queries have one scored model (a deployed "
             "router's own traffic) but no 'propensity' column: evaluating routers on such logs (off-policy) "
@@ -271,7 +271,7 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
         out[label] = FittedRouter(specs[label], router, result, fit_s, pred_s, pred, point)
     offpolicy = None
     if q_hat is not None:  # the held-out logs hold the router's own traffic: IPS, SNIPS, DR side by side
-        evaluated = np.flatnonzero(test.mask.all(axis=1))
+        evaluated = np.flatnonzero(complete_rows(test))  # the rows evaluate_router scored
         picks = {}
         for label, f in out.items():
             picks[label] = np.zeros(test.n_queries, dtype=np.int64)
