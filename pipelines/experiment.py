@@ -93,7 +93,8 @@ class Experiment:
         if self.selection is not None:
             lines.append(f"selection on the training split (out-of-fold, {self.selection.folds} folds"
                          + (f", on {self.selection.n_queries:,} of {self.train.n_queries:,} queries"
-                            if self.selection.n_queries < self.train.n_queries else "") + "): "
+                            if self.selection.n_queries < self.train.n_queries else "")
+                         + ("" if self.selection.nested else ", hyper-parameters searched once on them") + "): "
                          + ", ".join(f"{k} {self.selection.oof[k]:.4f}" for k in self.selection.ranking()))
         return lines + [self.decision] + ([self.share_line(job)] if job.share is not None else [])
 
@@ -170,21 +171,23 @@ class OperatingPoint:
     margins: np.ndarray  # decision.margin_quantiles on the calibration slice, at ``lam``
 
 
-def operating_point(spec: RouterSpec, fitted: BaseRouter, X: np.ndarray, train: RoutingData, job: JobConfig
-                    ) -> OperatingPoint:
-    """The router's operating point, found on out-of-fold predictions over the *training* queries.
-
-    Copies of the fitted router, with the hyper-parameters its own search chose (another choice would
-    change the scale of its scores: ridge at alpha 10 vs 30 moved a 30% share target to 40%), are
-    fitted on ``selection.folds`` folds and predict the held-out fold; on those predictions a budget
-    gives the lambda meeting it, a share target the bias sending that share of the calls to its
-    model. The test split never informs the operating point it is then evaluated at.
-    """
-    chosen = spec.model_copy(update={"params": {**spec.params, **getattr(fitted, "best_params_", {})}})
+def out_of_fold(spec: RouterSpec, X: np.ndarray, train: RoutingData, job: JobConfig) -> np.ndarray:
+    """Predicted scores of ``spec`` for every training query, each from a fit on the other
+    ``selection.folds`` folds: the operating points are found on them (and, above
+    ``selection.max_queries``, selection too), so the test split never informs either."""
     pred = np.empty(train.scores.shape)
     for tr, va in kfolds(train.n_queries, job.selection.folds, job.split.seed):
-        pred[va] = predict_with_tasks(fit_router(chosen, X[tr], train.subset(tr))[0], X[va], serving_tags(train, job, va))
-    costs = fitted.model_costs_
+        pred[va] = predict_with_tasks(fit_router(spec, X[tr], train.subset(tr))[0], X[va], serving_tags(train, job, va))
+    return pred
+
+
+def operating_point(pred: np.ndarray, costs: np.ndarray, train: RoutingData, job: JobConfig) -> OperatingPoint:
+    """A router's operating point from its out-of-fold predictions ``pred`` on ``train`` (``out_of_fold``).
+
+    Those folds refit the router with the hyper-parameters its own search chose (another choice would
+    change the scale of its scores: ridge at alpha 10 vs 30 moved a 30% share target to 40%). A budget
+    gives the lambda meeting it, a share target the bias sending that share of the calls to its model.
+    """
     lam = calibrate(pred, costs, budget=job.budget).lam if job.budget is not None else job.lam
     margins = margin_quantiles(pred, costs, lam)
     bias = np.zeros(train.n_models)
@@ -244,21 +247,28 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
     # Selection and operating points refit every candidate folds x times: on a capped sample of the training queries.
     sample = selection_sample(train.n_queries, job.selection.max_queries, job.split.seed)
     X_sel, train_sel = X_train[sample], train.subset(sample)
-    if len(sample) < train.n_queries:
-        # Above the cap each family's own search runs on the sample too; the final fit on every training
-        # query takes the hyper-parameters it chose (one fit instead of a cross-validated grid).
+    capped = len(sample) < train.n_queries
+    if capped:
+        # Above the cap each family's own search runs once, on the sample; the final fit on every training
+        # query, the operating-point folds and selection take the hyper-parameters it chose.
         final = {label: spec.model_copy(update={"params": frozen_params(spec, fit_router(spec, X_sel, train_sel)[0])})
                  for label, spec in specs.items()}
     else:
         final = specs
     fits = {label: fit_router(final[label], X_train, train, client) for label in specs}
-    points = {label: operating_point(final[label], router, X_sel, train_sel, job) for label, (router, _) in fits.items()}
+    chosen = final if capped else {label: spec.model_copy(update={"params": {**spec.params, **getattr(
+        fits[label][0], "best_params_", {})}}) for label, spec in specs.items()}
+    oof = {label: out_of_fold(chosen[label], X_sel, train_sel, job) for label in specs}
+    points = {label: operating_point(oof[label], fits[label][0].model_costs_, train_sel, job) for label in specs}
     selection = None
     selected = job.export_router
     if selected == "auto":
         makers = {label: functools.partial(make_router, spec.family, **spec.params) for label, spec in specs.items()}
+        # Above the cap, selection grades the operating-point folds' predictions (hyper-parameters fixed on
+        # the sample, so not nested: its cost is one fold fit per candidate and fold instead of a search).
+        given = {label: (oof[label], fits[label][0].model_costs_) for label in specs} if capped else None
         selection = select(makers, X_sel, train_sel, points, quality_only, job.selection.folds, job.split.seed,
-                           job.task_at_serving)
+                           job.task_at_serving, predictions=given)
         selected = selection.label
     out = {}
     for label, (router, fit_s) in fits.items():

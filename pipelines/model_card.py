@@ -47,8 +47,9 @@ def model_card(job: JobConfig, prep: Prepared, exp: Experiment, data_sha256: str
         ranking = ", ".join(f"{k} {exp.selection.oof[k]:.4f}" for k in exp.selection.ranking())
         sample = (f" on {exp.selection.n_queries:,} of its {exp.train.n_queries:,} queries"
                   if exp.selection.n_queries < exp.train.n_queries else "")
+        how = "" if exp.selection.nested else ", hyper-parameters searched once on that sample"
         lines.append(f"- selected on the training split{sample} by {exp.selection.folds}-fold cross-validation "
-                     f"(out-of-fold objective): {ranking}")
+                     f"(out-of-fold objective{how}): {ranking}")
     if exp.gate is not None:
         g = exp.gate
         lines.append(f"- baseline gate: held-out gain {g.gain:+.4f} over always calling "

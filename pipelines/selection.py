@@ -4,6 +4,9 @@
   hyper-parameter search included (nested: nothing about a fold's validation queries reaches its fit),
   and scored on the fold's validation queries by the objective it will be judged by. The highest mean
   wins; ties go to the earlier candidate (``best_single`` comes first: the simplest honest answer).
+  Above ``selection.max_queries`` the job passes the operating-point folds' predictions instead, made
+  with the hyper-parameters each family chose once on the sample: not nested, slightly optimistic for
+  tuned families, and the held-out gate below still guards what ships.
 - ``gate``: on the held-out queries, the selected router must beat the best single model (chosen on
   train) by more than ``min_gain`` at the lower bound of a one-sided paired-bootstrap interval.
   Otherwise the job ships the best-single router and says why.
@@ -45,6 +48,7 @@ class Selection:
     oof: dict[str, float]  # mean out-of-fold objective per candidate, in candidate order
     folds: int
     n_queries: int  # training queries the folds ran over
+    nested: bool = True  # each fold ran the candidates' own searches; False: hyper-parameters fixed beforehand
 
     def ranking(self) -> list[str]:
         return sorted(self.oof, key=lambda k: -self.oof[k])
@@ -73,11 +77,14 @@ def fit_on(router, X: np.ndarray, data: RoutingData, **fit_params):
 
 
 def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, quality_only: bool,
-           n_folds: int, seed: int, task_at_serving: bool = False) -> Selection:
+           n_folds: int, seed: int, task_at_serving: bool = False,
+           predictions: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Selection:
     """The candidate with the best out-of-fold objective on the training queries.
 
     ``candidates``: label -> a callable returning an unfitted router (fitted afresh in every fold);
     ``points``: label -> its operating point (``.lam``, ``.bias``), used in every fold.
+    ``predictions``: label -> (out-of-fold scores on every query of ``train``, from these same folds;
+    the model costs): graded as they are, nothing is fitted (the selection is then not nested).
     """
     values = {label: np.full(train.n_queries, np.nan) for label in candidates}
     for tr, va in kfolds(train.n_queries, n_folds, seed):
@@ -87,17 +94,21 @@ def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, qu
         mask_va = fold_va.mask
         usable = mask_va.any(axis=1)
         for label, make in candidates.items():
-            router = fit_on(make(), X[tr], fold_train)
-            tags = train.tasks[va[usable]] if task_at_serving and train.tasks is not None else None
-            pred = predict_with_tasks(router, X[va[usable]], tags)
+            if predictions is not None:
+                scores, costs = predictions[label]
+                pred = scores[va[usable]]
+            else:
+                router = fit_on(make(), X[tr], fold_train)
+                tags = train.tasks[va[usable]] if task_at_serving and train.tasks is not None else None
+                pred, costs = predict_with_tasks(router, X[va[usable]], tags), router.model_costs_
             # Only models scored on the query can be graded, so only they compete (as in routing_quality).
             point = points[label]
-            picks = choose(pred, router.model_costs_, point.lam, allowed=mask_va[usable], bias=point.bias)
-            values[label][va[usable]] = objective(fold_va, np.flatnonzero(usable), picks, point.lam,
-                                                  router.model_costs_, quality_only)
+            picks = choose(pred, costs, point.lam, allowed=mask_va[usable], bias=point.bias)
+            values[label][va[usable]] = objective(fold_va, np.flatnonzero(usable), picks, point.lam, costs,
+                                                  quality_only)
     oof = {label: float(np.nanmean(v)) for label, v in values.items()}
     best = max(oof, key=lambda k: (oof[k], -list(oof).index(k)))
-    return Selection(label=best, oof=oof, folds=n_folds, n_queries=train.n_queries)
+    return Selection(label=best, oof=oof, folds=n_folds, n_queries=train.n_queries, nested=predictions is None)
 
 
 @dataclass(frozen=True)

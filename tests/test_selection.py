@@ -156,3 +156,28 @@ def test_a_frozen_ensemble_without_its_zero_weight_members_still_calibrates(nq, 
                     export_router="ensemble", selection=SelectionConfig(max_queries=150))
     ens = run_experiment(nq, nq_X, job).fitted["ensemble"].router
     assert [name for name, _ in ens.routers] == ["knn"] and tuple(ens.weights_) == (1.0,)
+
+
+def test_above_the_cap_selection_grades_the_operating_point_folds_instead_of_refitting(nq, nq_X):
+    """Above ``selection.max_queries`` selection reuses the operating-point folds' predictions (hyper-parameters
+    fixed on the sample): the same ranking as refitting those frozen routers in every fold, and it says so."""
+    import functools
+
+    from pipelines.config import JobConfig, SelectionConfig
+    from pipelines.experiment import frozen_params, run_experiment, selection_sample
+    from pipelines.selection import select
+    from router.routers import make_router
+
+    job = JobConfig(routers=[{"family": "knn", "params": {"cv": 3}}, {"family": "ridge", "params": {"cv": 3}}],
+                    selection=SelectionConfig(max_queries=150, folds=3))
+    exp = run_experiment(nq, nq_X, job)
+    assert not exp.selection.nested and "hyper-parameters searched once on them" in exp.outcome_lines(job)[0]
+    train_rows = exp.split.train
+    sample = selection_sample(len(train_rows), 150, job.split.seed)
+    X_sel, sel = nq_X[train_rows][sample], exp.train.subset(sample)
+    makers = {}
+    for spec in job.candidates():
+        searched = make_router(spec.family, **spec.params).fit(X_sel, sel.scores, sel.costs, sel.mask)
+        makers[spec.label] = functools.partial(make_router, spec.family, **frozen_params(spec, searched))
+    refit = select(makers, X_sel, sel, {k: f.point for k, f in exp.fitted.items()}, False, 3, job.split.seed)
+    assert refit.nested and refit.oof == pytest.approx(exp.selection.oof) and refit.label == exp.selection.label
