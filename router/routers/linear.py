@@ -86,28 +86,63 @@ def ridge_path(X, Y, mask, alphas, weights=None) -> tuple[np.ndarray, np.ndarray
     """Ridge coefficients (n_alphas, d, m) and intercepts (n_alphas, m), fitted on observed cells only,
     each cell's squared error weighted by ``weights`` (n, m) when given.
 
-    One SVD per distinct missing-pattern (and weight pattern) of the columns gives the whole alpha path.
+    Models sharing a missing-pattern (and weight pattern) share one solve. Each solve works on the
+    centred Gram matrix of its rows, whose eigendecomposition gives the whole alpha path; the Gram is
+    accumulated in float64 chunks (``X`` is never copied whole), and a pattern missing few rows takes
+    the all-rows Gram minus its missing rows', so a million queries cost about one pass over ``X``.
     """
-    X = np.asarray(X, dtype=np.float64)
-    coef = np.zeros((len(alphas), X.shape[1], Y.shape[1]))
-    icpt = np.zeros((len(alphas), Y.shape[1]))
+    n, d = X.shape
+    m = Y.shape[1]
+    Yz = np.where(mask, Y, 0.0)
+    coef = np.zeros((len(alphas), d, m))
+    icpt = np.zeros((len(alphas), m))
     patterns: dict[bytes, list[int]] = {}
-    for j in range(Y.shape[1]):
+    for j in range(m):
         key = np.packbits(mask[:, j]).tobytes() + (b"" if weights is None else weights[:, j].tobytes())
         patterns.setdefault(key, []).append(j)
+    every = None
     for cols in patterns.values():
         rows = mask[:, cols[0]]
-        Xo, Yo = X[rows], Y[rows][:, cols]
-        w = np.ones(len(Xo)) if weights is None else weights[rows, cols[0]]
-        x_mean, y_mean = w @ Xo / w.sum(), w @ Yo / w.sum()
-        root = np.sqrt(w)[:, None]  # weighted least squares = plain least squares on sqrt(w)-scaled rows
-        U, s, Vt = np.linalg.svd(root * (Xo - x_mean), full_matrices=False)
-        UtY = U.T @ (root * (Yo - y_mean))
+        if weights is not None:
+            w, sx, Sxx, Sxy = _moments(X, rows, Yz[:, cols], weights[:, cols[0]])
+        elif 2 * rows.sum() >= n:  # few missing rows: all rows' moments minus theirs
+            every = every or _moments(X, None, Yz)
+            w, sx, Sxx = (a - b for a, b in zip(every[:3], _moments(X, ~rows, None)[:3]))
+            Sxy = every[3][:, cols]  # Yz is 0 on this pattern's missing rows
+        else:
+            w, sx, Sxx, Sxy = _moments(X, rows, Yz[:, cols])
+        x_mean, y_mean = sx / w, Yz[rows][:, cols].T @ (np.ones(rows.sum()) if weights is None
+                                                         else weights[rows, cols[0]]) / w
+        Cxx = Sxx - w * np.outer(x_mean, x_mean)
+        Cxy = Sxy - w * np.outer(x_mean, y_mean)
+        ev, V = np.linalg.eigh(Cxx)
+        VtC = V.T @ Cxy
         for a, alpha in enumerate(alphas):
-            c = Vt.T @ ((s / (s**2 + alpha))[:, None] * UtY)
+            c = V @ (VtC / (np.maximum(ev, 0.0) + alpha)[:, None])
             coef[a][:, cols] = c
             icpt[a, cols] = y_mean - x_mean @ c
     return coef, icpt
+
+
+_CHUNK = 32_768  # rows per float64 block of the Gram accumulation: 100 MB at d = 384
+
+
+def _moments(X, rows, Y, w=None) -> tuple[float, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(sum of weights, weighted sum of x, of x x^T, of x y^T) over ``rows`` (a mask; None: all) of ``X``."""
+    idx = np.arange(len(X)) if rows is None else np.flatnonzero(rows)
+    d = X.shape[1]
+    total, sx, Sxx = 0.0, np.zeros(d), np.zeros((d, d))
+    Sxy = None if Y is None else np.zeros((d, Y.shape[1]))
+    for lo in range(0, len(idx), _CHUNK):
+        part = idx[lo:lo + _CHUNK]
+        Xc = np.asarray(X[part], dtype=np.float64)
+        Xw = Xc if w is None else Xc * w[part, None]
+        total += len(part) if w is None else float(w[part].sum())
+        sx += Xw.sum(axis=0)
+        Sxx += Xw.T @ Xc
+        if Y is not None:
+            Sxy += Xw.T @ Y[part]
+    return total, sx, Sxx, Sxy
 
 
 class LogisticRouter(BaseRouter):
