@@ -419,3 +419,55 @@ def test_knn_with_capped_references_routes_like_the_exact_search(nq_split):
     agree = (capped.route(X_te) == exact.route(X_te)).mean()
     quality = lambda r: Y_te[np.arange(len(Y_te)), r.route(X_te)].mean()  # noqa: E731
     assert agree >= 0.7 and abs(quality(capped) - quality(exact)) <= 0.05, (agree, quality(capped), quality(exact))
+
+
+def test_cluster_with_kmeans_on_a_sample_routes_like_the_exact_fit(nq_split):
+    """``max_kmeans_queries``: below the cap nothing changes; with centroids found on 40% of the training
+    queries every query still counts in its cluster, and most test queries route as the exact fit does."""
+    from router.routers.cluster import ClusterRouter
+
+    d, X, tr, te = nq_split
+    X_tr, Y_tr, C_tr, M_tr = X[tr], d.scores[tr], d.costs[tr], d.mask[tr]
+    X_te, Y_te = X[te], d.scores[te]
+    params = dict(n_clusters=(4, 8), shrink=5.0, temperature=0.0, cv=3)
+    exact = ClusterRouter(max_kmeans_queries=None, **params).fit(X_tr, Y_tr, C_tr, M_tr)
+    under = ClusterRouter(max_kmeans_queries=len(X_tr), **params).fit(X_tr, Y_tr, C_tr, M_tr)
+    np.testing.assert_array_equal(exact.predict_scores(X_te), under.predict_scores(X_te))
+    capped = ClusterRouter(max_kmeans_queries=int(0.4 * len(X_tr)), **params).fit(X_tr, Y_tr, C_tr, M_tr)
+    assert capped.cluster_counts_.sum() == M_tr.sum()  # every training answer counted
+    agree = (capped.route(X_te) == exact.route(X_te)).mean()
+    quality = lambda r: Y_te[np.arange(len(Y_te)), r.route(X_te)].mean()  # noqa: E731
+    assert agree >= 0.7 and abs(quality(capped) - quality(exact)) <= 0.05, (agree, quality(capped), quality(exact))
+    with pytest.raises(ValueError, match="max_kmeans_queries"):
+        ClusterRouter(max_kmeans_queries=0, **params).fit(X_tr, Y_tr, C_tr, M_tr)
+
+
+def test_prediction_in_chunks_equals_one_block(nq_split, monkeypatch):
+    """Above ``_PREDICT_CHUNK`` rows a head predicts a block at a time (bounded temporaries), same scores."""
+    import router.routers.base as base
+
+    d, X, tr, te = nq_split
+    router = KNNRouter(n_neighbors=10, weighting="kernel", cv=3).fit(X[tr], d.scores[tr], d.costs[tr], d.mask[tr])
+    whole = router.predict_scores(X[te])
+    monkeypatch.setattr(base, "_PREDICT_CHUNK", 7)
+    np.testing.assert_allclose(router.predict_scores(X[te]), whole, rtol=0, atol=1e-12)
+
+
+def test_lgbm_on_a_sample_of_queries_routes_like_the_exact_fit(nq_split):
+    """``max_train_queries``: below the cap nothing changes; boosters trained on 60% of the training queries
+    route most test queries as the boosters trained on all of them, with about the same quality."""
+    from router.routers.lgbm import LGBMRouter
+
+    d, X, tr, te = nq_split
+    X_tr, Y_tr, C_tr, M_tr = X[tr], d.scores[tr], d.costs[tr], d.mask[tr]
+    X_te, Y_te = X[te], d.scores[te]
+    params = dict(n_estimators=60, n_components=16, min_child_samples=10)
+    exact = LGBMRouter(max_train_queries=None, **params).fit(X_tr, Y_tr, C_tr, M_tr)
+    under = LGBMRouter(max_train_queries=len(X_tr), **params).fit(X_tr, Y_tr, C_tr, M_tr)
+    np.testing.assert_array_equal(exact.predict_scores(X_te), under.predict_scores(X_te))
+    capped = LGBMRouter(max_train_queries=int(0.6 * len(X_tr)), **params).fit(X_tr, Y_tr, C_tr, M_tr)
+    agree = (capped.route(X_te) == exact.route(X_te)).mean()
+    quality = lambda r: Y_te[np.arange(len(Y_te)), r.route(X_te)].mean()  # noqa: E731
+    assert agree >= 0.6 and abs(quality(capped) - quality(exact)) <= 0.05, (agree, quality(capped), quality(exact))
+    with pytest.raises(ValueError, match="max_train_queries"):
+        LGBMRouter(max_train_queries=0, **params).fit(X_tr, Y_tr, C_tr, M_tr)

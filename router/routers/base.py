@@ -19,6 +19,7 @@ import numpy as np
 from router.evaluation.decision import choose
 from router.evaluation.ope import partial_feedback
 
+_PREDICT_CHUNK = 65_536  # rows per prediction block: bounds the heads' temporaries on a big held-out split
 
 def not_fitted_error(router) -> Exception:
     """scikit-learn's ``NotFittedError`` when scikit-learn is installed (so its tools recognise it),
@@ -115,7 +116,11 @@ class BaseRouter:
         if not hasattr(self, "n_models_"):
             raise not_fitted_error(self)
         X = check_features(X, self.n_features_in_)
-        return np.asarray(self._predict_scores(X), dtype=np.float64)
+        if len(X) <= _PREDICT_CHUNK:
+            return np.asarray(self._predict_scores(X), dtype=np.float64)
+        # A chunk at a time: heads make float64 copies and (n, references) distances of what they predict.
+        return np.concatenate([np.asarray(self._predict_scores(X[lo:lo + _PREDICT_CHUNK]), dtype=np.float64)
+                               for lo in range(0, len(X), _PREDICT_CHUNK)])
 
     def route(self, X, lam: float = 0.0, costs=None) -> np.ndarray:
         """Index of the chosen model per query, by the one decision rule (``decision.choose``)."""

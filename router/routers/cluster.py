@@ -35,6 +35,9 @@ class ClusterRouter(BaseRouter):
     with any tuple the combination is chosen by ``cv``-fold cross-validation on the training data,
     scored by routing quality (k-means is fitted once per fold and ``n_clusters``; shrink and
     temperature reuse it). ``n_clusters`` larger than the number of training queries is capped.
+    ``max_kmeans_queries``: above that many training queries the centroids are found on a seeded
+    sample of that size (in every CV fold too, so CV grades the router as it will run); every query
+    still counts towards its cluster's scores. k-means grows with queries x clusters x iterations.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class ClusterRouter(BaseRouter):
         shrink: float | tuple[float, ...] = (1.0, 5.0, 20.0),
         temperature: float | tuple[float, ...] = (0.0, 0.03, 0.1),
         n_init: int = 2,
+        max_kmeans_queries: int | None = 50_000,
         cv: int = 5,
         random_state: int = 0,
     ):
@@ -50,6 +54,7 @@ class ClusterRouter(BaseRouter):
         self.shrink = shrink
         self.temperature = temperature
         self.n_init = n_init
+        self.max_kmeans_queries = max_kmeans_queries
         self.cv = cv
         self.random_state = random_state
 
@@ -69,16 +74,17 @@ class ClusterRouter(BaseRouter):
 
     def _fit(self, X, Y, C, mask) -> None:
         grid = self._grid()
-        Xn = unit_rows(X, np.float64)
+        if self.max_kmeans_queries is not None and (
+                isinstance(self.max_kmeans_queries, bool) or self.max_kmeans_queries < 1):
+            raise ValueError(f"max_kmeans_queries must be an integer >= 1 or None, got {self.max_kmeans_queries!r}")
         Yz = np.where(mask, Y, 0.0)
 
         def fold_predictions(tr, va):
             prior = column_means(Y[tr], mask[tr])
             for k in dict.fromkeys(g[0] for g in grid):  # distinct, in grid order
-                centroids = self._kmeans(Xn[tr], k)
-                sums, counts = group_stats(_sq_dist(Xn[tr], centroids).argmin(axis=1), Yz[tr], mask[tr],
-                                              len(centroids))
-                d2 = _sq_dist(Xn[va], centroids)
+                centroids = self._kmeans(X[self._kmeans_rows(tr)], k)
+                sums, counts = group_stats(_nearest(X[tr], centroids), Yz[tr], mask[tr], len(centroids))
+                d2 = _sq_dist(unit_rows(X[va], np.float64), centroids)
                 for _, s, t in (g for g in grid if g[0] == k):
                     yield _assign(d2, t) @ shrunk_means(sums, counts, prior, s)
 
@@ -86,18 +92,25 @@ class ClusterRouter(BaseRouter):
         self.best_params_ = dict(zip(("n_clusters", "shrink", "temperature"), best))
         _, self.shrink_, self.temperature_ = best
         self.prior_ = column_means(Y, mask)
-        self.centroids_ = self._kmeans(Xn, best[0])
+        self.centroids_ = self._kmeans(X[self._kmeans_rows(np.arange(len(X)))], best[0])
         self.n_clusters_ = len(self.centroids_)
-        labels = _sq_dist(Xn, self.centroids_).argmin(axis=1)
+        labels = _nearest(X, self.centroids_)
         sums, counts = group_stats(labels, Yz, mask, self.n_clusters_)
         self.cluster_counts_ = counts  # observed answers per (cluster, model): for inspection
         self.cluster_scores_ = shrunk_means(sums, counts, self.prior_, self.shrink_)
 
-    def _kmeans(self, Xn: np.ndarray, k: int) -> np.ndarray:
-        """Centroids (min(k, n), d) in float64; the estimator itself is not kept."""
+    def _kmeans_rows(self, rows: np.ndarray) -> np.ndarray:
+        """``rows`` itself, or a seeded sorted sample of ``max_kmeans_queries`` of them."""
+        if self.max_kmeans_queries is None or len(rows) <= self.max_kmeans_queries:
+            return rows
+        return np.sort(np.random.default_rng(self.random_state).choice(rows, self.max_kmeans_queries, replace=False))
+
+    def _kmeans(self, X: np.ndarray, k: int) -> np.ndarray:
+        """Centroids (min(k, n), d) in float64 of the unit rows of ``X``; the estimator itself is not kept."""
         from sklearn.cluster import KMeans
         from sklearn.exceptions import ConvergenceWarning
 
+        Xn = unit_rows(X, np.float64)
         k = min(k, len(Xn))
         with warnings.catch_warnings():
             # Fewer distinct points than clusters (duplicated prompts): some centroids coincide.
@@ -107,6 +120,12 @@ class ClusterRouter(BaseRouter):
 
     def _predict_scores(self, X) -> np.ndarray:
         return _assign(_sq_dist(unit_rows(X, np.float64), self.centroids_), self.temperature_) @ self.cluster_scores_
+
+
+def _nearest(X: np.ndarray, centroids: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+    """Index of the nearest centroid per row of ``X`` (unit-scaled), a chunk of rows at a time."""
+    return np.concatenate([_sq_dist(unit_rows(X[lo:lo + chunk], np.float64), centroids).argmin(axis=1)
+                           for lo in range(0, len(X), chunk)]) if len(X) else np.zeros(0, dtype=np.int64)
 
 
 def _sq_dist(Xn: np.ndarray, centroids: np.ndarray) -> np.ndarray:
