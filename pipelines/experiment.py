@@ -28,7 +28,7 @@ from router.evaluation.ope import IPS_CLIP
 from router.routers.base import predict_with_tasks
 
 # Families whose fit can run on a Dask cluster (they take ``fit(..., client=)``).
-CLUSTER_FAMILIES = ("lgbm",)
+CLUSTER_FAMILIES = ("lgbm", "ensemble")
 
 
 @dataclass

@@ -3,6 +3,7 @@ the training means, with weights and shrinkage chosen on out-of-fold predictions
 
 from __future__ import annotations
 
+import inspect
 from itertools import product
 
 import numpy as np
@@ -30,6 +31,9 @@ class EnsembleRouter(BaseRouter):
     quality is kept. Those fold fits reuse the hyper-parameters each member chose on the whole
     training set (its ``best_params_``), which is fast but slightly optimistic; ``nested=True``
     reruns each member's own CV in every fold instead (about ``cv`` times slower).
+
+    ``fit(..., client=...)``: a connected ``distributed.Client``; the final fit of each member whose
+    ``_fit`` takes a ``client`` (LightGBM) runs on the cluster, the fold fits stay local.
     """
 
     def __init__(
@@ -50,7 +54,7 @@ class EnsembleRouter(BaseRouter):
         self.nested = nested
         self.random_state = random_state
 
-    def _fit(self, X, Y, C, mask) -> None:
+    def _fit(self, X, Y, C, mask, client=None) -> None:
         check_choice("normalise", self.normalise, NORMALISATIONS)
         from sklearn.base import clone  # fit only: serving never imports sklearn
 
@@ -61,12 +65,14 @@ class EnsembleRouter(BaseRouter):
         shrinks = as_grid(self.shrink)
         if not all(0.0 <= s <= 1.0 for s in shrinks):
             raise ValueError(f"shrink must be in [0, 1], got {self.shrink}")
-        fitted = [clone(r).fit(X, Y, C, mask) for _, r in members]
+        fitted = [clone(r).fit(X, Y, C, mask, **_client_params(r, client)) for _, r in members]
         inner = [r if self.nested else clone(r).set_params(**getattr(f, "best_params_", {}))
                  for (_, r), f in zip(members, fitted)]
 
         def fold_predictions(tr, va):
             # Members are fitted once per fold; every (weights, shrink) point blends their predictions.
+            # Fold fits stay local even with a client: they are many small fits, where lightgbm.dask's
+            # per-regressor socket set-up dominates (bench_cluster: 15.5 s vs 0.5 s for 31 regressors).
             parts = self._normalised([clone(r).fit(X[tr], Y[tr], C[tr], mask[tr]).predict_scores(X[va])
                                       for r in inner])
             prior = column_means(Y[tr], mask[tr])
@@ -110,6 +116,13 @@ class EnsembleRouter(BaseRouter):
         parts = self._normalised([r.predict_scores(X) for _, r in live])
         blend = _blend(parts, tuple(w for w, _ in live))
         return (1 - self.shrink_) * blend + self.shrink_ * self.prior_
+
+
+def _client_params(router: BaseRouter, client) -> dict:
+    """``{"client": client}`` for a member whose ``_fit`` takes one (LightGBM, a nested ensemble), else {}."""
+    if client is None or "client" not in inspect.signature(router._fit).parameters:
+        return {}
+    return {"client": client}
 
 
 def _blend(parts, weights) -> np.ndarray:
