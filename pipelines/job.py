@@ -106,10 +106,13 @@ def check_writable(folder: Path) -> None:
                          "set export_dir") from None
 
 
-def champion_value(uri: str, job: JobConfig, exp: Experiment) -> float | None:
+def champion_value(uri: str, job: JobConfig, exp: Experiment, X: np.ndarray | None = None,
+                   embedder_id: str = "") -> float | None:
     """The champion's held-out objective on this job's test queries, by the challenger's measure
     (None if these logs lack its models). It is read as data (``router.load``): nothing in its
-    artifact is executed. Under a budget it runs at its own lambda for that budget."""
+    artifact is executed. Under a budget it runs at its own lambda for that budget. When it was
+    trained with this job's embedder (same ``embedder_id``), its head scores the job's own vectors
+    ``X`` (every query's, as split); otherwise every held-out prompt is embedded by its own embedder."""
     from router.serve.load import load
 
     service = load(uri)
@@ -122,7 +125,11 @@ def champion_value(uri: str, job: JobConfig, exp: Experiment) -> float | None:
     share = {job.share.model: job.share.value} if job.share is not None else None
     lam, bias = service.operating_point(budget=job.budget, share=share) if exp.quality_only else (exp.lam, None)
     tags = exp.test.tasks[rows] if job.task_at_serving and exp.test.tasks is not None else None
-    picks = cols[service.choose(service.scores(list(exp.test.prompts[rows]), tasks=tags), lam, bias)]
+    if X is not None and embedder_id and service.meta.embedder_id == embedder_id:
+        scores = service.head_scores(X[exp.split.test[rows]], tasks=tags)
+    else:
+        scores = service.scores(list(exp.test.prompts[rows]), tasks=tags)
+    picks = cols[service.choose(scores, lam, bias)]
     costs = exp.fitted[exp.exported].router.model_costs_
     return float(np.nanmean(objective(exp.test, rows, picks, lam, costs, exp.quality_only)))
 
@@ -138,6 +145,7 @@ def router_meta(prep: Prepared, exp: Experiment) -> RouterMeta:
         share_margins=fitted.point.margins.tolist(),
         budget_curve=[[lam, c, q] for lam, c, q in zip(curve["lam"], curve["cost"], curve["quality"])
                       if c == c and q == q],
+        embedder_id=prep.embedder.id,
     )
 
 
@@ -157,7 +165,7 @@ def publish(job: JobConfig, prep: Prepared, exp: Experiment, card: str, run_labe
     if job.registry.enabled:
         with steps.step("compare with champion") as info:
             try:
-                promotion = decide(job.name, job.registry.alias, _challenger_value(exp), _scorer(job, exp),
+                promotion = decide(job.name, job.registry.alias, _challenger_value(exp), _scorer(job, prep, exp),
                                    min_improvement=job.registry.min_improvement)
             except Exception as exc:
                 mlflow.set_tag("registry.reason", f"not promoted: scoring the champion failed "
@@ -178,7 +186,7 @@ def publish(job: JobConfig, prep: Prepared, exp: Experiment, card: str, run_labe
         prune(root, set(versions(root)[-keep - 1:]) if keep is not None else set(versions(root)))
         return None, model_info.model_uri, folder
     with steps.step("register") as info:
-        promotion = register(model_info.model_uri, job.name, promotion, _scorer(job, exp), alias=job.registry.alias,
+        promotion = register(model_info.model_uri, job.name, promotion, _scorer(job, prep, exp), alias=job.registry.alias,
                              min_improvement=job.registry.min_improvement)
         _tag(promotion)
         MlflowClient().update_model_version(job.name, promotion.version,
@@ -197,8 +205,8 @@ def _challenger_value(exp: Experiment) -> float:
     return float(np.nanmean(exp.held_out(exp.exported)))
 
 
-def _scorer(job: JobConfig, exp: Experiment):
-    return lambda uri: champion_value(uri, job, exp)
+def _scorer(job: JobConfig, prep: Prepared, exp: Experiment):
+    return lambda uri: champion_value(uri, job, exp, prep.X, prep.embedder.id)
 
 
 def _tag(promotion: Promotion) -> None:

@@ -550,3 +550,36 @@ def test_without_a_registry_each_run_has_its_folder_and_the_link_follows_the_new
     assert os.readlink(root / "champion") == runs[-1].export_path.name
     assert sorted(versions(root)) == sorted(r.export_path.name for r in runs[1:])  # keep_versions 1 + champion
     assert router.load(root / "champion").route(PROMPTS[:1])
+
+
+def test_the_champion_is_scored_on_the_jobs_own_vectors_when_it_shares_the_embedder(tmp_path, monkeypatch, nq,
+                                                                                    nq_X, embedder):
+    """Comparing with a champion trained on the same embedder (same ``embedder_id`` in its metadata) embeds no
+    held-out prompt again: its head scores the job's vectors, with the value embedding them would give."""
+    from dataclasses import replace
+
+    from pipelines.config import JobConfig
+    from pipelines.experiment import run_experiment
+    from pipelines.job import champion_value
+    from router.evaluation.metrics import mean_model_costs
+    from router.routers import RidgeRouter
+    from router.serve.service import RouterMeta, RouterService
+    from tests.conftest import write_export
+
+    job = JobConfig(routers=[{"family": "ridge", "params": {"cv": 3}}], export_router="ridge")
+    exp = run_experiment(nq, nq_X, job)
+    head = RidgeRouter(alpha=10.0).fit(nq_X, nq.scores, nq.costs, nq.mask)
+    meta = RouterMeta(models=list(nq.models), model_costs=mean_model_costs(nq).tolist(), default_lam=0.0,
+                      embedder=embedder.settings(), router="ridge")
+    older = write_export(tmp_path / "older", head, embedder, meta)  # no embedder_id: prompts are embedded
+    same = write_export(tmp_path / "same", head, embedder, replace(meta, embedder_id=embedder.id))
+    embedded = champion_value(str(older), job, exp, nq_X, embedder.id)
+
+    def no_embedding(self, prompts):
+        raise AssertionError("the champion embedded prompts the job had vectors for")
+
+    monkeypatch.setattr(RouterService, "embed", no_embedding)
+    reused = champion_value(str(same), job, exp, nq_X, embedder.id)
+    assert reused == pytest.approx(embedded, abs=2e-3) and 0 < reused < 1
+    with pytest.raises(AssertionError, match="embedded prompts"):  # another embedder id: its own embedder runs
+        champion_value(str(same), job, exp, nq_X, embedder.id + "|other")

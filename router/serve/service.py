@@ -24,7 +24,7 @@ from router.routers.base import predict_with_tasks
 from router.serve.artifact import ArtifactError, ArtifactVersionError, load_head
 
 META_FILE = "router_meta.json"
-META_VERSION = 1  # bump with any change of RouterMeta's fields; older exports then ask for a retrain
+META_VERSION = 1  # bump when a field changes meaning or loses its default; older exports then ask for a retrain
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,9 @@ class RouterMeta:
     budget_curve: list[list[float]] = field(default_factory=list)  # [lam, $/query, quality] on held-out
     default_bias: list[float] = field(default_factory=list)  # per model; non-zero for a trained share target
     share_margins: list[list[float]] = field(default_factory=list)  # decision.margin_quantiles at default_lam
+    # Embedder.id at training time (empty: an older export). Equal ids give equal vectors, so a job with the
+    # same embedder scores this router on vectors it already has instead of embedding every prompt again.
+    embedder_id: str = ""
     format_version: int = META_VERSION
 
     def to_json(self) -> str:
@@ -107,7 +110,11 @@ class RouterService:
     def scores(self, prompts: Sequence[str], tasks: Sequence[str | None] | None = None) -> np.ndarray:
         """(n_prompts, n_models) predicted quality, columns in ``self.models`` order. ``tasks``: each
         prompt's task tag, if known (a task router routes by it; other heads ignore it)."""
-        return predict_with_tasks(self.head, self.embed(prompts), None if tasks is None else list(tasks))
+        return self.head_scores(self.embed(prompts), tasks)
+
+    def head_scores(self, X: np.ndarray, tasks: Sequence[str | None] | None = None) -> np.ndarray:
+        """``scores`` from query vectors already embedded by this router's embedder (``meta.embedder_id``)."""
+        return predict_with_tasks(self.head, X, None if tasks is None else list(tasks))
 
     def lam_for(self, lam: float | None = None, budget: float | None = None) -> float:
         """The lambda to use: given, else the one meeting ``budget`` ($/query), else the default."""
