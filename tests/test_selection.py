@@ -181,3 +181,15 @@ def test_above_the_cap_selection_grades_the_operating_point_folds_instead_of_ref
         makers[spec.label] = functools.partial(make_router, spec.family, **frozen_params(spec, searched))
     refit = select(makers, X_sel, sel, {k: f.point for k, f in exp.fitted.items()}, False, 3, job.split.seed)
     assert refit.nested and refit.oof == pytest.approx(exp.selection.oof) and refit.label == exp.selection.label
+
+
+def test_paired_gain_draws_its_resamples_in_blocks_with_the_same_result(monkeypatch):
+    """The bootstrap draws a block of resamples at a time (a million held-out queries x 2,000 resamples would
+    be 16 GB at once); the blocks consume the same random stream, so the bound does not depend on them."""
+    import pipelines.selection as selection
+
+    rng = np.random.default_rng(3)
+    challenger, baseline = rng.random(500), rng.random(500)
+    whole = paired_gain(challenger, baseline, confidence=0.9)
+    monkeypatch.setattr(selection, "_BOOT_CELLS", 1_700)  # 3 resamples per block, the last block partial
+    assert paired_gain(challenger, baseline, confidence=0.9) == whole
