@@ -8,7 +8,7 @@ cache is warmed with synthetic vectors for yesterday's prompts (``bench_job_scal
 a million prompts need no hour-long embedding run); today's new prompts are embedded for real by the
 default embedder (onnx-int8) in the re-run, as a nightly job would. Then ``run_job`` with the default
 ``JobConfig`` (every default candidate, selection, gate, MLflow on sqlite, export, registry) runs twice,
-each in a fresh process so that its peak RSS is its own: the full run on yesterday's logs, the re-run
+each in a fresh process (peak RSS: its own ``VmHWM``): the full run on yesterday's logs, the re-run
 on all of them (the registry then holds yesterday's champion, so the re-run also scores it).
 
 Each step's time is exclusive (a step called inside another counts only in the inner one); the
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -53,6 +52,7 @@ def _hooks() -> list[tuple[object, str, object]]:
 
 def worker(config: str, out: str) -> None:
     """Run the job of ``config`` with every hooked call timed; write phases, peak RSS, outcome as JSON."""
+    from benchmarks.results import peak_rss_gib
     from pipelines.job import run_job
 
     phases: dict[str, float] = {}
@@ -71,7 +71,7 @@ def worker(config: str, out: str) -> None:
                 phases[key] = phases.get(key, 0.0) + spent - stack.pop()
                 if stack:
                     stack[-1] += spent
-                high_water[key] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+                high_water[key] = peak_rss_gib()
         return run
 
     for module, name, step in _hooks():
@@ -82,7 +82,7 @@ def worker(config: str, out: str) -> None:
     phases["other"] = total - sum(phases.values())
     Path(out).write_text(json.dumps({
         "total": total, "phases": phases, "high_water": high_water,
-        "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_gib": peak_rss_gib(),
         "exported": result.experiment.exported, "embedded": result.embedded, "reused": result.reused,
         "queries": result.experiment.train.n_queries + result.experiment.test.n_queries,
         "promotion": result.promotion.reason if result.promotion else ""}))

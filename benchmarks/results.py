@@ -15,6 +15,20 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def peak_rss_gib() -> float:
+    """This process's peak RSS in GiB: ``VmHWM``, the high-water mark of its own memory map. A child's
+    ``ru_maxrss`` starts at its parent's peak (Linux keeps the pre-exec maximum), so it is not used."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the section ``name`` of RESULTS.md with ``body``."""
     text = RESULTS.read_text() if RESULTS.exists() else HEADER
