@@ -153,3 +153,21 @@ def test_a_corrupt_cache_shard_is_dropped_with_its_path_and_re_embedded(tmp_path
     enc.encoded.clear()
     embed_with_cache(enc, first + second, cache)
     assert enc.encoded == []  # healed: the next run reuses everything
+
+
+def test_cached_vectors_are_read_in_blocks_into_their_rows(tmp_path, monkeypatch, nq, nq_X):
+    """Cached vectors are read from several shards a few records at a time (never a whole shard) and land
+    in the rows of their prompts, in any order, duplicates included."""
+    import router.embed.cache as cache_module
+
+    cache = EmbeddingCache(tmp_path / "cache")
+    embed_with_cache(CountingEmbedder(), list(nq.prompts[:30]), cache)
+    embed_with_cache(CountingEmbedder(), list(nq.prompts[20:50]), cache, chunk_size=7)  # several shards
+    monkeypatch.setattr(cache_module, "_READ_BLOCK", 3)
+    order = [49, 0, 31, 7, 7, 18, 44, 2, 0]
+    X, stats = embed_with_cache(CountingEmbedder(), [nq.prompts[i] for i in order], cache)
+    assert stats.embedded == 0 and stats.reused == 7
+    np.testing.assert_allclose(X, nq_X[order], atol=1e-5)
+    found, vectors = cache.lookup(CountingEmbedder().id, text_hashes([nq.prompts[5], "never seen", nq.prompts[45]]))
+    assert found.tolist() == [True, False, True]
+    np.testing.assert_allclose(vectors, nq_X[[5, 45]], atol=1e-5)

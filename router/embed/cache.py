@@ -11,7 +11,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,26 @@ def _read_shard(path: Path) -> np.ndarray:
     if rec.dtype.names != ("h", "v"):
         raise ValueError(f"not a shard of (hash, vector) records: dtype {rec.dtype}")
     return rec
+
+
+_READ_BLOCK = 65_536  # shard records per read: ~100 MB at 384 dimensions
+
+
+def _read_rows(path: Path, rows: np.ndarray, out: np.ndarray, targets: np.ndarray) -> None:
+    """``out[targets] = vectors of records rows`` of one shard, read a block of records at a time with
+    plain file reads (a memory map would keep every page it touched resident)."""
+    mapped = np.load(path, mmap_mode="r", allow_pickle=False)  # for its layout only: no page is read
+    dtype, offset = mapped.dtype, mapped.offset
+    del mapped
+    order = np.argsort(rows, kind="stable")
+    rows, targets = rows[order], targets[order]
+    for lo in range(0, int(rows[-1]) + 1, _READ_BLOCK):
+        a, b = np.searchsorted(rows, [lo, lo + _READ_BLOCK])
+        if a == b:
+            continue
+        count = int(rows[b - 1]) - lo + 1
+        block = np.fromfile(path, dtype=dtype, count=count, offset=offset + lo * dtype.itemsize)
+        out[targets[a:b]] = block["v"][rows[a:b] - lo]
 
 
 def text_hashes(texts: Sequence[str]) -> np.ndarray:
@@ -69,38 +89,67 @@ class EmbeddingCache:
     def _dir(self, embedder_id: str) -> Path:
         return self.root / hashlib.sha1(embedder_id.encode()).hexdigest()[:16]
 
-    def _load(self, embedder_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """All cached (hashes, vectors) for an embedder, hashes sorted for binary search.
+    def _index(self, embedder_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Path]]:
+        """Every cached hash of an embedder, sorted for binary search, with the shard (an index into the
+        returned paths) and row holding its vector; the vectors stay on disk until ``read``.
 
         A shard that fails its checksum or does not load (truncated, empty, bit-flipped) is renamed
         ``*.corrupt`` with a warning naming it; its prompts are simply not found, so they are embedded again.
         """
-        arrays = []
+        hashes, shards, rows, paths = [], [], [], []
         for shard in sorted(self._dir(embedder_id).glob("shard-*.npy")):
             try:
-                arrays.append(_read_shard(shard))
+                rec = _read_shard(shard)
             except (ValueError, OSError, EOFError) as exc:
                 log.warning("embedding cache: dropping corrupt shard %s (%s); its prompts will be embedded again",
                             shard, exc)
                 shard.replace(shard.with_name(shard.name + ".corrupt"))
-        arrays = [a for a in arrays if len(a)]
-        if not arrays:
-            return np.zeros(0, dtype="S16"), np.zeros((0, 0), dtype=np.float32)
-        hashes = np.concatenate([a["h"] for a in arrays])
-        vectors = np.concatenate([a["v"] for a in arrays])
-        order = np.argsort(hashes, kind="stable")
-        return hashes[order], vectors[order]
+                continue
+            if len(rec):
+                hashes.append(np.array(rec["h"]))
+                shards.append(np.full(len(rec), len(paths), dtype=np.int32))
+                rows.append(np.arange(len(rec), dtype=np.int64))
+                paths.append(shard)
+        if not paths:
+            return np.zeros(0, dtype="S16"), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64), []
+        h = np.concatenate(hashes)
+        order = np.argsort(h, kind="stable")
+        return h[order], np.concatenate(shards)[order], np.concatenate(rows)[order], paths
+
+    def locate(self, embedder_id: str, hashes: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray, np.ndarray], None]]:
+        """(found mask, ``read``): ``read(out, at)`` writes the i-th found hash's vector to ``out[at[i]]``,
+        reading the shards a block at a time (no shard is loaded whole: at a million cached prompts that
+        was 1.5 GB, copied twice more on the way out)."""
+        cached_h, shard_of, row_of, paths = self._index(embedder_id)
+        if not len(cached_h) or not len(hashes):
+            return np.zeros(len(hashes), dtype=bool), lambda out, at: None
+        pos = np.minimum(np.searchsorted(cached_h, hashes), len(cached_h) - 1)
+        found = cached_h[pos] == hashes
+        pos = pos[found]
+
+        def read(out: np.ndarray, at: np.ndarray) -> None:
+            for k, path in enumerate(paths):
+                targets = np.flatnonzero(shard_of[pos] == k)
+                if len(targets):
+                    _read_rows(path, row_of[pos[targets]], out, at[targets])
+
+        return found, read
 
     def lookup(self, embedder_id: str, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, vectors of the found hashes in input order)."""
-        cached_h, cached_v = self._load(embedder_id)
-        if not len(cached_h) or not len(hashes):
-            return np.zeros(len(hashes), dtype=bool), np.zeros((0, cached_v.shape[1] if cached_v.ndim == 2 else 0),
-                                                              dtype=np.float32)
-        pos = np.searchsorted(cached_h, hashes)
-        pos_clipped = np.minimum(pos, len(cached_h) - 1)
-        found = cached_h[pos_clipped] == hashes
-        return found, np.asarray(cached_v[pos_clipped[found]], dtype=np.float32)
+        found, read = self.locate(embedder_id, hashes)
+        out = np.empty((int(found.sum()), self.dimension(embedder_id)), dtype=np.float32)
+        read(out, np.arange(len(out)))
+        return found, out
+
+    def dimension(self, embedder_id: str) -> int:
+        """The vectors' length (0 when nothing is cached)."""
+        for shard in sorted(self._dir(embedder_id).glob("shard-*.npy")):
+            try:
+                return int(np.load(shard, mmap_mode="r", allow_pickle=False).dtype["v"].shape[0])
+            except (ValueError, OSError, EOFError, KeyError):
+                continue
+        return 0
 
     def add(self, embedder_id: str, hashes: np.ndarray, vectors: np.ndarray) -> Path | None:
         """Write one shard atomically; returns its path (None when there is nothing to add)."""
@@ -123,7 +172,7 @@ class EmbeddingCache:
         return folder / name
 
     def size(self, embedder_id: str) -> int:
-        return len(self._load(embedder_id)[0])
+        return len(self._index(embedder_id)[0])
 
 
 def embed_with_cache(
@@ -143,9 +192,9 @@ def embed_with_cache(
     hashes = text_hashes(texts)
     uniq, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
     if cache is not None:
-        found, cached_vectors = cache.lookup(embedder.id, uniq)
+        found, read = cache.locate(embedder.id, uniq)
     else:
-        found, cached_vectors = np.zeros(len(uniq), dtype=bool), np.zeros((0, 0), dtype=np.float32)
+        found, read = np.zeros(len(uniq), dtype=bool), None
     todo = np.flatnonzero(~found)
     parts: list[np.ndarray] = []
     for lo in range(0, len(todo), chunk_size):
@@ -154,12 +203,18 @@ def embed_with_cache(
         if cache is not None:
             cache.add(embedder.id, uniq[idx], vecs)
         parts.append(vecs)
-    dim = parts[0].shape[1] if parts else (cached_vectors.shape[1] if found.any() else embedder.dimension)
-    unique_vectors = np.empty((len(uniq), dim), dtype=np.float32)
+    dim = parts[0].shape[1] if parts else (cache.dimension(embedder.id) if found.any() else embedder.dimension)
+    inverse = inverse.reshape(-1)
+    distinct = len(uniq) == len(texts)  # the usual case: vectors go straight to their rows, one n x d array
+    out = np.empty((len(uniq), dim), dtype=np.float32)
+    at = np.empty(len(uniq), dtype=np.int64)
+    at[inverse if distinct else np.arange(len(uniq))] = np.arange(len(uniq))
     if found.any():
-        unique_vectors[found] = cached_vectors
+        read(out, at[found])
     if parts:
-        unique_vectors[todo] = np.concatenate(parts)
+        out[at[todo]] = np.concatenate(parts)
+    if not distinct:
+        out = out[inverse]
     stats = EmbedStats(total=len(texts), unique=len(uniq), reused=int(found.sum()), embedded=len(todo),
                        seconds=time.perf_counter() - start)
-    return unique_vectors[inverse.reshape(-1)], stats
+    return out, stats
