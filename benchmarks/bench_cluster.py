@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import sys
 import time
 from contextlib import contextmanager
@@ -116,8 +115,11 @@ def lgbm_rows(client, X: np.ndarray, d) -> list[dict]:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak RSS so far (Linux reports KiB); also run on the workers by ``client.run``."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak RSS so far (``VmHWM``: a worker's ru_maxrss would start at this process's peak);
+    also run on the workers by ``client.run``."""
+    from benchmarks.results import peak_rss_gib
+
+    return peak_rss_gib() * 1024
 
 
 def _noop(i: int) -> int:
