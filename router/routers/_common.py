@@ -82,16 +82,23 @@ def as_grid(value) -> tuple:
     return grid
 
 
+_BLOCK = 65_536  # rows per float64 block: a 700,000 x 384 float64 temporary would be 2 GB (two per call)
+
+
 def standardise_stats(X) -> tuple[np.ndarray, float]:
     """Feature means and one global scale: unit average variance for the optimiser, while keeping
     the embedding's geometry (per-feature scaling would blow up near-constant dimensions)."""
     mean = X.mean(axis=0).astype(np.float64)
-    return mean, float(max(np.sqrt(((X - mean) ** 2).mean()), 1e-12))
+    squares = sum(float(((X[lo:lo + _BLOCK] - mean) ** 2).sum()) for lo in range(0, len(X), _BLOCK))
+    return mean, float(max(np.sqrt(squares / max(X.size, 1)), 1e-12))
 
 
 def standardise(X, mean: np.ndarray, scale: float) -> np.ndarray:
     """X centred and scaled by ``standardise_stats``, in float32 (what the optimisers run in)."""
-    return ((X - mean) / scale).astype(np.float32)
+    out = np.empty(np.shape(X), dtype=np.float32)
+    for lo in range(0, len(out), _BLOCK):
+        out[lo:lo + _BLOCK] = (X[lo:lo + _BLOCK] - mean) / scale
+    return out
 
 
 def affine(X, W) -> np.ndarray:
@@ -102,7 +109,7 @@ def affine(X, W) -> np.ndarray:
 def unit_rows(X, dtype=np.float32) -> np.ndarray:
     """Rows of X scaled to unit L2 norm (a zero row stays zero), in ``dtype``."""
     X = np.asarray(X, dtype=dtype)
-    return (X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)).astype(dtype)
+    return (X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)).astype(dtype, copy=False)
 
 
 def group_stats(labels: np.ndarray, Yz: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
