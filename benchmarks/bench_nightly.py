@@ -13,7 +13,8 @@ on all of them (the registry then holds yesterday's champion, so the re-run also
 
 Each step's time is exclusive (a step called inside another counts only in the inner one); the
 ``fit <family>`` rows hold every fit of that family: its search on the selection sample, the final
-fit on all training queries and the operating-point folds (which selection grades). Writes the
+fit on all training queries and the operating-point folds (which selection grades); ``predict
+<family>`` its predictions (operating-point folds and held-out queries). Writes the
 ``nightly`` section of benchmarks/RESULTS.md.
 """
 
@@ -45,9 +46,16 @@ def _hooks() -> list[tuple[object, str, object]]:
             (prepare, "embed_prompts", "embeddings"), (job, "summarize", "summary"),
             (experiment, "fit_router", lambda args: f"fit {args[0].family}"),
             (experiment, "out_of_fold", lambda args: f"fit {args[0].family}"),
+            (experiment, "predict_with_tasks", lambda args: f"predict {_family(args[0])}"),
             (experiment, "select", "selection"), (job, "run_experiment", "evaluation"),
             (tracking, "log_job_run", "MLflow logging"), (job, "decide", "compare with champion"),
             (export, "log_router", "export"), (job, "register", "register")]
+
+
+def _family(router) -> str:
+    from router.routers import ROUTERS
+
+    return next((name for name, cls in ROUTERS.items() if type(router) is cls), type(router).__name__)
 
 
 def worker(config: str, out: str) -> None:
@@ -134,7 +142,8 @@ def table(sizes: list[dict]) -> list[str]:
     fits = []
     for s in sizes:
         for r in s["runs"].values():
-            fits += [k for k in r["phases"] if k.startswith("fit ") and k not in fits]
+            fits += [k for k in r["phases"] if k.startswith(("fit ", "predict ")) and k not in fits]
+    fits.sort(key=lambda k: (k.split(" ", 1)[1], k))  # each family's fit, then its predictions
     steps = STEPS + fits + TAIL
     heads = [(s, label) for s in sizes for label in ("full", "re-run")]
     lines = ["| step | " + " | ".join(f"{s['n']:,} {label}: s (GiB)" for s, label in heads) + " |",
@@ -184,7 +193,9 @@ def main() -> None:
         "`selection.max_queries` training queries, the gate, MLflow (sqlite), export and registry; the re-run "
         "also scores yesterday's champion. Each run in a fresh process. Seconds per step (exclusive), in "
         "brackets the process's peak RSS (GiB) when the step last ended; `fit <family>`: its search on the "
-        "selection sample, the final fit and the operating-point folds.", "", *table(sizes)])
+        "selection sample, the final fit and the operating-point folds; `predict <family>`: its predictions of the "
+        "operating-point folds and of the held-out queries; `evaluation`: the rest of scoring the held-out queries "
+        "(metrics, bootstrap intervals, cost curves, the report, the gate).", "", *table(sizes)])
     publish("nightly", text, write=not args.no_write)
 
 
