@@ -443,13 +443,13 @@ def test_cluster_with_kmeans_on_a_sample_routes_like_the_exact_fit(nq_split):
 
 
 def test_prediction_in_chunks_equals_one_block(nq_split, monkeypatch):
-    """Above ``_PREDICT_CHUNK`` rows a head predicts a block at a time (bounded temporaries), same scores."""
-    import router.routers.base as base
+    """Above ``ROW_BLOCK`` rows a head predicts a block at a time (bounded temporaries), same scores."""
+    import router.routers._common as common
 
     d, X, tr, te = nq_split
     router = KNNRouter(n_neighbors=10, weighting="kernel", cv=3).fit(X[tr], d.scores[tr], d.costs[tr], d.mask[tr])
     whole = router.predict_scores(X[te])
-    monkeypatch.setattr(base, "_PREDICT_CHUNK", 7)
+    monkeypatch.setattr(common, "ROW_BLOCK", 7)
     np.testing.assert_allclose(router.predict_scores(X[te]), whole, rtol=0, atol=1e-12)
 
 

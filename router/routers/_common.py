@@ -82,22 +82,29 @@ def as_grid(value) -> tuple:
     return grid
 
 
-_BLOCK = 65_536  # rows per float64 block: a 700,000 x 384 float64 temporary would be 2 GB (two per call)
+# Rows per block wherever a head works through many queries: a float64 copy of 700,000 x 384 features
+# is 2 GB, a block of 65,536 rows 200 MB.
+ROW_BLOCK = 65_536
+
+
+def row_blocks(n: int) -> list[slice]:
+    """Consecutive slices of at most ``ROW_BLOCK`` rows covering ``range(n)`` (one empty slice for n = 0)."""
+    return [slice(lo, lo + ROW_BLOCK) for lo in range(0, max(n, 1), ROW_BLOCK)]
 
 
 def standardise_stats(X) -> tuple[np.ndarray, float]:
     """Feature means and one global scale: unit average variance for the optimiser, while keeping
     the embedding's geometry (per-feature scaling would blow up near-constant dimensions)."""
     mean = X.mean(axis=0).astype(np.float64)
-    squares = sum(float(((X[lo:lo + _BLOCK] - mean) ** 2).sum()) for lo in range(0, len(X), _BLOCK))
+    squares = sum(float(((X[b] - mean) ** 2).sum()) for b in row_blocks(len(X)))
     return mean, float(max(np.sqrt(squares / max(X.size, 1)), 1e-12))
 
 
 def standardise(X, mean: np.ndarray, scale: float) -> np.ndarray:
     """X centred and scaled by ``standardise_stats``, in float32 (what the optimisers run in)."""
     out = np.empty(np.shape(X), dtype=np.float32)
-    for lo in range(0, len(out), _BLOCK):
-        out[lo:lo + _BLOCK] = (X[lo:lo + _BLOCK] - mean) / scale
+    for b in row_blocks(len(out)):
+        out[b] = (X[b] - mean) / scale
     return out
 
 

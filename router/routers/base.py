@@ -18,8 +18,8 @@ import numpy as np
 
 from router.evaluation.decision import choose
 from router.evaluation.ope import partial_feedback
+from router.routers._common import row_blocks
 
-_PREDICT_CHUNK = 65_536  # rows per prediction block: bounds the heads' temporaries on a big held-out split
 
 def not_fitted_error(router) -> Exception:
     """scikit-learn's ``NotFittedError`` when scikit-learn is installed (so its tools recognise it),
@@ -116,11 +116,11 @@ class BaseRouter:
         if not hasattr(self, "n_models_"):
             raise not_fitted_error(self)
         X = check_features(X, self.n_features_in_)
-        if len(X) <= _PREDICT_CHUNK:
+        blocks = row_blocks(len(X))
+        if len(blocks) == 1:
             return np.asarray(self._predict_scores(X), dtype=np.float64)
-        # A chunk at a time: heads make float64 copies and (n, references) distances of what they predict.
-        return np.concatenate([np.asarray(self._predict_scores(X[lo:lo + _PREDICT_CHUNK]), dtype=np.float64)
-                               for lo in range(0, len(X), _PREDICT_CHUNK)])
+        # A block at a time: heads make float64 copies and (n, references) distances of what they predict.
+        return np.concatenate([np.asarray(self._predict_scores(X[b]), dtype=np.float64) for b in blocks])
 
     def route(self, X, lam: float = 0.0, costs=None) -> np.ndarray:
         """Index of the chosen model per query, by the one decision rule (``decision.choose``)."""

@@ -14,7 +14,7 @@ from itertools import product
 
 import numpy as np
 
-from router.routers._common import as_grid, column_means, group_stats, shrunk_means, unit_rows
+from router.routers._common import as_grid, column_means, group_stats, row_blocks, shrunk_means, unit_rows
 from router.routers.base import BaseRouter
 from router.routers.search import cv_search
 
@@ -122,10 +122,10 @@ class ClusterRouter(BaseRouter):
         return _assign(_sq_dist(unit_rows(X, np.float64), self.centroids_), self.temperature_) @ self.cluster_scores_
 
 
-def _nearest(X: np.ndarray, centroids: np.ndarray, chunk: int = 65_536) -> np.ndarray:
-    """Index of the nearest centroid per row of ``X`` (unit-scaled), a chunk of rows at a time."""
-    return np.concatenate([_sq_dist(unit_rows(X[lo:lo + chunk], np.float64), centroids).argmin(axis=1)
-                           for lo in range(0, len(X), chunk)]) if len(X) else np.zeros(0, dtype=np.int64)
+def _nearest(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the nearest centroid per row of ``X`` (unit-scaled), a block of rows at a time."""
+    return np.concatenate([_sq_dist(unit_rows(X[b], np.float64), centroids).argmin(axis=1)
+                           for b in row_blocks(len(X))])
 
 
 def _sq_dist(Xn: np.ndarray, centroids: np.ndarray) -> np.ndarray:

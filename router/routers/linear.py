@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from router.routers._common import (affine, as_grid, check_choice, row_centre, sigmoid, standardise,
+from router.routers._common import (affine, as_grid, check_choice, row_blocks, row_centre, sigmoid, standardise,
                                     standardise_stats)
 from router.routers.base import BaseRouter
 from router.routers.search import cv_search
@@ -124,17 +124,14 @@ def ridge_path(X, Y, mask, alphas, weights=None) -> tuple[np.ndarray, np.ndarray
     return coef, icpt
 
 
-_CHUNK = 32_768  # rows per float64 block of the Gram accumulation: 100 MB at d = 384
-
-
 def _moments(X, rows, Y, w=None) -> tuple[float, np.ndarray, np.ndarray, np.ndarray | None]:
     """(sum of weights, weighted sum of x, of x x^T, of x y^T) over ``rows`` (a mask; None: all) of ``X``."""
     idx = np.arange(len(X)) if rows is None else np.flatnonzero(rows)
     d = X.shape[1]
     total, sx, Sxx = 0.0, np.zeros(d), np.zeros((d, d))
     Sxy = None if Y is None else np.zeros((d, Y.shape[1]))
-    for lo in range(0, len(idx), _CHUNK):
-        part = idx[lo:lo + _CHUNK]
+    for b in row_blocks(len(idx)):
+        part = idx[b]
         Xc = np.asarray(X[part], dtype=np.float64)
         Xw = Xc if w is None else Xc * w[part, None]
         total += len(part) if w is None else float(w[part].sum())
