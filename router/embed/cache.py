@@ -89,14 +89,15 @@ class EmbeddingCache:
     def _dir(self, embedder_id: str) -> Path:
         return self.root / hashlib.sha1(embedder_id.encode()).hexdigest()[:16]
 
-    def _index(self, embedder_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Path]]:
+    def _index(self, embedder_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Path], int]:
         """Every cached hash of an embedder, sorted for binary search, with the shard (an index into the
-        returned paths) and row holding its vector; the vectors stay on disk until ``read``.
+        returned paths) and row holding its vector, and the vectors' length (0: nothing cached); the
+        vectors stay on disk until ``read``.
 
         A shard that fails its checksum or does not load (truncated, empty, bit-flipped) is renamed
         ``*.corrupt`` with a warning naming it; its prompts are simply not found, so they are embedded again.
         """
-        hashes, shards, rows, paths = [], [], [], []
+        hashes, shards, rows, paths, dim = [], [], [], [], 0
         for shard in sorted(self._dir(embedder_id).glob("shard-*.npy")):
             try:
                 rec = _read_shard(shard)
@@ -110,19 +111,21 @@ class EmbeddingCache:
                 shards.append(np.full(len(rec), len(paths), dtype=np.int32))
                 rows.append(np.arange(len(rec), dtype=np.int64))
                 paths.append(shard)
+                dim = rec.dtype["v"].shape[0]
         if not paths:
-            return np.zeros(0, dtype="S16"), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64), []
+            return np.zeros(0, dtype="S16"), np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64), [], 0
         h = np.concatenate(hashes)
         order = np.argsort(h, kind="stable")
-        return h[order], np.concatenate(shards)[order], np.concatenate(rows)[order], paths
+        return h[order], np.concatenate(shards)[order], np.concatenate(rows)[order], paths, dim
 
-    def locate(self, embedder_id: str, hashes: np.ndarray) -> tuple[np.ndarray, Callable[[np.ndarray, np.ndarray], None]]:
-        """(found mask, ``read``): ``read(out, at)`` writes the i-th found hash's vector to ``out[at[i]]``,
-        reading the shards a block at a time (no shard is loaded whole: at a million cached prompts that
-        was 1.5 GB, copied twice more on the way out)."""
-        cached_h, shard_of, row_of, paths = self._index(embedder_id)
+    def locate(self, embedder_id: str, hashes: np.ndarray
+               ) -> tuple[np.ndarray, Callable[[np.ndarray, np.ndarray], None], int]:
+        """(found mask, ``read``, the vectors' length): ``read(out, at)`` writes the i-th found hash's
+        vector to ``out[at[i]]``, reading the shards a block at a time (no shard is loaded whole: at a
+        million cached prompts that was 1.5 GB, copied twice more on the way out)."""
+        cached_h, shard_of, row_of, paths, dim = self._index(embedder_id)
         if not len(cached_h) or not len(hashes):
-            return np.zeros(len(hashes), dtype=bool), lambda out, at: None
+            return np.zeros(len(hashes), dtype=bool), lambda out, at: None, dim
         pos = np.minimum(np.searchsorted(cached_h, hashes), len(cached_h) - 1)
         found = cached_h[pos] == hashes
         pos = pos[found]
@@ -133,23 +136,14 @@ class EmbeddingCache:
                 if len(targets):
                     _read_rows(path, row_of[pos[targets]], out, at[targets])
 
-        return found, read
+        return found, read, dim
 
     def lookup(self, embedder_id: str, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(found mask, vectors of the found hashes in input order)."""
-        found, read = self.locate(embedder_id, hashes)
-        out = np.empty((int(found.sum()), self.dimension(embedder_id)), dtype=np.float32)
+        found, read, dim = self.locate(embedder_id, hashes)
+        out = np.empty((int(found.sum()), dim), dtype=np.float32)
         read(out, np.arange(len(out)))
         return found, out
-
-    def dimension(self, embedder_id: str) -> int:
-        """The vectors' length (0 when nothing is cached)."""
-        for shard in sorted(self._dir(embedder_id).glob("shard-*.npy")):
-            try:
-                return int(np.load(shard, mmap_mode="r", allow_pickle=False).dtype["v"].shape[0])
-            except (ValueError, OSError, EOFError, KeyError):
-                continue
-        return 0
 
     def add(self, embedder_id: str, hashes: np.ndarray, vectors: np.ndarray) -> Path | None:
         """Write one shard atomically; returns its path (None when there is nothing to add)."""
@@ -192,9 +186,9 @@ def embed_with_cache(
     hashes = text_hashes(texts)
     uniq, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
     if cache is not None:
-        found, read = cache.locate(embedder.id, uniq)
+        found, read, cached_dim = cache.locate(embedder.id, uniq)
     else:
-        found, read = np.zeros(len(uniq), dtype=bool), None
+        found, read, cached_dim = np.zeros(len(uniq), dtype=bool), None, 0
     todo = np.flatnonzero(~found)
     parts: list[np.ndarray] = []
     for lo in range(0, len(todo), chunk_size):
@@ -203,7 +197,7 @@ def embed_with_cache(
         if cache is not None:
             cache.add(embedder.id, uniq[idx], vecs)
         parts.append(vecs)
-    dim = parts[0].shape[1] if parts else (cache.dimension(embedder.id) if found.any() else embedder.dimension)
+    dim = parts[0].shape[1] if parts else (cached_dim if found.any() else embedder.dimension)
     inverse = inverse.reshape(-1)
     distinct = len(uniq) == len(texts)  # the usual case: vectors go straight to their rows, one n x d array
     out = np.empty((len(uniq), dim), dtype=np.float32)
