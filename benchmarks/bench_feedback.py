@@ -36,10 +36,12 @@ from benchmarks.bench_routers import CACHE  # noqa: E402
 from benchmarks.results import machine, publish  # noqa: E402
 from router.data.labels import RoutingData  # noqa: E402
 from router.embed import Embedder, embed_with_cache  # noqa: E402
-from router.evaluation.decision import Exploration, choose, policy_probabilities, sample_choices  # noqa: E402
+from router.policy.exploration import Exploration, policy_probabilities, sample_choices
+from router.policy.rule import choose  # noqa: E402
 from router.evaluation.metrics import mean_model_costs  # noqa: E402
 from router.evaluation.offpolicy import reward_model  # noqa: E402
-from router.evaluation.ope import off_policy_estimates, one_hot, partial_feedback  # noqa: E402
+from router.evaluation.offpolicy import off_policy_estimates
+from router.policy.propensity import one_hot, partial_feedback  # noqa: E402
 from router.routers import make_router  # noqa: E402
 
 # The first three are dominated by one model (full information barely beats the best single model at lambda

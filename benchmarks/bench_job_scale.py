@@ -7,7 +7,7 @@ For each size, logs from ``benchmarks/generate_logs.py`` (seed 0) go through ``s
 run: a seeded random unit vector per query (384 dimensions, MiniLM's) with one coordinate shifted by
 the query's mean score, so the routers have some signal to fit. Then ``run_experiment`` with the
 default ``JobConfig()`` (every default candidate, 5-fold selection, the gate), timed per phase by
-wrapping ``select``, ``operating_point`` and ``fit_router`` (the fit of each family includes its
+wrapping ``select``, ``calibrate_router`` and ``fit_router`` (the fit of each family includes its
 operating-point fold fits; selection's fold fits are in ``select``). Peak RSS is this process's.
 Writes the ``job_scale`` section of benchmarks/RESULTS.md.
 """
@@ -45,7 +45,7 @@ def timed_run(n: int, models: int, cache: Path, max_queries: int | None) -> dict
     data = build_routing_data(formats.scan_logs(gen.out))
     phases = {"labels": time.perf_counter() - t}
     X = synthetic_embeddings(data.scores)
-    wrapped = {name: getattr(experiment, name) for name in ("select", "operating_point", "fit_router")}
+    wrapped = {name: getattr(experiment, name) for name in ("select", "calibrate_router", "fit_router")}
 
     def timer(name, f):
         def run(*args, **kwargs):
@@ -90,7 +90,7 @@ def main() -> None:
         r = runs[-1]
         print(f"{n:,} queries: {r['total']:.0f} s ({', '.join(f'{k} {v:.0f}' for k, v in r['phases'].items())})",
               flush=True)
-    keys = ["labels", "select", "operating_point"] + sorted({k for r in runs for k in r["phases"] if k.startswith("fit ")})
+    keys = ["labels", "select", "calibrate_router"] + sorted({k for r in runs for k in r["phases"] if k.startswith("fit ")})
     lines = ["## The job's select, fit and evaluate step at growing size", "",
              f"Command: `OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_job_scale.py --sizes "
              f"{' '.join(map(str, args.sizes))} --models {args.models}"

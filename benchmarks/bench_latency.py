@@ -47,7 +47,7 @@ def main() -> None:
         a = time.perf_counter()
         X = service.embed(p)
         b = time.perf_counter()
-        service.choose(service.head.predict_scores(X), service.lam_for())
+        service.choose(service.head.predict_scores(X), service.operating_point())
         c = time.perf_counter()
         emb_t.append(b - a), head_t.append(c - b), total_t.append(c - a)
     ms = lambda xs, q: 1e3 * float(np.percentile(xs, q))  # noqa: E731
@@ -60,7 +60,7 @@ def main() -> None:
         b = time.perf_counter()
         reps = max(1, 20000 // size)  # the head is fast: repeat it for a measurable time
         for _ in range(reps):
-            service.choose(service.head.predict_scores(X), service.lam_for())
+            service.choose(service.head.predict_scores(X), service.operating_point())
         c = time.perf_counter()
         head_s = (c - b) / reps
         batch_rows.append((size, size / (b - a), size / head_s, size / ((b - a) + head_s)))

@@ -8,7 +8,7 @@ it changes), ``fit(X, Y, C, mask, tasks=None)`` and ``predict_scores(X, tasks=No
 - ``C`` (n, m) $ per call, NaN where unknown, or None when the set has no costs;
 - ``tasks`` (n,) task names or None.
 
-Scores are "higher is better"; the benchmark picks ``router.evaluation.decision.choose(S, costs, lam)``
+Scores are "higher is better"; the benchmark picks ``router.policy.rule.choose(S, costs, lam)``
 = argmax of ``S - lam * cost`` for every peer, sweeping ``lam`` for the cost-quality curve. Regressors
 return a predicted score per model, classifiers the probability of each model's class. Unobserved
 cells never enter training as zeros. Only numpy and scikit-learn: ``rorf`` (0.1.3) and

@@ -18,13 +18,13 @@ from pipelines.config import JobConfig, RouterSpec
 from pipelines.selection import BASELINE, Gate, Selection, fit_on, gate, objective, select
 from router.routers.search import folds as kfolds
 from router.data.labels import RoutingData
-from router.evaluation.decision import calibrate, margin_quantiles, share_bias
+from router.policy.operating_point import Calibration, OperatingPoint, calibrate
 from router.evaluation.metrics import RouterResult, complete_rows, evaluate_router
 from router.evaluation.offpolicy import estimates_by_router, with_dr_values
 from router.evaluation.report import EvaluationReport, build_report
 from router.evaluation.splits import Split, given_split, has_given_split, split_queries
 from router.routers import ROUTERS, BaseRouter, make_router
-from router.evaluation.ope import IPS_CLIP
+from router.policy.propensity import IPS_CLIP
 from router.routers.base import predict_with_tasks
 
 # Families whose fit can run on a Dask cluster (they take ``fit(..., client=)``).
@@ -39,7 +39,12 @@ class FittedRouter:
     fit_seconds: float
     predict_seconds: float
     test_scores: np.ndarray = field(repr=False)
-    point: OperatingPoint
+    calibration: Calibration  # measured on out-of-fold training predictions; exported with the router
+
+    @property
+    def point(self) -> OperatingPoint:
+        """Where the router runs: the job's setting resolved on its calibration."""
+        return self.calibration.default
 
     @property
     def lam(self) -> float:
@@ -161,16 +166,6 @@ def fit_router(spec: RouterSpec, X: np.ndarray, data: RoutingData, client=None) 
     return router, time.perf_counter() - t
 
 
-@dataclass(frozen=True)
-class OperatingPoint:
-    """Where a router runs: its lambda, a per-model bias (non-zero only for a share target), and the
-    quantiles of every model's margin that let a service ask for any share per call."""
-
-    lam: float
-    bias: np.ndarray
-    margins: np.ndarray  # decision.margin_quantiles on the calibration slice, at ``lam``
-
-
 def out_of_fold(spec: RouterSpec, X: np.ndarray, train: RoutingData, job: JobConfig) -> np.ndarray:
     """Predicted scores of ``spec`` for every training query, each from a fit on the other
     ``selection.folds`` folds: the operating points are found on them (and, above
@@ -181,19 +176,15 @@ def out_of_fold(spec: RouterSpec, X: np.ndarray, train: RoutingData, job: JobCon
     return pred
 
 
-def operating_point(pred: np.ndarray, costs: np.ndarray, train: RoutingData, job: JobConfig) -> OperatingPoint:
-    """A router's operating point from its out-of-fold predictions ``pred`` on ``train`` (``out_of_fold``).
+def calibrate_router(pred: np.ndarray, costs: np.ndarray, train: RoutingData, job: JobConfig) -> Calibration:
+    """A router's ``Calibration`` from its out-of-fold predictions ``pred`` on ``train`` (``out_of_fold``),
+    its default point the job's setting: a budget's lambda, a share's bias, else ``job.lam``.
 
     Those folds refit the router with the hyper-parameters its own search chose (another choice would
-    change the scale of its scores: ridge at alpha 10 vs 30 moved a 30% share target to 40%). A budget
-    gives the lambda meeting it, a share target the bias sending that share of the calls to its model.
+    change the scale of its scores: ridge at alpha 10 vs 30 moved a 30% share target to 40%).
     """
-    lam = calibrate(pred, costs, budget=job.budget).lam if job.budget is not None else job.lam
-    margins = margin_quantiles(pred, costs, lam)
-    bias = np.zeros(train.n_models)
-    if job.share is not None:
-        bias = share_bias(margins, train.models.index(job.share.model), job.share.value)
-    return OperatingPoint(lam=lam, bias=bias, margins=margins)
+    share = (job.share.model, job.share.value) if job.share is not None else None
+    return calibrate(pred, costs, train.models, lam=job.lam, budget=job.budget, share=share)
 
 
 def run_experiment(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split | None = None,
@@ -201,7 +192,7 @@ def run_experiment(data: RoutingData, X: np.ndarray, job: JobConfig, split: Spli
     """Fit every candidate on train, choose one on train (or take the configured one), evaluate all on
     test, and gate the choice against always calling the best single model.
 
-    Each router's operating point comes from a slice of the training queries (``operating_point``):
+    Each router's operating point comes from a slice of the training queries (``calibrate_router``):
     with ``job.budget`` its own lambda, with ``job.share`` its own bias; routers are then compared by
     quality at their own operating point.
     """
@@ -259,7 +250,8 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
     chosen = final if capped else {label: spec.model_copy(update={"params": {**spec.params, **getattr(
         fits[label][0], "best_params_", {})}}) for label, spec in specs.items()}
     oof = {label: out_of_fold(chosen[label], X_sel, train_sel, job) for label in specs}
-    points = {label: operating_point(oof[label], fits[label][0].model_costs_, train_sel, job) for label in specs}
+    calibrations = {label: calibrate_router(oof[label], fits[label][0].model_costs_, train_sel, job) for label in specs}
+    points = {label: cal.default for label, cal in calibrations.items()}
     selection = None
     selected = job.export_router
     if selected == "auto":
@@ -277,8 +269,9 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
         pred_s = time.perf_counter() - t
         # A share bias shifts one model's scores: evaluating the shifted scores is the decision rule with it.
         point = points[label]
-        result = evaluate_router(pred + point.bias, test, train, router.model_costs_, point.lam, budget=job.budget)
-        out[label] = FittedRouter(specs[label], router, result, fit_s, pred_s, pred, point)
+        shifted = pred if point.bias is None else pred + np.asarray(point.bias)
+        result = evaluate_router(shifted, test, train, router.model_costs_, point.lam, budget=job.budget)
+        out[label] = FittedRouter(specs[label], router, result, fit_s, pred_s, pred, calibrations[label])
     offpolicy = None
     if q_hat is not None:  # the held-out logs hold the router's own traffic: IPS, SNIPS, DR side by side
         evaluated = np.flatnonzero(complete_rows(test))  # the rows evaluate_router scored

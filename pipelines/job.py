@@ -123,28 +123,24 @@ def champion_value(uri: str, job: JobConfig, exp: Experiment, X: np.ndarray | No
     rows = exp.eval_rows
     cols = np.array([exp.test.models.index(m) for m in service.models])
     share = {job.share.model: job.share.value} if job.share is not None else None
-    lam, bias = service.operating_point(budget=job.budget, share=share) if exp.quality_only else (exp.lam, None)
+    point = service.operating_point(budget=job.budget, share=share) if exp.quality_only else \
+        service.operating_point(lam=exp.lam)
     tags = exp.test.tasks[rows] if job.task_at_serving and exp.test.tasks is not None else None
     if X is not None and embedder_id and service.meta.embedder_id == embedder_id:
         scores = service.head_scores(X[exp.split.test[rows]], tasks=tags)
     else:
         scores = service.scores(list(exp.test.prompts[rows]), tasks=tags)
-    picks = cols[service.choose(scores, lam, bias)]
+    picks = cols[service.choose(scores, point)]
     costs = exp.fitted[exp.exported].router.model_costs_
-    return float(np.nanmean(objective(exp.test, rows, picks, lam, costs, exp.quality_only)))
+    return float(np.nanmean(objective(exp.test, rows, picks, point.lam, costs, exp.quality_only)))
 
 
 def router_meta(prep: Prepared, exp: Experiment) -> RouterMeta:
     """What the exported router needs beside its head and embedder files."""
     fitted = exp.fitted[exp.exported]
-    curve = fitted.result.curve
     return RouterMeta(
         models=list(prep.data.models), model_costs=[float(c) for c in fitted.router.model_costs_],
-        default_lam=float(fitted.lam), embedder=prep.embedder.settings(), router=fitted.spec.family,
-        default_bias=[float(b) for b in fitted.point.bias] if fitted.point.bias.any() else [],
-        share_margins=fitted.point.margins.tolist(),
-        budget_curve=[[lam, c, q] for lam, c, q in zip(curve["lam"], curve["cost"], curve["quality"])
-                      if c == c and q == q],
+        embedder=prep.embedder.settings(), router=fitted.spec.family, calibration=fitted.calibration,
         embedder_id=prep.embedder.id,
     )
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from router.data.labels import RoutingData
-from router.evaluation.decision import choose
+from router.policy.rule import choose
 from router.evaluation.offpolicy import with_dr_values
 from router.routers.base import predict_with_tasks
 from router.routers.search import folds as kfolds

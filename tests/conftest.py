@@ -76,6 +76,6 @@ def nq_export(tmp_path_factory, nq, nq_X, embedder) -> Path:
     from router.serve.service import RouterMeta
 
     head = KNNRouter(n_neighbors=10, weighting="uniform").fit(nq_X, nq.scores, nq.costs, nq.mask)
-    meta = RouterMeta(models=list(nq.models), model_costs=mean_model_costs(nq).tolist(), default_lam=0.0,
+    meta = RouterMeta(models=list(nq.models), model_costs=mean_model_costs(nq).tolist(),
                       embedder=embedder.settings(), router="knn")
     return write_export(tmp_path_factory.mktemp("nq-export"), head, embedder, meta)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router.evaluation.decision import calibrate, choose, lambda_grid
+from router.policy.operating_point import CURVE_POINTS, Setting, SpendCurve, calibrate, resolve
+from router.policy.rule import choose, lambda_grid
 from router.evaluation.metrics import mean_model_costs
 
 # Two models, costs 1 and 3 (cost gap 2). Predicted advantage of the dear model per query:
@@ -54,29 +55,46 @@ def test_lambda_grid_spans_first_switch_to_cheapest_everywhere():
     assert lambda_grid(pred, np.array([1.0, 1.0, 1.0])).tolist() == [0.0]
 
 
+MODELS = ["cheap", "dear"]
+
+
 def test_calibrate_hits_a_budget_by_hand():
     # spend at lam=0: 3 dear + 1 cheap = (9 + 1) / 4 = 2.5; budget 2.0 allows 2 dear calls, which
     # needs 2 * lam >= 0.2 (the tie at exactly 0.1 goes to the cheap model).
-    cal = calibrate(PRED, COSTS, budget=2.0)
-    assert cal.lam == pytest.approx(0.1, rel=1e-6) and cal.lam >= 0.1
-    assert cal.cost == 2.0 and cal.shares == (0.5, 0.5) and cal.share is None
-    assert cal.reachable == (1.0, 2.5)
-    assert calibrate(PRED, COSTS, budget=3.0).lam == 0.0  # lam=0 already fits
-    assert calibrate(PRED, COSTS, budget=1.0).lam == pytest.approx(0.4, rel=1e-6)
+    cal = calibrate(PRED, COSTS, MODELS, budget=2.0)
+    lam = cal.default.lam
+    assert lam == pytest.approx(0.1, rel=1e-6) and lam >= 0.1
+    picks = choose(PRED, COSTS, lam)
+    assert COSTS[picks].mean() == 2.0 and np.bincount(picks, minlength=2).tolist() == [2, 2]
+    assert cal.default.bias is None and cal.default.target == "budget 2 $/query"
+    assert cal.curve.reachable == (1.0, 2.5)
+    assert calibrate(PRED, COSTS, MODELS, budget=3.0).default.lam == 0.0  # lam=0 already fits
+    assert calibrate(PRED, COSTS, MODELS, budget=1.0).default.lam == pytest.approx(0.4, rel=1e-6)
     with pytest.raises(ValueError, match=r"unreachable.*\[1, 2.5\]"):
-        calibrate(PRED, COSTS, budget=0.5)
+        calibrate(PRED, COSTS, MODELS, budget=0.5)
 
 
-def test_calibrate_hits_a_share_of_calls():
-    cal = calibrate(PRED, COSTS, model=1, share=0.25)
-    assert cal.share == 0.25 and cal.lam == pytest.approx(0.2, rel=1e-6)
-    # 0.3 is not reachable exactly: 0.25 is the closest share
-    assert calibrate(PRED, COSTS, model=1, share=0.3).share == 0.25
-    assert calibrate(PRED, COSTS, model=0, share=1.0).shares == (1.0, 0.0)
-    with pytest.raises(ValueError, match=r"unreachable.*\[0, 0.75\]"):
-        calibrate(PRED, COSTS, model=1, share=1.0)
-    with pytest.raises(ValueError, match="exactly one target"):
-        calibrate(PRED, COSTS, budget=1.0, model=1, share=0.5)
+def test_the_spend_curve_holds_every_step_and_the_spend_choose_has_there():
+    curve = SpendCurve.measure(PRED, COSTS)
+    # the dear model loses each query at lam = its advantage / 2: 0.1, 0.2, 0.4
+    assert curve.lam[0] == 0.0 and np.allclose(curve.lam[1:], [0.1, 0.2, 0.4], rtol=1e-6)
+    assert curve.cost == (2.5, 2.0, 1.5, 1.0)
+    for lam, cost in zip(curve.lam, curve.cost):
+        assert COSTS[choose(PRED, COSTS, lam)].mean() == cost
+    assert curve.lam_for(1.7) == (curve.lam[2], True) and curve.lam_for(0.9) == (curve.lam[-1], False)
+
+
+def test_a_share_resolves_to_a_bias_at_the_calibrated_lambda():
+    cal = calibrate(PRED, COSTS, MODELS, share=("dear", 0.25))
+    assert cal.default.lam == 0.0 and cal.default.bias[0] == 0.0 and "share 0.25 of calls to dear" in cal.default.target
+    assert np.mean(choose(PRED, COSTS, 0.0, bias=cal.default.bias) == 1) == 0.25
+    for value in (0.0, 0.5, 1.0):  # any share, 0 and 1 included (a lambda alone reaches at most 0.75)
+        point = resolve(Setting(share={"dear": value}), cal)
+        assert np.mean(choose(PRED, COSTS, point.lam, bias=point.bias) == 1) == value
+    with pytest.raises(ValueError, match="unknown model 'nope'"):
+        resolve(Setting(share={"nope": 0.3}), cal)
+    with pytest.raises(ValueError, match="pass share alone"):
+        Setting(budget=1.0, share={"dear": 0.5})
 
 
 def test_calibrate_budget_on_real_costs(nq):
@@ -85,13 +103,19 @@ def test_calibrate_budget_on_real_costs(nq):
     pred = nq.scores + rng.normal(0, 0.3, nq.scores.shape)
     costs = mean_model_costs(nq)
     spends = [costs[choose(pred, costs, lam)].mean() for lam in lambda_grid(pred, costs)]
-    assert (np.diff(spends) <= 1e-15).all()  # monotone: what makes bisection valid
+    assert (np.diff(spends) <= 1e-15).all()  # monotone: what makes one smallest lambda per budget
     budget = 0.5 * (spends[0] + spends[-1])
-    cal = calibrate(pred, costs, budget=budget)
-    assert cal.cost <= budget
+    cal = calibrate(pred, costs, list(nq.models), budget=budget)
+    lam = cal.default.lam
+    assert costs[choose(pred, costs, lam)].mean() <= budget
     # the smallest such lambda: a little less and the budget is exceeded
-    assert costs[choose(pred, costs, cal.lam * (1 - 1e-6))].mean() > budget
-    assert cal.reachable == pytest.approx((spends[-1], spends[0]))
+    assert costs[choose(pred, costs, lam * (1 - 1e-6))].mean() > budget
+    assert cal.curve.reachable == pytest.approx((spends[-1], spends[0]))
+    # every point of the (thinned) curve holds the spend the rule has there, and serving reads the same lambda
+    for point_lam, cost in zip(cal.curve.lam, cal.curve.cost):
+        assert costs[choose(pred, costs, point_lam)].mean() == cost
+    assert len(cal.curve.lam) <= CURVE_POINTS + 3
+    assert resolve(Setting(budget=budget), cal).lam == lam
 
 
 def test_served_choice_equals_evaluated_choice_on_ties(nq, nq_X, embedder, tmp_path):
@@ -117,7 +141,7 @@ def test_served_choice_equals_evaluated_choice_on_ties(nq, nq_X, embedder, tmp_p
     assert (pred[:, dear] == pred[:, cheap]).all() and np.argmax(pred[0]) == dear  # a real tie
 
     evaluated = evaluate_router(pred, data.subset(te), data.subset(tr), head.model_costs_, 0.0).choices
-    meta = RouterMeta(models=list(nq.models), model_costs=head.model_costs_.tolist(), default_lam=0.0,
+    meta = RouterMeta(models=list(nq.models), model_costs=head.model_costs_.tolist(),
                       embedder=embedder.settings(), router="best_single")
     service = RouterService.from_dir(write_head(tmp_path / "head", head, meta))
     served = service.route(list(nq.prompts[te]))
@@ -130,7 +154,7 @@ def test_served_choice_equals_evaluated_choice_on_ties(nq, nq_X, embedder, tmp_p
 def test_share_calibration_without_costs_hits_its_target(nq, nq_X, target):
     """Logs without costs (lam can move nothing): a bias on the strong model sets its share of calls,
     calibrated on a slice of training queries, and the share realised on that slice is the target."""
-    from router.evaluation.decision import margin_quantiles, share_bias
+    from router.policy.operating_point import margin_quantiles, share_bias
     from router.routers import make_router
 
     cal = np.arange(350, 500)

@@ -24,7 +24,7 @@ from router.data import formats
 from router.data.labels import RoutingData, build_routing_data
 from router.data.schema import LogValidationError
 from router.data.validate import validate_logs
-from router.evaluation.decision import Exploration, policy_probabilities
+from router.policy.exploration import Exploration, policy_probabilities
 from router.serve.decision_log import DecisionLog, DecisionLogConfig
 from router.serve.explore import first
 from router.serve.gateway import FixedRouter, ServeConfig, create_app
@@ -77,8 +77,8 @@ def records(folder: Path) -> list[dict]:
 
 
 def probs_at(svc, prompts, exploration, **point) -> np.ndarray:
-    lam, bias = svc.operating_point(**point)
-    return policy_probabilities(svc.scores(prompts), np.asarray(svc.meta.model_costs), lam, bias,
+    point = svc.operating_point(**point)
+    return policy_probabilities(svc.scores(prompts), np.asarray(svc.meta.model_costs), point.lam, point.bias,
                                 Exploration.parse(exploration))
 
 
@@ -161,8 +161,7 @@ def test_seeded_runs_reproduce_and_other_seeds_differ(svc):
 def test_chat_logs_the_draw_and_a_fallback_logs_null(svc, tmp_path):
     up = Upstreams(svc.models)
     probs = probs_at(svc, PROMPTS[:1], "softmax:0.05")[0]
-    lam, bias = svc.operating_point()
-    ranking = [svc.models[i] for i in svc.ranked(svc.scores(PROMPTS[:1]), lam, bias)[0]]
+    ranking = [svc.models[i] for i in svc.ranked(svc.scores(PROMPTS[:1]), svc.operating_point())[0]]
     log = DecisionLog(DecisionLogConfig(tmp_path, prompts="text"))
     try:
         with gateway(svc, log, up, exploration="softmax:0.05", exploration_seed=1) as client:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from router.routers import ROUTERS, BestSingleRouter, KNNRouter, RidgeRouter, make_router
-from router.evaluation.ope import IPS_CLIP, partial_feedback
+from router.policy.propensity import IPS_CLIP, partial_feedback
 
 
 def bandit_log(Y: np.ndarray, favour: np.ndarray, epsilon: float, seed: int):

@@ -30,7 +30,8 @@ from starlette.routing import Route
 from typer.testing import CliRunner
 
 import router
-from router.evaluation.decision import choose, margin_quantiles, rank
+from router.policy.operating_point import SpendCurve, margin_quantiles
+from router.policy.rule import choose, rank
 from router.serve.decision_log import DecisionLog, DecisionLogConfig
 from router.serve.gateway import FixedRouter, ServeConfig, create_app
 from router.serve.service import RouterService
@@ -116,9 +117,9 @@ def svc(nq_export) -> RouterService:
     """The NQ router, with a budget curve and share margins so every operating point can be asked for."""
     base = router.load(nq_export)
     margins = margin_quantiles(base.scores(PROMPTS), np.asarray(base.meta.model_costs), base.meta.default_lam)
-    curve = [[0.0, 1e-4, 0.5], [100.0, 5e-5, 0.45], [1000.0, 2e-5, 0.4], [1e4, 1.2e-5, 0.3]]
-    return RouterService(base.embedder, base.head, replace(base.meta, budget_curve=curve,
-                                                           share_margins=margins.tolist()))
+    curve = SpendCurve(lam=(0.0, 100.0, 1000.0, 1e4), cost=(1e-4, 5e-5, 2e-5, 1.2e-5))
+    calibration = replace(base.calibration, curve=curve, margins=margins, margins_lam=base.meta.default_lam)
+    return RouterService(base.embedder, base.head, replace(base.meta, calibration=calibration))
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +153,7 @@ def gateway(svc, raw_map, decision_log=None, **config):
 
 
 def ranking(svc, text: str, **point) -> list[str]:
-    idx = svc.ranked(svc.scores([text]), *svc.operating_point(**point))[0]
+    idx = svc.ranked(svc.scores([text]), svc.operating_point(**point))[0]
     return [svc.models[i] for i in idx]
 
 

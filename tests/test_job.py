@@ -569,7 +569,7 @@ def test_the_champion_is_scored_on_the_jobs_own_vectors_when_it_shares_the_embed
     job = JobConfig(routers=[{"family": "ridge", "params": {"cv": 3}}], export_router="ridge")
     exp = run_experiment(nq, nq_X, job)
     head = RidgeRouter(alpha=10.0).fit(nq_X, nq.scores, nq.costs, nq.mask)
-    meta = RouterMeta(models=list(nq.models), model_costs=mean_model_costs(nq).tolist(), default_lam=0.0,
+    meta = RouterMeta(models=list(nq.models), model_costs=mean_model_costs(nq).tolist(),
                       embedder=embedder.settings(), router="ridge")
     older = write_export(tmp_path / "older", head, embedder, meta)  # no embedder_id: prompts are embedded
     same = write_export(tmp_path / "same", head, embedder, replace(meta, embedder_id=embedder.id))

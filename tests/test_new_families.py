@@ -336,7 +336,7 @@ def test_task_at_serving_evaluates_and_serves_with_the_tags(mmlu_small, mmlu_sma
     """With task_at_serving the job evaluates the task family on the held-out queries' own tags, and a
     service given the same tags makes the same choices."""
     from pipelines.config import JobConfig
-    from router.evaluation.decision import choose
+    from router.policy.rule import choose
     from router.serve.service import RouterMeta, RouterService
 
     job = JobConfig(routers=[{"family": "task", "params": {"cv": 3}}], selection={"folds": 3},
@@ -349,7 +349,7 @@ def test_task_at_serving_evaluates_and_serves_with_the_tags(mmlu_small, mmlu_sma
     tags = exp.test.tasks[rows]
     table = router.task_scores_[[router.tasks_.index(t) for t in tags]]
     np.testing.assert_array_equal(fitted.result.choices, choose(table, router.model_costs_, fitted.lam))
-    meta = RouterMeta(models=list(mmlu_small.models), model_costs=router.model_costs_.tolist(), default_lam=0.0,
+    meta = RouterMeta(models=list(mmlu_small.models), model_costs=router.model_costs_.tolist(),
                       embedder=embedder.settings(), router="task")
     service = RouterService(embedder, router, meta)
     prompts = list(exp.test.prompts[rows])
@@ -369,7 +369,7 @@ def test_the_exported_pyfunc_passes_task_tags_to_a_task_head(embedder):
     X = embedder.encode(prompts)
     Y = np.stack([(tasks == "math"), (tasks == "poetry"), np.full(len(tasks), 0.5)], axis=1).astype(float)
     head = TaskRouter(cv=3).fit(X, Y, tasks=tasks)
-    meta = RouterMeta(models=["calc", "bard", "coin"], model_costs=[0.0] * 3, default_lam=0.0,
+    meta = RouterMeta(models=["calc", "bard", "coin"], model_costs=[0.0] * 3,
                       embedder=embedder.settings(), router="task")
     pyfunc = RouterPyfunc()
     pyfunc.service = RouterService(embedder, head, meta)

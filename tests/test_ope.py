@@ -1,4 +1,4 @@
-"""Exploration policies (decision.py) and off-policy estimators (ope.py) against hand-computed values
+"""Exploration policies (router.policy.exploration) and off-policy estimators (router.evaluation.offpolicy) against hand-computed values
 and a simulated bandit log with a known reward matrix."""
 
 from __future__ import annotations
@@ -6,12 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router.evaluation.decision import (
-    EXPLORATION_MODES, Exploration, choose, policy_probabilities, sample_choices,
-)
-from router.evaluation.ope import (
-    Estimate, dm_terms, dr_terms, ips_terms, off_policy_estimates, one_hot, snips,
-)
+from router.policy.exploration import EXPLORATION_MODES, Exploration, policy_probabilities, sample_choices
+from router.policy.rule import choose
+from router.evaluation.offpolicy import Estimate, dm_terms, dr_terms, ips_terms, off_policy_estimates, snips
+from router.policy.propensity import one_hot
 
 PRED = np.array([[0.30, 0.10, 0.50, 0.45],
                  [0.20, 0.20, 0.10, 0.00],   # tie between models 0 and 1: choose takes the cheaper (1)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks.peers import PEERS, RoRF, peer_names
-from router.evaluation.decision import choose
+from router.policy.rule import choose
 
 # LLMRouter's MLP runs its full max_iter on this tiny set; that is expected, not a failure
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

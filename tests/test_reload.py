@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from router.policy.operating_point import Calibration, OperatingPoint
 from router.serve.load import load
 from router.serve.reload import LoadedRouter, ReloadingRouter
 
@@ -27,7 +28,9 @@ def _version(root: Path, label: str, export: Path, lam: float | None = None, bro
     (target / "embedder").symlink_to(export / "artifacts" / "embedder", target_is_directory=True)
     meta = target / "head" / "router_meta.json"
     if lam is not None:
-        meta.write_text(json.dumps({**json.loads(meta.read_text()), "default_lam": lam}))
+        raw = json.loads(meta.read_text())
+        raw["calibration"] = Calibration(tuple(raw["models"]), default=OperatingPoint(lam=lam)).to_dict()
+        meta.write_text(json.dumps(raw))
     if broken:
         (target / "head" / "head.json").write_text("{ cut short")
     return root / label

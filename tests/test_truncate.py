@@ -83,7 +83,7 @@ def test_a_request_never_waits_for_another_requests_embedding(embedder, nq, nq_X
     from router.serve.service import RouterMeta, RouterService
 
     head = KNNRouter().fit(nq_X, nq.scores)
-    meta = RouterMeta(models=list(nq.models), model_costs=[0.0] * len(nq.models), default_lam=0.0,
+    meta = RouterMeta(models=list(nq.models), model_costs=[0.0] * len(nq.models),
                       embedder=embedder.settings(), router="knn")
     service = RouterService(embedder, head, meta)
     answers = []

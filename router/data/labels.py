@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from router.data import schema as S
-from router.evaluation.ope import bandit_rows
+from router.policy.propensity import bandit_rows
 
 UNTAGGED = "(untagged)"  # the task of a query without a tag, in logs that tag others
 

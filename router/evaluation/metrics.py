@@ -12,7 +12,7 @@ Conventions
 - gap_closed = (router - best_single) / (oracle - best_single); NaN when oracle == best single.
 
 Curves
-- The cost-quality curve sweeps lambda over ``decision.lambda_grid`` and records (mean cost,
+- The cost-quality curve sweeps lambda over ``router.policy.rule.lambda_grid`` and records (mean cost,
   mean quality) of the choices on the test queries.
 - AIQ, APGR and CPT of those curves: ``router.evaluation.curves``.
 """
@@ -26,8 +26,8 @@ import numpy as np
 
 from router.data.labels import RoutingData, best_model_labels, model_means
 from router.evaluation.curves import aiq, apgr, cpt, strong_share_curve
-from router.evaluation.decision import choose, lambda_grid
-from router.evaluation.ope import partial_feedback, weighted_means
+from router.policy.rule import choose, lambda_grid
+from router.policy.propensity import partial_feedback, weighted_means
 
 # --------------------------------------------------------------------------- basic metrics
 

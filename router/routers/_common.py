@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from router.evaluation.decision import choose
+from router.policy.rule import choose
 
 
 def routed_scores(Y: np.ndarray, mask: np.ndarray, S: np.ndarray) -> np.ndarray:

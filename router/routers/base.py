@@ -16,8 +16,8 @@ import inspect
 
 import numpy as np
 
-from router.evaluation.decision import choose
-from router.evaluation.ope import partial_feedback
+from router.policy.rule import choose
+from router.policy.propensity import partial_feedback
 from router.routers._common import row_blocks
 
 
@@ -45,7 +45,7 @@ class BaseRouter:
     ``fit(..., propensities=P)`` (n, m; NaN where none was logged): logs of the deployed router's own
     traffic, where a query has one scored model chosen with a known propensity. Families with
     ``supports_weights`` learn from them with clipped inverse-propensity weights
-    (``_common.partial_feedback``; their ``_fit`` gets ``feedback=``); the others raise.
+    (``router.policy.propensity.partial_feedback``; their ``_fit`` gets ``feedback=``); the others raise.
     """
 
     supports_weights = False  # can learn from partial (bandit) feedback: ``_fit(..., feedback=)``
@@ -123,7 +123,7 @@ class BaseRouter:
         return np.concatenate([np.asarray(self._predict_scores(X[b]), dtype=np.float64) for b in blocks])
 
     def route(self, X, lam: float = 0.0, costs=None) -> np.ndarray:
-        """Index of the chosen model per query, by the one decision rule (``decision.choose``)."""
+        """Index of the chosen model per query, by the one decision rule (``router.policy.rule.choose``)."""
         costs = self.model_costs_ if costs is None else costs
         return choose(self.predict_scores(X), costs, lam)
 

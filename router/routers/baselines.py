@@ -6,7 +6,7 @@ import hashlib
 
 import numpy as np
 
-from router.evaluation.ope import weighted_means
+from router.policy.propensity import weighted_means
 from router.routers._common import column_means
 from router.routers.base import BaseRouter
 

@@ -13,11 +13,11 @@ import threading
 
 import numpy as np
 
-from router.evaluation.decision import Exploration, sample_choices
+from router.policy.exploration import Exploration, sample_choices
 
 
 class Explorer:
-    """The serving policy of one app: ``decide(service, prompts, tasks, lam, bias)`` -> scores, order, propensities.
+    """The serving policy of one app: ``decide(service, prompts, tasks, point)`` -> scores, order, propensities.
 
     ``seed``: of the generator (None: fresh entropy); a seeded app answers a sequence of requests the same way.
     """
@@ -36,17 +36,17 @@ class Explorer:
         """The policy as the decision log names it: ``off``, ``epsilon:0.05``, ``softmax:0.1``."""
         return str(self.exploration)
 
-    def decide(self, service, prompts: list[str], tasks, lam: float, bias) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def decide(self, service, prompts: list[str], tasks, point) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Embedding + head + decision, the blocking part (run it in a worker thread).
 
         Returns ``scores`` (n, m), ``order`` (n, m) model indices (the served model first, then the
         fallbacks in ranking order) and ``propensities`` (n,), the probability of each served model.
         """
         scores = service.scores(prompts, tasks)
-        ranked = service.ranked(scores, lam, bias)
+        ranked = service.ranked(scores, point)
         if not self.on:
             return scores, ranked, np.ones(len(ranked))
-        probs = service.probabilities(scores, lam, bias, self.exploration)
+        probs = service.probabilities(scores, point, self.exploration)
         with self._lock:  # numpy's Generator is not thread-safe
             picks, propensities = sample_choices(probs, self._rng)
         return scores, first(ranked, picks), propensities

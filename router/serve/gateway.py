@@ -30,12 +30,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from router.evaluation.decision import Exploration
+from router.policy.exploration import Exploration
+from router.policy.operating_point import Setting
 from router.serve.decision_log import PROMPT_MODES, DecisionLogConfig
 from router.serve.explore import Explorer
 from router.serve.forward import UpstreamsFailed, forward_chat
 from router.serve.metrics import GatewayMetrics, MetricsMiddleware
-from router.serve.protocol import (ROUTER_MODEL, ApiError, OperatingPoint, check_chat, is_number, parse_feedback,
+from router.serve.protocol import (ROUTER_MODEL, ApiError, check_chat, is_number, parse_feedback,
                                    parse_route, parse_router_model, read_json, request_id, routing_text)
 from router.serve.reload import LoadedRouter
 from router.serve.upstreams import UpstreamMap, api_keys
@@ -172,28 +173,28 @@ class _Gateway:
         self.client: httpx.AsyncClient | None = None  # opened by the app's lifespan
         self.explorer = Explorer(config.exploration, config.exploration_seed)
 
-    async def _decide(self, loaded: LoadedRouter, prompts: list[str], tasks, point: OperatingPoint):
-        """(lam, scores, order, propensities, routing ms) for prompts at the requested operating point;
+    async def _decide(self, loaded: LoadedRouter, prompts: list[str], tasks, setting: Setting):
+        """(lam, scores, order, propensities, routing ms) for prompts at the requested setting;
         ``order``: model indices per prompt, the served one first, then the fallbacks (``Explorer.decide``)."""
         try:  # cheap, and its ValueErrors are the caller's (unknown share model, no budget curve)
-            lam, bias = loaded.service.operating_point(point.lam, point.budget, point.share)
+            point = loaded.service.operating_point(setting.lam, setting.budget, setting.share)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         start = time.perf_counter()
         scores, order, propensities = await run_in_threadpool(self.explorer.decide, loaded.service, prompts,
-                                                              tasks, lam, bias)
+                                                              tasks, point)
         seconds = time.perf_counter() - start
         self.metrics.routing_seconds.observe(seconds)
-        return lam, scores, order, propensities, seconds * 1e3
+        return point.lam, scores, order, propensities, seconds * 1e3
 
-    def _record(self, rid: str, prompt: str, task, model: str, scores, names, lam: float, point: OperatingPoint,
+    def _record(self, rid: str, prompt: str, task, model: str, scores, names, lam: float, setting: Setting,
                 version: str, ms: float, propensity: float | None) -> None:
         if self.decision_log is None:
             return
         try:  # the log must never fail a request that was answered
             self.decision_log.record(request_id=rid, prompt=prompt, task=task, model=model,
                                      scores={n: float(s) for n, s in zip(names, scores)}, lam=lam,
-                                     budget=point.budget, share=point.share, router_version=version,
+                                     budget=setting.budget, share=setting.share, router_version=version,
                                      latency_ms=ms, propensity=propensity, policy=self.explorer.policy)
         except Exception:
             log.exception("decision log: record failed")
@@ -204,8 +205,8 @@ class _Gateway:
         rid = request.state.request_id = request_id(request, _new_id)
         body = await read_json(request, self.config.max_body_bytes)
         model, stream = check_chat(body)
-        point = parse_router_model(model)
-        if point is None:
+        setting = parse_router_model(model)
+        if setting is None:
             if model not in self.upstreams.models:
                 raise ApiError(404, f"unknown model {model!r}; valid: {', '.join(self._model_names())}",
                                param="model", type="invalid_request_error")
@@ -217,7 +218,7 @@ class _Gateway:
                                 "(POST /v1/route routes without them)", type="server_error")
         text = routing_text(body["messages"], self.upstreams.route_on)
         loaded = self.holder.current()
-        lam, scores, ranked, propensities, ms = await self._decide(loaded, [text], None, point)
+        lam, scores, ranked, propensities, ms = await self._decide(loaded, [text], None, setting)
         names = loaded.service.models
         order = [names[i] for i in ranked[0]]
         chosen, drawn = order[0], float(propensities[0])
@@ -230,7 +231,7 @@ class _Gateway:
         try:
             served = await self._forward(candidates, body, stream, headers)
         except UpstreamsFailed:
-            self._record(rid, text, None, chosen, scores[0], names, lam, point, loaded.version, ms, drawn)
+            self._record(rid, text, None, chosen, scores[0], names, lam, setting, loaded.version, ms, drawn)
             raise
         # A fallback's outcome is not the policy's draw: its propensity is unknown.
         propensity = drawn if served.model == chosen else None
@@ -238,7 +239,7 @@ class _Gateway:
             served.response.headers["x-router-fallback-from"] = chosen
         elif self.explorer.on:
             served.response.headers["x-router-propensity"] = repr(drawn)
-        self._record(rid, text, None, served.model, scores[0], names, lam, point, loaded.version, ms, propensity)
+        self._record(rid, text, None, served.model, scores[0], names, lam, setting, loaded.version, ms, propensity)
         return served.response
 
     async def _forward(self, candidates, body, stream, headers):
@@ -251,7 +252,7 @@ class _Gateway:
         rid = request.state.request_id = request_id(request, _new_id)
         req = parse_route(await read_json(request, self.config.max_body_bytes))
         loaded = self.holder.current()
-        lam, scores, ranked, propensities, ms = await self._decide(loaded, req.prompts, req.tasks, req.point)
+        lam, scores, ranked, propensities, ms = await self._decide(loaded, req.prompts, req.tasks, req.setting)
         names = loaded.service.models
         chosen = [names[i] for i in ranked[:, 0]]
         ids = [rid] if len(chosen) == 1 else [f"{rid}-{i}" for i in range(len(chosen))]
@@ -259,7 +260,7 @@ class _Gateway:
         for i, model in enumerate(chosen):
             self.metrics.routed.labels(model=model).inc()
             task = None if req.tasks is None else req.tasks[i]
-            self._record(ids[i], req.prompts[i], task, model, scores[i], names, lam, req.point, loaded.version,
+            self._record(ids[i], req.prompts[i], task, model, scores[i], names, lam, req.setting, loaded.version,
                          per_prompt_ms, float(propensities[i]))
         out = {"models": chosen, "request_ids": ids, "router_version": loaded.version}
         headers = {"x-request-id": rid}

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
+from router.policy.operating_point import Setting
+
 ROUTER_MODEL = "router"  # the model name clients send to be routed
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")  # a client's x-request-id is kept only if it is tame
 
@@ -61,16 +63,7 @@ async def read_json(request: Request, max_bytes: int) -> dict:
     return body
 
 
-# ------------------------------------------------------------------ operating points
-
-
-@dataclass(frozen=True)
-class OperatingPoint:
-    """What a call asks of the decision rule: at most one of these is set (none: the router's default)."""
-
-    lam: float | None = None
-    budget: float | None = None
-    share: dict[str, float] | None = None
+# ------------------------------------------------------------------ settings (lam / budget / share)
 
 
 def _number(value: object, param: str, lo: float = 0.0, hi: float = math.inf) -> float:
@@ -80,7 +73,7 @@ def _number(value: object, param: str, lo: float = 0.0, hi: float = math.inf) ->
     return float(value)
 
 
-def operating_point(lam: object = None, budget: object = None, share: object = None) -> OperatingPoint:
+def parse_setting(lam: object = None, budget: object = None, share: object = None) -> Setting:
     """Type-check a call's lam / budget / share (the router checks the rest: unknown models, curves)."""
     given = [name for name, v in (("lam", lam), ("budget", budget), ("share", share)) if v is not None]
     if len(given) > 1:
@@ -89,15 +82,18 @@ def operating_point(lam: object = None, budget: object = None, share: object = N
         if not isinstance(share, dict) or len(share) != 1:
             raise ApiError(400, f"share must be one {{model: fraction}} pair, got {share!r}", param="share")
         share = {str(k): _number(v, "share", 0.0, 1.0) for k, v in share.items()}
-    return OperatingPoint(lam=None if lam is None else _number(lam, "lam"),
-                          budget=None if budget is None else _number(budget, "budget"), share=share)
+    lam, budget = (None if v is None else _number(v, name) for name, v in (("lam", lam), ("budget", budget)))
+    try:
+        return Setting(lam=lam, budget=budget, share=share)
+    except ValueError as exc:  # what JSON can still hold past the checks above: Infinity
+        raise ApiError(400, str(exc), param=given[0]) from None
 
 
-def parse_router_model(model: str) -> OperatingPoint | None:
-    """``router`` -> default point; ``router:lam=0.5``, ``router:budget=0.002``, ``router:share=<model>:0.3``
-    -> that point; any other name -> None (not a routing request)."""
+def parse_router_model(model: str) -> Setting | None:
+    """``router`` -> the default setting; ``router:lam=0.5``, ``router:budget=0.002``, ``router:share=<model>:0.3``
+    -> that setting; any other name -> None (not a routing request)."""
     if model == ROUTER_MODEL:
-        return OperatingPoint()
+        return Setting()
     if not model.startswith(ROUTER_MODEL + ":"):
         return None
     key, sep, value = model[len(ROUTER_MODEL) + 1:].partition("=")
@@ -108,8 +104,8 @@ def parse_router_model(model: str) -> OperatingPoint | None:
         name, sep, fraction = value.rpartition(":")
         if not sep or not name:
             raise ApiError(400, f"model {model!r}: expected router:share=<model>:<fraction>", param="model")
-        return operating_point(share={name: _float(fraction, model)})
-    return operating_point(**{key: _float(value, model)})
+        return parse_setting(share={name: _float(fraction, model)})
+    return parse_setting(**{key: _float(value, model)})
 
 
 def _float(text: str, model: str) -> float:
@@ -128,7 +124,7 @@ def _float(text: str, model: str) -> float:
 @dataclass(frozen=True)
 class RouteRequest:
     prompts: list[str]
-    point: OperatingPoint
+    setting: Setting
     tasks: list[str | None] | None = None
     return_scores: bool = False
 
@@ -156,8 +152,8 @@ def parse_route(body: dict) -> RouteRequest:
     return_scores = body.get("return_scores", False)
     if not isinstance(return_scores, bool):
         raise ApiError(400, f"return_scores must be true or false, got {return_scores!r}", param="return_scores")
-    point = operating_point(body.get("lam"), body.get("budget"), body.get("share"))
-    return RouteRequest(prompts=prompts, point=point, tasks=tasks, return_scores=return_scores)
+    setting = parse_setting(body.get("lam"), body.get("budget"), body.get("share"))
+    return RouteRequest(prompts=prompts, setting=setting, tasks=tasks, return_scores=return_scores)
 
 
 # ------------------------------------------------------------------ /v1/feedback

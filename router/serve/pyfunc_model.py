@@ -3,9 +3,9 @@
 ``load_context`` loads the embedder (weights inside the model's artifacts) and the fitted head
 once; ``predict`` only serves. Input: a DataFrame with a ``prompt`` column and an optional
 ``task`` column (each prompt's task tag, when known; a task head routes by it), or a list of
-strings. Params: ``lam`` (cost weight), ``budget`` ($/query; > 0 picks lam from the held-out
-cost curve), ``share_model`` + ``share`` (send that fraction of calls to that model),
-``return_scores`` (add one predicted-score column per model).
+strings. Params: ``lam`` (cost weight), ``budget`` ($/query; > 0), ``share_model`` + ``share`` (send that
+fraction of calls to that model), ``return_scores`` (add one predicted-score column per model). They are
+resolved as every other call is (``RouterService.operating_point``).
 """
 
 from __future__ import annotations
@@ -38,22 +38,28 @@ class RouterPyfunc(PythonModel):
             prompts, tasks = list(model_input), None
         if tasks is not None:  # a missing tag (NaN in a DataFrame) means: infer the task
             tasks = [t if isinstance(t, str) else None for t in tasks]
-        budget = params.get("budget")
-        budget = float(budget) if budget is not None and float(budget) > 0 else None
-        lam = params.get("lam")
-        lam = None if lam is None or budget is not None else float(lam)
-        share = {params["share_model"]: float(params.get("share", 0.0))} if params.get("share_model") else None
-        if share is not None:
-            lam = budget = None
-        elif budget is None and lam == self.service.meta.default_lam:
-            lam = None  # the signature's default: the exported operating point (a trained share included)
         scores = self.service.scores(prompts, tasks)
-        choice = self.service.choose(scores, *self.service.operating_point(lam, budget, share))
+        choice = self.service.choose(scores, self.service.operating_point(**call_setting(params, self.service)))
         out = pd.DataFrame({"model": [self.service.models[i] for i in choice]})
         if params.get("return_scores"):
             for j, name in enumerate(self.service.models):
                 out[name] = scores[:, j]
         return out
+
+
+def call_setting(params: dict, service: RouterService) -> dict:
+    """The call's ``lam`` / ``budget`` / ``share`` from the pyfunc params, for ``RouterService.operating_point``.
+
+    A signature holds every param with a default (``budget`` 0, ``share_model`` "", ``lam`` the exported
+    default), so a default value means "not given": the router's own operating point then applies.
+    """
+    if params.get("share_model"):
+        return {"share": {params["share_model"]: float(params.get("share", 0.0))}}
+    budget = params.get("budget")
+    if budget is not None and float(budget) > 0:
+        return {"budget": float(budget)}
+    lam = params.get("lam")
+    return {} if lam is None or float(lam) == service.meta.default_lam else {"lam": float(lam)}
 
 
 mlflow.models.set_model(RouterPyfunc())

@@ -1,8 +1,9 @@
 """The runtime router: embedder + fitted head + metadata, answering prompts -> model names.
 
 Used by the MLflow pyfunc (``pyfunc_model.py``) and by ``router.load``. The head is read by
-``router.serve.artifact`` (data only, never pickle); choices go through the one decision rule,
-``router.evaluation.decision.choose``, as in evaluation. Thread-safe, and no request waits for
+``router.serve.artifact`` (data only, never pickle); a call's setting (lam, budget, share) is resolved
+on the exported ``Calibration`` by ``router.policy.operating_point.resolve``, as in the job, and choices
+go through the one decision rule, ``router.policy.rule.choose``, as in evaluation. Thread-safe, and no request waits for
 another: the ONNX embedders and the head's numpy prediction run concurrently, and a huge prompt
 costs only its first tokens (``router.embed.truncate``). Only the torch backend, whose tokenizer
 is reconfigured on every call, serialises embedding behind a lock.
@@ -13,18 +14,20 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from router.embed import Embedder
-from router.evaluation.decision import choose, share_bias
+from router.policy.exploration import policy_probabilities
+from router.policy.operating_point import Calibration, OperatingPoint, Setting, SpendCurve, resolve
+from router.policy.rule import choose, rank
 from router.routers.base import predict_with_tasks
 from router.serve.artifact import ArtifactError, ArtifactVersionError, load_head
 
 META_FILE = "router_meta.json"
-META_VERSION = 1  # bump when a field changes meaning or loses its default; older exports then ask for a retrain
+META_VERSION = 2  # bump when a field changes meaning or loses its default; ``_upgrade`` reads the ones before
 
 
 @dataclass(frozen=True)
@@ -33,37 +36,62 @@ class RouterMeta:
 
     models: list[str]
     model_costs: list[float]  # mean $ per call per model, from training logs (0 when unknown)
-    default_lam: float
     embedder: dict  # Embedder.settings() at training time; serving reproduces them
     router: str  # family name
-    budget_curve: list[list[float]] = field(default_factory=list)  # [lam, $/query, quality] on held-out
-    default_bias: list[float] = field(default_factory=list)  # per model; non-zero for a trained share target
-    share_margins: list[list[float]] = field(default_factory=list)  # decision.margin_quantiles at default_lam
+    # The default operating point, the spend curve and the share margins, measured on out-of-fold training
+    # predictions (None: lam 0, nothing to resolve a budget or a share from).
+    calibration: Calibration | None = None
     # Embedder.id at training time (empty: an older export). Equal ids give equal vectors, so a job with the
     # same embedder scores this router on vectors it already has instead of embedding every prompt again.
     embedder_id: str = ""
     format_version: int = META_VERSION
 
+    @property
+    def default_lam(self) -> float:
+        return 0.0 if self.calibration is None else self.calibration.default.lam
+
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, indent=2)
+        raw = {**self.__dict__, "calibration": None if self.calibration is None else self.calibration.to_dict()}
+        return json.dumps(raw, indent=2)
 
     @classmethod
     def read(cls, path: Path) -> RouterMeta:
-        """The metadata at ``path``; a foreign or older file raises ``ArtifactError`` / ``ArtifactVersionError``."""
+        """The metadata at ``path``; a foreign or newer file raises ``ArtifactError`` / ``ArtifactVersionError``."""
         try:
             raw = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"{path}: cannot be read as router metadata ({exc})") from None
         if not isinstance(raw, dict):
             raise ArtifactError(f"{path}: expected a JSON object of router metadata")
+        if raw.get("format_version") == 1:
+            raw = _upgrade(raw)
         if raw.get("format_version") != META_VERSION:
             raise ArtifactVersionError(
                 f"{path}: written with metadata format {raw.get('format_version', 0)}; this release reads "
                 f"format {META_VERSION}: retrain the router with this release")
         try:
+            if raw.get("calibration") is not None:
+                raw["calibration"] = Calibration.from_dict(raw.get("models", []), raw["calibration"])
             return cls(**raw)
-        except TypeError as exc:
+        except (TypeError, KeyError, ValueError) as exc:
             raise ArtifactError(f"{path}: unexpected router metadata fields ({exc})") from None
+
+
+def _upgrade(raw: dict) -> dict:
+    """Format 1 -> 2: its held-out ``budget_curve`` ([lam, $/query, quality]) is the spend curve a budget is
+    read from (the same reading as format 1's: the smallest lambda within the budget, else the largest)."""
+    raw = dict(raw)
+    lam = float(raw.pop("default_lam", 0.0))
+    curve = sorted(raw.pop("budget_curve", []) or [])
+    bias = raw.pop("default_bias", []) or []
+    margins = raw.pop("share_margins", []) or []
+    target = "share (format 1 export)" if bias else f"lam {lam:g}"
+    raw["calibration"] = Calibration(
+        models=tuple(raw.get("models", [])), default=OperatingPoint(lam=lam, bias=tuple(bias) or None, target=target),
+        curve=SpendCurve(lam=tuple(p[0] for p in curve), cost=tuple(p[1] for p in curve)) if curve else None,
+        margins_lam=lam, margins=np.asarray(margins, dtype=np.float64) if margins else None).to_dict()
+    raw["format_version"] = META_VERSION
+    return raw
 
 
 class RouterService:
@@ -74,6 +102,7 @@ class RouterService:
         self.head = head
         self.meta = meta
         self._costs = np.asarray(meta.model_costs, dtype=np.float64)
+        self.calibration = meta.calibration or Calibration(models=tuple(meta.models))
         self._lock = threading.Lock()
 
     @classmethod
@@ -116,78 +145,32 @@ class RouterService:
         """``scores`` from query vectors already embedded by this router's embedder (``meta.embedder_id``)."""
         return predict_with_tasks(self.head, X, None if tasks is None else list(tasks))
 
-    def lam_for(self, lam: float | None = None, budget: float | None = None) -> float:
-        """The lambda to use: given, else the one meeting ``budget`` ($/query), else the default."""
-        if lam is not None:
-            if lam < 0:
-                raise ValueError(f"lam must be >= 0, got {lam}")
-            return float(lam)
-        if budget is not None:
-            return lam_for_budget(self.meta.budget_curve, budget)
-        return float(self.meta.default_lam)
-
     def operating_point(self, lam: float | None = None, budget: float | None = None,
-                        share: dict[str, float] | None = None) -> tuple[float, np.ndarray | None]:
-        """(lambda, bias) for a call: a given lam or budget, or ``share={model: fraction}`` of the calls
-        to one model (from the margins calibrated on training queries, at the default lambda), else
-        the exported default (which includes the job's share target, if it had one)."""
-        if share is not None:
-            if lam is not None or budget is not None:
-                raise ValueError("share is calibrated at the router's default lambda: pass share alone, "
-                                 "without lam or budget")
-            if len(share) != 1:
-                raise ValueError(f"share takes one model, e.g. {{'{self.models[0]}': 0.3}}, got {share}")
-            (model, value), = share.items()
-            if model not in self.meta.models:
-                raise ValueError(f"share: unknown model {model!r}; this router routes to {self.models}")
-            if not self.meta.share_margins:
-                raise ValueError("this router was exported without share margins: retrain it with this release")
-            return float(self.meta.default_lam), share_bias(np.asarray(self.meta.share_margins),
-                                                            self.meta.models.index(model), float(value))
-        if lam is None and budget is None and self.meta.default_bias:
-            return float(self.meta.default_lam), np.asarray(self.meta.default_bias, dtype=np.float64)
-        return self.lam_for(lam, budget), None
+                        share: dict[str, float] | None = None) -> OperatingPoint:
+        """Where a call runs: a given ``lam``; the lambda meeting ``budget`` ($/query) on the calibration's
+        spend curve; ``share={model: fraction}`` of the calls to one model (at the calibrated lambda); else
+        the exported default (which includes the job's own budget or share target, if it had one)."""
+        return resolve(Setting(lam=lam, budget=budget, share=share), self.calibration)
 
-    def choose(self, scores: np.ndarray, lam: float, bias: np.ndarray | None = None) -> np.ndarray:
+    def choose(self, scores: np.ndarray, point: OperatingPoint) -> np.ndarray:
         """The evaluated decision rule: argmax of score - lam * cost (+ bias), ties to the cheaper model."""
-        return choose(scores, self._costs, lam, bias=bias)
+        return choose(scores, self._costs, point.lam, bias=point.bias)
 
-    def ranked(self, scores: np.ndarray, lam: float, bias: np.ndarray | None = None) -> np.ndarray:
+    def ranked(self, scores: np.ndarray, point: OperatingPoint) -> np.ndarray:
         """(n, n_models) model indices best first under the same rule; column 0 is ``choose``'s pick."""
-        from router.evaluation.decision import rank
+        return rank(scores, self._costs, point.lam, bias=point.bias)
 
-        return rank(scores, self._costs, lam, bias=bias)
-
-    def probabilities(self, scores: np.ndarray, lam: float, bias: np.ndarray | None = None,
-                      exploration=None) -> np.ndarray:
+    def probabilities(self, scores: np.ndarray, point: OperatingPoint, exploration=None) -> np.ndarray:
         """(n, n_models) chance of each model under ``exploration`` (an ``Exploration`` or its string form;
-        None: off) at this operating point; its greedy pick is ``choose``'s."""
-        from router.evaluation.decision import policy_probabilities
-
-        return policy_probabilities(scores, self._costs, lam, bias=bias, exploration=exploration or "off")
+        None: off) at ``point``; its greedy pick is ``choose``'s."""
+        return policy_probabilities(scores, self._costs, point.lam, bias=point.bias, exploration=exploration or "off")
 
     def route(self, prompts: Sequence[str], lam: float | None = None, budget: float | None = None,
               share: dict[str, float] | None = None, tasks: Sequence[str | None] | None = None) -> list[str]:
         """The chosen model name per prompt; ``share={"gpt-4": 0.3}`` sends about 30% of calls to gpt-4;
         ``tasks``: per prompt, its task tag if known (see ``scores``)."""
-        idx = self.choose(self.scores(prompts, tasks), *self.operating_point(lam, budget, share))
+        idx = self.choose(self.scores(prompts, tasks), self.operating_point(lam, budget, share))
         return [self.meta.models[i] for i in idx]
-
-
-def lam_for_budget(curve: list[list[float]], budget: float) -> float:
-    """Smallest lambda (best quality) whose held-out cost per query is within ``budget``.
-
-    If no point of the curve is that cheap, the largest lambda (cheapest routing) is used.
-    """
-    if budget < 0:
-        raise ValueError(f"budget must be >= 0 $/query, got {budget}")
-    if not curve:
-        raise ValueError("this router was exported without a cost curve: pass lam instead of budget")
-    points = sorted(curve, key=lambda p: p[0])
-    for lam, cost, _quality in points:
-        if cost <= budget:
-            return float(lam)
-    return float(points[-1][0])
 
 
 def _as_prompts(prompts) -> list[str]:
