@@ -4,7 +4,7 @@
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_cluster.py --generated 100000 [--models 10] [--no-lgbm]
 
 Embedding: ``--n`` MMLU-Pro questions (sample, seed 0), no cache, a fresh default embedder per
-configuration: the local ``Embedder`` (all cores), then ``pipelines.cluster.ClusterEmbedder`` on a
+configuration: the local ``Embedder`` (all cores), then ``pipelines.dask_cluster.ClusterEmbedder`` on a
 2-worker ``LocalCluster`` (1 thread each, loopback only) for each partition size. Model loading is
 timed apart (locally) or by a warm-up call that loads the model on both workers (cluster), so the
 prompts/s column is steady-state throughput. The cluster vectors are checked against the local ones.
@@ -36,7 +36,7 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.results import machine, publish  # noqa: E402
 from benchmarks.shared import shared_data  # noqa: E402
-from pipelines.cluster import ClusterEmbedder  # noqa: E402
+from pipelines.dask_cluster import ClusterEmbedder  # noqa: E402
 from pipelines.config import ClusterConfig  # noqa: E402
 from router.embed import Embedder, EmbeddingCache, embed_with_cache  # noqa: E402
 
@@ -81,12 +81,13 @@ def time_cluster(client, texts: list[str], partition_size: int) -> tuple[np.ndar
 
 def fixture_lgbm_data():
     """The MMLU-Pro test fixture (31 models) and its cached MiniLM embeddings."""
-    from router.data import formats
+    from router.data.readers.wide import WideSpec, scan_wide
+    from router.data.scan import scan_logs
     from router.data import labels
 
-    spec = formats.WideSpec(id_column="question_id", prompt_column="question", task_column="category",
+    spec = WideSpec(id_column="question_id", prompt_column="question", task_column="category",
                             prompts_file=str(FIXTURES / "questions.csv"))
-    d = labels.build_routing_data(formats.scan_wide(FIXTURES / "correct_wide.csv", spec))
+    d = labels.build_routing_data(scan_wide(FIXTURES / "correct_wide.csv", spec))
     X, _ = embed_with_cache(Embedder(show_progress=False), d.prompts, EmbeddingCache(CACHE))
     return X, d
 
@@ -219,10 +220,12 @@ def generated_prompts(cache: Path, n: int, models: int) -> tuple[list[str], obje
     """The distinct prompts of generated logs (n queries, seed 0; cached like bench_scale's) and their
     routing data. The generator's "(ref i)" suffix makes every query's prompt distinct."""
     from benchmarks.bench_scale import ensure_logs
-    from router.data import formats, labels
+    from router.data import labels
+    from router.data.readers.wide import WideSpec, scan_wide
+    from router.data.scan import scan_logs
 
     out, _ = ensure_logs(cache, n, models, seed=0)
-    d = labels.build_routing_data(formats.scan_logs(out))
+    d = labels.build_routing_data(scan_logs(out))
     texts = [str(p) for p in d.prompts]
     if len(set(texts)) != len(texts):
         raise RuntimeError(f"{out}: {len(texts) - len(set(texts))} repeated prompts; expected all distinct")

@@ -39,7 +39,8 @@ from benchmarks.results import machine, publish  # noqa: E402
 from benchmarks.shared import shared_data  # noqa: E402
 from router.embed import Embedder, EmbeddingCache, default_model_path, embed_with_cache  # noqa: E402
 from router.embed.embedder import AUTO_MAX_SEQ_LENGTH, DEFAULT_BACKEND, DEFAULT_BATCH_SIZES  # noqa: E402
-from router.embed.onnx import RECIPE_VERSION, available_cores  # noqa: E402
+from router.embed.model_spec import RECIPE_VERSION  # noqa: E402
+from router.embed.onnx import available_cores  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "bench-embeddings"  # content-hash cache: re-runs skip the routing-set embedding
@@ -167,12 +168,12 @@ def speed(configs: dict[str, dict], texts: list[str], rounds: int, latency_n: in
 
 
 def routing_data():
-    from router.data import formats
+    from router.data.readers.wide import WideSpec, scan_wide
     from router.data import labels
 
-    spec = formats.WideSpec(id_column="question_id", prompt_column="question", task_column="category",
+    spec = WideSpec(id_column="question_id", prompt_column="question", task_column="category",
                             prompts_file=str(shared_data("mmlu_pro", "questions.csv.gz")))
-    d = labels.build_routing_data(formats.scan_wide(shared_data("mmlu_pro", "correct_wide.csv.gz"), spec))
+    d = labels.build_routing_data(scan_wide(shared_data("mmlu_pro", "correct_wide.csv.gz"), spec))
     return d.select_models(d.complete_models())
 
 
@@ -335,7 +336,7 @@ def main() -> None:
            f"the full table (section embed_speed), which this run does not replace: compare rows across the two "
            f"only through their paired differences to torch fp32 (same splits, same seeds).", ""] if subset else []),
         f"Command: `.venv/bin/python {command}` on {machine()}. `router.embed.embedder.DEFAULT_BACKEND = "
-        f"{DEFAULT_BACKEND!r}`, ONNX recipe version {RECIPE_VERSION} (`router.embed.onnx.RECIPE_VERSION`).",
+        f"{DEFAULT_BACKEND!r}`, ONNX recipe version {RECIPE_VERSION} (`router.embed.model_spec.RECIPE_VERSION`).",
         "",
         f"Other engineers' jobs share these 2 cores (1-min load average {load_before:.1f} at the start, "
         f"{load_after:.1f} at the end, this benchmark's own processes included), so every measurement runs "

@@ -25,10 +25,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import pipelines.experiment as experiment  # noqa: E402
+import pipelines.selection as selection  # noqa: E402
 from benchmarks.generate_logs import generate  # noqa: E402
 from benchmarks.results import machine, publish  # noqa: E402
 from pipelines.config import JobConfig  # noqa: E402
-from router.data import formats  # noqa: E402
+from router.data.scan import scan_logs  # noqa: E402
 from router.data.labels import build_routing_data  # noqa: E402
 
 
@@ -42,10 +43,11 @@ def synthetic_embeddings(scores: np.ndarray, dim: int = 384, seed: int = 0) -> n
 def timed_run(n: int, models: int, cache: Path, max_queries: int | None) -> dict:
     gen = generate(cache / f"q{n}-m{models}", n, models, seed=0)
     t = time.perf_counter()
-    data = build_routing_data(formats.scan_logs(gen.out))
+    data = build_routing_data(scan_logs(gen.out))
     phases = {"labels": time.perf_counter() - t}
     X = synthetic_embeddings(data.scores)
-    wrapped = {name: getattr(experiment, name) for name in ("select", "calibrate_router", "fit_router")}
+    wrapped = {(module, name): getattr(module, name) for module, name in (
+        (experiment, "select"), (experiment, "calibrate_router"), (experiment, "fit_router"), (selection, "fit_router"))}
 
     def timer(name, f):
         def run(*args, **kwargs):
@@ -58,8 +60,8 @@ def timed_run(n: int, models: int, cache: Path, max_queries: int | None) -> dict
         return run
 
     try:
-        for name, f in wrapped.items():
-            setattr(experiment, name, timer(name, f))
+        for (module, name), f in wrapped.items():
+            setattr(module, name, timer(name, f))
         t = time.perf_counter()
         job = JobConfig()
         if max_queries is not None:
@@ -67,8 +69,8 @@ def timed_run(n: int, models: int, cache: Path, max_queries: int | None) -> dict
         exp = experiment.run_experiment(data, X, job)
         total = time.perf_counter() - t
     finally:
-        for name, f in wrapped.items():
-            setattr(experiment, name, f)
+        for (module, name), f in wrapped.items():
+            setattr(module, name, f)
     return {"n": n, "queries": data.n_queries, "models": data.n_models, "train": exp.train.n_queries,
             "selection_queries": exp.selection.n_queries if exp.selection else 0, "total": total,
             "phases": phases, "exported": exp.exported,

@@ -37,19 +37,22 @@ TAIL = ["selection", "evaluation", "MLflow logging", "compare with champion", "e
 def _hooks() -> list[tuple[object, str, object]]:
     """(module, attribute, step name or a function of the call's args giving it) for each timed call."""
     import pipelines.experiment as experiment
-    import pipelines.export as export
     import pipelines.job as job
     import pipelines.prepare as prepare
-    import pipelines.tracking as tracking
+    import pipelines.publish.export as export
+    import pipelines.publish.release as release
+    import pipelines.publish.tracking as tracking
+    import pipelines.selection as selection
 
+    fit = lambda args: f"fit {args[0].family}"  # noqa: E731
+    predict = lambda args: f"predict {_family(args[0])}"  # noqa: E731
     return [(prepare, "validate_logs", "ingest + validate"), (prepare, "build_routing_data", "labels"),
             (prepare, "embed_prompts", "embeddings"), (job, "summarize", "summary"),
-            (experiment, "fit_router", lambda args: f"fit {args[0].family}"),
-            (experiment, "out_of_fold", lambda args: f"fit {args[0].family}"),
-            (experiment, "predict_with_tasks", lambda args: f"predict {_family(args[0])}"),
+            (experiment, "fit_router", fit), (experiment, "out_of_fold", fit), (selection, "fit_router", fit),
+            (experiment, "predict_with_tasks", predict), (selection, "predict_with_tasks", predict),
             (experiment, "select", "selection"), (job, "run_experiment", "evaluation"),
-            (tracking, "log_job_run", "MLflow logging"), (job, "decide", "compare with champion"),
-            (export, "log_router", "export"), (job, "register", "register")]
+            (tracking, "log_job_run", "MLflow logging"), (release, "decide", "compare with champion"),
+            (export, "log_router", "export"), (release, "register", "register")]
 
 
 def _family(router) -> str:
@@ -100,12 +103,12 @@ def warm_cache(logs: Path, cache_dir: Path) -> int:
     """Synthetic vectors for every prompt of ``logs`` in the default embedder's cache; returns how many."""
     from benchmarks.bench_job_scale import synthetic_embeddings
     from pipelines.config import EmbedderConfig
-    from router.data import formats
+    from router.data.scan import scan_logs
     from router.data.labels import build_routing_data
     from router.embed import EmbeddingCache
     from router.embed.cache import text_hashes
 
-    data = build_routing_data(formats.scan_logs(str(logs)))
+    data = build_routing_data(scan_logs(str(logs)))
     embedder = EmbedderConfig(cache_dir=str(cache_dir)).build()
     EmbeddingCache(cache_dir).add(embedder.id, text_hashes(list(data.prompts)), synthetic_embeddings(data.scores))
     return data.n_queries

@@ -32,7 +32,7 @@ from benchmarks.peers import PEERS, peer_names  # noqa: E402
 from benchmarks.results import machine, publish, write_section  # noqa: E402
 from pipelines.config import JobConfig, RouterSpec, SelectionConfig  # noqa: E402
 from pipelines.experiment import run_experiment  # noqa: E402
-from pipelines.selection import paired_gain  # noqa: E402
+from pipelines.gate import paired_gain  # noqa: E402
 from router.data.labels import RoutingData  # noqa: E402
 from router.embed import Embedder, embed_with_cache  # noqa: E402
 from router.evaluation.metrics import evaluate_router, mean_model_costs  # noqa: E402

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.results import machine, write_section  # noqa: E402
 from benchmarks.shared import shared_data  # noqa: E402
-from router.data import formats  # noqa: E402
+from router.data.readers.wide import WideSpec, scan_wide
+from router.data.scan import scan_logs  # noqa: E402
 from pipelines.config import JobConfig, RouterSpec  # noqa: E402
 from router.embed import Embedder, EmbeddingCache, embed_with_cache  # noqa: E402
 from pipelines.experiment import run_experiment  # noqa: E402
@@ -35,19 +36,19 @@ ALL = ["best_single", "random", "knn", "ridge", "logistic", "lgbm", "classifier"
 
 def load(name: str) -> RoutingData:
     if name == "mmlu_pro":
-        spec = formats.WideSpec(id_column="question_id", prompt_column="question", task_column="category",
+        spec = WideSpec(id_column="question_id", prompt_column="question", task_column="category",
                                 prompts_file=str(shared_data("mmlu_pro", "questions.csv.gz")))
-        d = build_routing_data(formats.scan_wide(shared_data("mmlu_pro", "correct_wide.csv.gz"), spec))
+        d = build_routing_data(scan_wide(shared_data("mmlu_pro", "correct_wide.csv.gz"), spec))
         return d.select_models(d.complete_models())
     if name == "routerbench":
         # sample_id repeats across 14 different prompts in this subset: key on the unique row index
-        return build_routing_data(formats.scan_logs(shared_data("routerbench_subset", "routerbench_zs"),
-                                                    wide=formats.WideSpec(id_column="")))
+        return build_routing_data(scan_logs(shared_data("routerbench_subset", "routerbench_zs"),
+                                                    wide=WideSpec(id_column="")))
     if name == "nq":
-        return build_routing_data(formats.scan_logs(ROOT / "pipelines" / "sample" / "nq_sample.jsonl"))
+        return build_routing_data(scan_logs(ROOT / "pipelines" / "sample" / "nq_sample.jsonl"))
     if name == "routellm_mmlu":
-        lf = formats.scan_wide(str(shared_data("routellm", "mmlu") / "mmlu_*.csv"),
-                               formats.WideSpec(id_column="prompt", task_column=None))
+        lf = scan_wide(str(shared_data("routellm", "mmlu") / "mmlu_*.csv"),
+                               WideSpec(id_column="prompt", task_column=None))
         return build_routing_data(lf.unique(subset=["query_id", "model"], keep="first"))
     raise ValueError(f"unknown set {name!r}")
 

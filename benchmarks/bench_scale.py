@@ -33,12 +33,12 @@ def _child(source: str) -> None:
     """Run in the fresh process: the three steps, timed; one JSON line on stdout."""
     import polars as pl
 
-    from router.data import formats
+    from router.data.scan import scan_logs
     from router.data.labels import build_routing_data
     from router.data.validate import validate_logs
 
     t0 = time.perf_counter()
-    lf = formats.scan_logs(source)
+    lf = scan_logs(source)
     t1 = time.perf_counter()
     stats = validate_logs(lf, source=source)
     t2 = time.perf_counter()

@@ -38,8 +38,8 @@ from benchmarks.results import machine, write_section  # noqa: E402
 from benchmarks.shared import shared_data  # noqa: E402
 from pipelines.config import JobConfig, SelectionConfig  # noqa: E402
 from pipelines.experiment import Experiment, run_experiment  # noqa: E402
-from pipelines.selection import BASELINE, paired_gain  # noqa: E402
-from router.data import formats  # noqa: E402
+from pipelines.gate import BASELINE, paired_gain  # noqa: E402
+from router.data.scan import scan_logs  # noqa: E402
 from router.data.labels import RoutingData, build_routing_data, model_means  # noqa: E402
 from router.embed import Embedder, embed_with_cache  # noqa: E402
 from router.evaluation.curves import cost_at_quality, quality_at_cost, single_model_hull_quality  # noqa: E402
@@ -51,7 +51,7 @@ TIE = 1e-12  # held-out qualities closer than this are tied
 def load_long(*parts: str) -> RoutingData:
     """A canonical long Parquet file (query_id, prompt, model, score, [cost, task, split]); extra
     columns (theoremqa's subfield, zeroeval's output_chars) are not canonical and are left out."""
-    return build_routing_data(formats.scan_logs(shared_data(*parts), format="long"))
+    return build_routing_data(scan_logs(shared_data(*parts), format="long"))
 
 
 def load_set(name: str) -> tuple[RoutingData, str]:

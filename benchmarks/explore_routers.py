@@ -30,20 +30,21 @@ CACHE = ROOT / ".cache" / "bench-embeddings"
 def load(name: str, seed: int = 0):
     """(RoutingData, X, train rows, test rows) for a benchmark dataset; ``seed`` draws the 70/30
     split where the data has no fixed one."""
-    from router.data import formats
+    from router.data.readers.wide import WideSpec, scan_wide
+    from router.data.scan import scan_logs
     from router.data import labels
     from router.embed import Embedder, EmbeddingCache, embed_with_cache
 
     if name == "mmlu_pro":
-        spec = formats.WideSpec(id_column="question_id", prompt_column="question", task_column="category",
+        spec = WideSpec(id_column="question_id", prompt_column="question", task_column="category",
                                 prompts_file=str(shared_data("mmlu_pro", "questions.csv.gz")))
-        d = labels.build_routing_data(formats.scan_wide(shared_data("mmlu_pro", "correct_wide.csv.gz"), spec))
+        d = labels.build_routing_data(scan_wide(shared_data("mmlu_pro", "correct_wide.csv.gz"), spec))
         d = d.select_models(d.complete_models())
     elif name == "routerbench":
-        d = labels.build_routing_data(formats.scan_logs(shared_data("routerbench_subset", "routerbench_zs"),
-                                                        wide=formats.WideSpec(id_column="")))
+        d = labels.build_routing_data(scan_logs(shared_data("routerbench_subset", "routerbench_zs"),
+                                                        wide=WideSpec(id_column="")))
     elif name == "nq":
-        d = labels.build_routing_data(formats.scan_logs(ROOT / "pipelines" / "sample" / "nq_sample.jsonl"))
+        d = labels.build_routing_data(scan_logs(ROOT / "pipelines" / "sample" / "nq_sample.jsonl"))
     else:
         raise ValueError(f"unknown dataset {name!r}")
     X, _ = embed_with_cache(Embedder(), d.prompts, EmbeddingCache(CACHE))

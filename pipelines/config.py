@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from router.embed import embedder as E
-from router.data.formats import WideSpec
+from router.data.readers.wide import WideSpec
 
 # The bundled sample ships inside the package (package data), so an installed `router train` finds it.
 SAMPLE_LOGS = Path(__file__).resolve().parent / "sample" / "nq_sample.jsonl"
@@ -170,7 +170,7 @@ class RegistryConfig(_Strict):
 
 
 class ClusterConfig(_Strict):
-    """A running Dask cluster for the heavy steps (see ``pipelines.cluster``); the exported router never needs it."""
+    """A running Dask cluster for the heavy steps (see ``pipelines.dask_cluster``); the exported router never needs it."""
 
     address: str = Field(description="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
     partition_size: int = Field(1024, ge=1, description="at most this many prompts per embedding task")

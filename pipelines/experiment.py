@@ -1,8 +1,18 @@
 """Fit the candidate routers on the training split, select one there, evaluate all on the held-out split.
 
-Pure: arrays and configs in, fitted routers, the selection, the baseline gate and an
-``EvaluationReport`` out; no MLflow, no files. The held-out split is used once: for the report
-(every candidate, losers included) and the gate of the selected router (``pipelines.selection``).
+``run_experiment`` runs named stages, in order:
+
+1. ``split_data``: train and test queries (a user's split, else a hash of the query id);
+2. ``candidates``: the configured families that can fit these logs (a task column, bandit feedback);
+3. ``held_out_values``: bandit rows of the test split graded by doubly robust pseudo-outcomes;
+4. ``fit_candidates``: each family's search (on the selection sample above its cap) and final fit;
+5. ``calibrate_candidates``: out-of-fold predictions on the sample -> each router's ``Calibration``;
+6. ``select_router``: the best out-of-fold objective on the training split (``pipelines.selection``);
+7. ``evaluate_candidates``: every candidate on the held-out split (losers included) and the report;
+8. ``gate_router``: does the selected router beat always calling the best single model (``pipelines.gate``)?
+
+Pure: arrays and configs in, fitted routers, the selection, the gate and an ``EvaluationReport`` out;
+no MLflow, no files. The held-out split is used once: for the report and the gate.
 """
 
 from __future__ import annotations
@@ -15,20 +25,18 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pipelines.config import JobConfig, RouterSpec
-from pipelines.selection import BASELINE, Gate, Selection, fit_on, gate, objective, select
-from router.routers.search import folds as kfolds
+from pipelines.gate import BASELINE, Gate, gate, objective
+from pipelines.selection import (Selection, fit_router, frozen_params, out_of_fold, select, selection_sample,
+                                 serving_tags)
 from router.data.labels import RoutingData
-from router.policy.operating_point import Calibration, OperatingPoint, calibrate
 from router.evaluation.metrics import RouterResult, complete_rows, evaluate_router
 from router.evaluation.offpolicy import estimates_by_router, with_dr_values
 from router.evaluation.report import EvaluationReport, build_report
 from router.evaluation.splits import Split, given_split, has_given_split, split_queries
-from router.routers import ROUTERS, BaseRouter, make_router
+from router.policy.operating_point import Calibration, OperatingPoint, calibrate
 from router.policy.propensity import IPS_CLIP
+from router.routers import ROUTERS, BaseRouter, make_router
 from router.routers.base import predict_with_tasks
-
-# Families whose fit can run on a Dask cluster (they take ``fit(..., client=)``).
-CLUSTER_FAMILIES = ("lgbm", "ensemble")
 
 
 @dataclass
@@ -123,57 +131,11 @@ class Experiment:
         return f"{self.exported} exported as configured" + (f": always call {model}" if model else "")
 
 
-def frozen_params(spec: RouterSpec, fitted: BaseRouter) -> dict:
-    """``spec``'s parameters with the hyper-parameters ``fitted``'s own search chose; an ensemble's members
-    frozen too (members it gave no weight are dropped with their weight)."""
-    params = {**spec.params, **getattr(fitted, "best_params_", {})}
-    members = getattr(fitted, "routers_", None)
-    if members is not None:
-        kept = [(name, m, w) for (name, m), w in zip(members, fitted.weights_) if m is not None and w > 0]
-        params["routers"] = [(name, type(m)(**{**m.get_params(deep=False), **getattr(m, "best_params_", {})}))
-                             for name, m, _ in kept]
-        params["weights"] = tuple(float(w) for *_, w in kept)
-    return params
-
-
-def selection_sample(n: int, max_queries: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of at most ``max_queries`` of ``n`` training queries (all of them when fewer), seeded."""
-    if max_queries is None or n <= max_queries:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=max_queries, replace=False))
-
-
 def split_data(data: RoutingData, job: JobConfig) -> Split:
     s = job.split
     if has_given_split(data):  # a user's fixed split wins over every split setting
         return given_split(data)
     return split_queries(data, test_size=s.test_size, seed=s.seed, by=s.by, test_tasks=s.test_tasks)
-
-
-def serving_tags(data: RoutingData, job: JobConfig, rows=None) -> np.ndarray | None:
-    """The queries' task tags if a service will send them (``task_at_serving``), else None."""
-    if not job.task_at_serving or data.tasks is None:
-        return None
-    return data.tasks if rows is None else data.tasks[rows]
-
-
-def fit_router(spec: RouterSpec, X: np.ndarray, data: RoutingData, client=None) -> tuple[BaseRouter, float]:
-    """A fitted router of ``spec`` and its fit seconds; families in ``CLUSTER_FAMILIES`` use ``client``."""
-    router = make_router(spec.family, **spec.params)
-    fit_params = {"client": client} if client is not None and spec.family in CLUSTER_FAMILIES else {}
-    t = time.perf_counter()
-    fit_on(router, X, data, **fit_params)
-    return router, time.perf_counter() - t
-
-
-def out_of_fold(spec: RouterSpec, X: np.ndarray, train: RoutingData, job: JobConfig) -> np.ndarray:
-    """Predicted scores of ``spec`` for every training query, each from a fit on the other
-    ``selection.folds`` folds: the operating points are found on them (and, above
-    ``selection.max_queries``, selection too), so the test split never informs either."""
-    pred = np.empty(train.scores.shape)
-    for tr, va in kfolds(train.n_queries, job.selection.folds, job.split.seed):
-        pred[va] = predict_with_tasks(fit_router(spec, X[tr], train.subset(tr))[0], X[va], serving_tags(train, job, va))
-    return pred
 
 
 def calibrate_router(pred: np.ndarray, costs: np.ndarray, train: RoutingData, job: JobConfig) -> Calibration:
@@ -200,22 +162,58 @@ def run_experiment(data: RoutingData, X: np.ndarray, job: JobConfig, split: Spli
         return _run(data, X, job, split or split_data(data, job), client)
 
 
+@dataclass
+class _Fits:
+    """What the fitting stages hand on: per label, the fitted router and its seconds, the spec its folds
+    refit (the chosen hyper-parameters), its out-of-fold predictions on the sample and its calibration."""
+
+    routers: dict[str, tuple[BaseRouter, float]]
+    chosen: dict[str, RouterSpec]
+    capped: bool
+    oof: dict[str, np.ndarray] = field(default_factory=dict)
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
+
+
 def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client) -> Experiment:
     train, test = data.subset(split.train), data.subset(split.test)
     X_train, X_test = X[split.train], X[split.test]
+    specs = candidates(train, job)
+    logged_test = test
+    test, q_hat = held_out_values(test, X_test, train, X_train)
+    sample = selection_sample(train.n_queries, job.selection.max_queries, job.split.seed)
+    X_sel, train_sel = X_train[sample], train.subset(sample)
+    fits = fit_candidates(specs, X_train, train, X_sel, train_sel, client)
+    calibrate_candidates(fits, X_sel, train_sel, job)
     quality_only = job.budget is not None or job.share is not None
-    if job.share is not None and job.share.model not in data.models:
-        raise ValueError(f"share.model {job.share.model!r} is not a model of these logs: {list(data.models)}")
+    selection = select_router(specs, fits, X_sel, train_sel, job, quality_only)
+    selected = selection.label if selection is not None else job.export_router
+    fitted = evaluate_candidates(specs, fits, X_test, test, train, job)
+    offpolicy = None
+    if q_hat is not None:  # the held-out logs hold the router's own traffic: IPS, SNIPS, DR side by side
+        offpolicy = estimates_by_router(logged_test, q_hat, _choices_by_row(fitted, test), seed=job.split.seed)
+    report = build_report({k: f.result for k, f in fitted.items()}, train, test,
+                          fitted[selected].router.model_costs_, split=split.how, budget=job.budget, offpolicy=offpolicy)
+    exp = Experiment(split=split, train=train, test=test, fitted=fitted, report=report, lam=job.lam,
+                     quality_only=quality_only, selection=selection, selected=selected, gate=None, exported=selected)
+    return gate_router(exp, job)
+
+
+def candidates(train: RoutingData, job: JobConfig) -> dict[str, RouterSpec]:
+    """The configured routers that can fit these logs, by label; a ValueError for a config they cannot meet.
+
+    Families that learn from the task column (``needs_tasks``) sit out when the logs have none, or one task;
+    on the router's own traffic alone (one scored model per query), only families that learn from
+    inverse-propensity weights can fit at all.
+    """
+    if job.share is not None and job.share.model not in train.models:
+        raise ValueError(f"share.model {job.share.model!r} is not a model of these logs: {list(train.models)}")
     unscored = [m for m, seen in zip(train.models, train.mask.any(axis=0)) if not seen]
     if unscored:  # else the fit fails later naming only column numbers
-        raise ValueError(f"{', '.join(map(repr, unscored))} {'has' if len(unscored) == 1 else 'have'} no score on "
-                         f"any of the {train.n_queries:,} training queries (only on held-out ones): log scores "
-                         f"for {'it' if len(unscored) == 1 else 'them'} on more queries, or drop "
-                         f"{'it' if len(unscored) == 1 else 'them'} from the logs")
-    # Families that learn from the task column (``needs_tasks``) sit out when the logs have none, or one task.
+        one = len(unscored) == 1
+        raise ValueError(f"{', '.join(map(repr, unscored))} {'has' if one else 'have'} no score on any of the "
+                         f"{train.n_queries:,} training queries (only on held-out ones): log scores for "
+                         f"{'it' if one else 'them'} on more queries, or drop {'it' if one else 'them'} from the logs")
     tagged = train.tasks is not None and len(np.unique(train.tasks)) > 1
-    # On the router's own traffic alone (one scored model per query), only families that learn from
-    # inverse-propensity weights can fit at all.
     bandit_only = bool(train.is_bandit.all())
     specs = {spec.label: spec for spec in job.candidates()
              if (tagged or not getattr(ROUTERS[spec.family], "needs_tasks", False))
@@ -225,69 +223,100 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
                + ", ".join(sorted(f for f, c in ROUTERS.items() if c.supports_weights))) if bandit_only else \
             "needs a task column with at least two tasks in the logs' training split"
         raise ValueError(f"export_router {job.export_router!r} is not a candidate here: the family {why}")
-    # Held-out bandit queries are graded by doubly robust pseudo-outcomes (``router.evaluation.offpolicy``).
-    logged_test = test
-    test, q_hat = with_dr_values(test, X_test, train, X_train)
-    single = test.mask.sum(axis=1) == 1
-    if not complete_rows(test).any() and single.mean() > 0.5 and not test.is_bandit.any():
+    return specs
+
+
+def held_out_values(test: RoutingData, X_test: np.ndarray, train: RoutingData, X_train: np.ndarray
+                    ) -> tuple[RoutingData, np.ndarray | None]:
+    """The test split with its bandit rows as doubly robust pseudo-outcomes (``router.evaluation.offpolicy``),
+    and the reward model's predictions (None without bandit rows); a ValueError when the held-out logs are
+    one-model-per-query traffic without the propensities that would make them gradable."""
+    graded, q_hat = with_dr_values(test, X_test, train, X_train)
+    single = graded.mask.sum(axis=1) == 1
+    if not complete_rows(graded).any() and single.mean() > 0.5 and not graded.is_bandit.any():
         raise ValueError(
-            f"{int(single.sum()):,} of {test.n_queries:,} held-out queries have one scored model (a deployed "
+            f"{int(single.sum()):,} of {graded.n_queries:,} held-out queries have one scored model (a deployed "
             "router's own traffic) but no 'propensity' column: evaluating routers on such logs (off-policy) "
             "needs, per row, the probability with which the logging router chose that model (router serve "
             "--decision-log writes it; with --exploration the logs also cover the other models)")
-    # Selection and operating points refit every candidate folds x times: on a capped sample of the training queries.
-    sample = selection_sample(train.n_queries, job.selection.max_queries, job.split.seed)
-    X_sel, train_sel = X_train[sample], train.subset(sample)
-    capped = len(sample) < train.n_queries
+    return graded, q_hat
+
+
+def fit_candidates(specs: dict[str, RouterSpec], X_train: np.ndarray, train: RoutingData, X_sel: np.ndarray,
+                   train_sel: RoutingData, client) -> _Fits:
+    """Every candidate's final fit on all training queries, its own search included.
+
+    Above ``selection.max_queries`` (``train_sel`` is then a sample) each family searches once, on the
+    sample, and the final fit, the operating-point folds and selection take the hyper-parameters it chose.
+    """
+    capped = train_sel.n_queries < train.n_queries
+    final = specs
     if capped:
-        # Above the cap each family's own search runs once, on the sample; the final fit on every training
-        # query, the operating-point folds and selection take the hyper-parameters it chose.
         final = {label: spec.model_copy(update={"params": frozen_params(spec, fit_router(spec, X_sel, train_sel)[0])})
                  for label, spec in specs.items()}
-    else:
-        final = specs
-    fits = {label: fit_router(final[label], X_train, train, client) for label in specs}
+    routers = {label: fit_router(final[label], X_train, train, client) for label in specs}
     chosen = final if capped else {label: spec.model_copy(update={"params": {**spec.params, **getattr(
-        fits[label][0], "best_params_", {})}}) for label, spec in specs.items()}
-    oof = {label: out_of_fold(chosen[label], X_sel, train_sel, job) for label in specs}
-    calibrations = {label: calibrate_router(oof[label], fits[label][0].model_costs_, train_sel, job) for label in specs}
-    points = {label: cal.default for label, cal in calibrations.items()}
-    selection = None
-    selected = job.export_router
-    if selected == "auto":
-        makers = {label: functools.partial(make_router, spec.family, **spec.params) for label, spec in specs.items()}
-        # Above the cap, selection grades the operating-point folds' predictions (hyper-parameters fixed on
-        # the sample, so not nested: its cost is one fold fit per candidate and fold instead of a search).
-        given = {label: (oof[label], fits[label][0].model_costs_) for label in specs} if capped else None
-        selection = select(makers, X_sel, train_sel, points, quality_only, job.selection.folds, job.split.seed,
-                           job.task_at_serving, predictions=given)
-        selected = selection.label
+        routers[label][0], "best_params_", {})}}) for label, spec in specs.items()}
+    return _Fits(routers=routers, chosen=chosen, capped=capped)
+
+
+def calibrate_candidates(fits: _Fits, X_sel: np.ndarray, train_sel: RoutingData, job: JobConfig) -> None:
+    """Each candidate's out-of-fold predictions on the selection sample and the ``Calibration`` made of them
+    (so the test split never sets an operating point); stored on ``fits``."""
+    for label, spec in fits.chosen.items():
+        fits.oof[label] = out_of_fold(spec, X_sel, train_sel, job)
+        fits.calibrations[label] = calibrate_router(fits.oof[label], fits.routers[label][0].model_costs_,
+                                                    train_sel, job)
+
+
+def select_router(specs: dict[str, RouterSpec], fits: _Fits, X_sel: np.ndarray, train_sel: RoutingData,
+                  job: JobConfig, quality_only: bool) -> Selection | None:
+    """The selection on the training split (None when the config names the router to export).
+
+    Above the cap, selection grades the operating-point folds' predictions (hyper-parameters fixed on the
+    sample, so not nested: its cost is one fold fit per candidate and fold instead of a search)."""
+    if job.export_router != "auto":
+        return None
+    makers = {label: functools.partial(make_router, spec.family, **spec.params) for label, spec in specs.items()}
+    points = {label: cal.default for label, cal in fits.calibrations.items()}
+    given = {label: (fits.oof[label], fits.routers[label][0].model_costs_) for label in specs} if fits.capped else None
+    return select(makers, X_sel, train_sel, points, quality_only, job.selection.folds, job.split.seed,
+                  job.task_at_serving, predictions=given)
+
+
+def evaluate_candidates(specs: dict[str, RouterSpec], fits: _Fits, X_test: np.ndarray, test: RoutingData,
+                        train: RoutingData, job: JobConfig) -> dict[str, FittedRouter]:
+    """Every candidate's held-out predictions, evaluated at its own operating point."""
     out = {}
-    for label, (router, fit_s) in fits.items():
+    for label, (router, fit_s) in fits.routers.items():
         t = time.perf_counter()
         pred = predict_with_tasks(router, X_test, serving_tags(test, job))
         pred_s = time.perf_counter() - t
         # A share bias shifts one model's scores: evaluating the shifted scores is the decision rule with it.
-        point = points[label]
+        point = fits.calibrations[label].default
         shifted = pred if point.bias is None else pred + np.asarray(point.bias)
         result = evaluate_router(shifted, test, train, router.model_costs_, point.lam, budget=job.budget)
-        out[label] = FittedRouter(specs[label], router, result, fit_s, pred_s, pred, calibrations[label])
-    offpolicy = None
-    if q_hat is not None:  # the held-out logs hold the router's own traffic: IPS, SNIPS, DR side by side
-        evaluated = np.flatnonzero(complete_rows(test))  # the rows evaluate_router scored
-        picks = {}
-        for label, f in out.items():
-            picks[label] = np.zeros(test.n_queries, dtype=np.int64)
-            picks[label][evaluated] = f.result.choices
-        offpolicy = estimates_by_router(logged_test, q_hat, picks, seed=job.split.seed)
-    report = build_report({k: f.result for k, f in out.items()}, train, test, out[selected].router.model_costs_,
-                          split=split.how, budget=job.budget, offpolicy=offpolicy)
-    exp = Experiment(split=split, train=train, test=test, fitted=out, report=report, lam=job.lam,
-                     quality_only=quality_only, selection=selection, selected=selected, gate=None,
-                     exported=selected)
-    if selected != BASELINE:
-        baseline_model = test.models[out[BASELINE].result.choices[0]]
-        exp.gate = gate(selected, exp.held_out(selected), exp.held_out(BASELINE), baseline_model,
-                        job.registry.min_gain, job.registry.confidence)
-        exp.exported = selected if exp.gate.passed else BASELINE
+        out[label] = FittedRouter(specs[label], router, result, fit_s, pred_s, pred, fits.calibrations[label])
+    return out
+
+
+def _choices_by_row(fitted: dict[str, FittedRouter], test: RoutingData) -> dict[str, np.ndarray]:
+    """Each router's choice per held-out row (0 on rows evaluation did not score)."""
+    evaluated = np.flatnonzero(complete_rows(test))  # the rows evaluate_router scored
+    picks = {}
+    for label, f in fitted.items():
+        picks[label] = np.zeros(test.n_queries, dtype=np.int64)
+        picks[label][evaluated] = f.result.choices
+    return picks
+
+
+def gate_router(exp: Experiment, job: JobConfig) -> Experiment:
+    """``exp`` with its gate decided: the selected router ships only if it beats always calling the best
+    single model on the held-out queries, with confidence; else the baseline ships."""
+    if exp.selected == BASELINE:
+        return exp
+    baseline_model = exp.test.models[exp.fitted[BASELINE].result.choices[0]]
+    exp.gate = gate(exp.selected, exp.held_out(exp.selected), exp.held_out(BASELINE), baseline_model,
+                    job.registry.min_gain, job.registry.confidence)
+    exp.exported = exp.selected if exp.gate.passed else BASELINE
     return exp

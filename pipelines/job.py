@@ -20,17 +20,15 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
-from pipelines import tracking
 from pipelines.config import JobConfig, load_config
 from pipelines.experiment import Experiment, run_experiment
-from pipelines.prepare import Prepared, prepare
-from pipelines.local_export import CHAMPION, mirror_champion, open_root, point_champion, prune, versions, write_version
-from pipelines.registry import Promotion, decide, prune_versions, register
-from pipelines.selection import objective
+from pipelines.prepare import prepare
+from pipelines.publish import tracking
+from pipelines.publish.local_export import CHAMPION, open_root
+from pipelines.publish.registry import Promotion
+from pipelines.publish.release import release
+from pipelines.steps import Steps
 from router.data.summary import summarize
-from router.serve.service import RouterMeta
 
 log = logging.getLogger(__name__)
 
@@ -75,27 +73,6 @@ def _killed_on(exc_type: type[BaseException]) -> Iterator[None]:
         raise
 
 
-class Steps:
-    """Prints one line per finished step, with its duration: readable in a cron mail or CI log."""
-
-    def __init__(self, echo: Callable[[str], None] | None) -> None:
-        self.echo = echo
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[dict]:
-        """Time the block; it may put a one-line ``detail`` in the yielded dict."""
-        info: dict = {}
-        start = time.perf_counter()
-        yield info
-        if self.echo is not None:
-            detail = f": {info['detail']}" if info.get("detail") else ""
-            self.echo(f"[{name}] {time.perf_counter() - start:.1f}s{detail}")
-
-    def show(self, text: str) -> None:
-        if self.echo is not None:
-            self.echo(text)
-
-
 def check_writable(folder: Path) -> None:
     """``folder`` exists (made if needed) and takes a new file, or a ValueError naming it."""
     try:
@@ -106,118 +83,12 @@ def check_writable(folder: Path) -> None:
                          "set export_dir") from None
 
 
-def champion_value(uri: str, job: JobConfig, exp: Experiment, X: np.ndarray | None = None,
-                   embedder_id: str = "") -> float | None:
-    """The champion's held-out objective on this job's test queries, by the challenger's measure
-    (None if these logs lack its models). It is read as data (``router.load``): nothing in its
-    artifact is executed. Under a budget it runs at its own lambda for that budget. When it was
-    trained with this job's embedder (same ``embedder_id``), its head scores the job's own vectors
-    ``X`` (every query's, as split); otherwise every held-out prompt is embedded by its own embedder."""
-    from router.serve.load import load
-
-    service = load(uri)
-    missing = [m for m in service.models if m not in exp.test.models]
-    if missing:
-        log.warning("champion routes to models absent from these logs: %s", missing)
-        return None
-    rows = exp.eval_rows
-    cols = np.array([exp.test.models.index(m) for m in service.models])
-    share = {job.share.model: job.share.value} if job.share is not None else None
-    point = service.operating_point(budget=job.budget, share=share) if exp.quality_only else \
-        service.operating_point(lam=exp.lam)
-    tags = exp.test.tasks[rows] if job.task_at_serving and exp.test.tasks is not None else None
-    if X is not None and embedder_id and service.meta.embedder_id == embedder_id:
-        scores = service.head_scores(X[exp.split.test[rows]], tasks=tags)
-    else:
-        scores = service.scores(list(exp.test.prompts[rows]), tasks=tags)
-    picks = cols[service.choose(scores, point)]
-    costs = exp.fitted[exp.exported].router.model_costs_
-    return float(np.nanmean(objective(exp.test, rows, picks, point.lam, costs, exp.quality_only)))
-
-
-def router_meta(prep: Prepared, exp: Experiment) -> RouterMeta:
-    """What the exported router needs beside its head and embedder files."""
-    fitted = exp.fitted[exp.exported]
-    return RouterMeta(
-        models=list(prep.data.models), model_costs=[float(c) for c in fitted.router.model_costs_],
-        embedder=prep.embedder.settings(), router=fitted.spec.family, calibration=fitted.calibration,
-        embedder_id=prep.embedder.id,
-    )
-
-
-def publish(job: JobConfig, prep: Prepared, exp: Experiment, card: str, run_label: str, root: Path,
-            steps: Steps) -> tuple[Promotion | None, str | None, Path | None]:
-    """Compare with the champion, then log, register and export the router only if it wins.
-
-    Returns (promotion, logged model URI, local version folder); the last two are None when the
-    champion was kept (a loser is never logged: see ``pipelines.registry``).
-    """
-    import mlflow
-    from mlflow import MlflowClient
-
-    from pipelines.export import log_router
-
-    promotion = None
-    if job.registry.enabled:
-        with steps.step("compare with champion") as info:
-            try:
-                promotion = decide(job.name, job.registry.alias, _challenger_value(exp), _scorer(job, prep, exp),
-                                   min_improvement=job.registry.min_improvement)
-            except Exception as exc:
-                mlflow.set_tag("registry.reason", f"not promoted: scoring the champion failed "
-                                                  f"({type(exc).__name__}: {exc})")
-                raise
-            info["detail"] = promotion.reason
-        if not promotion.promoted:
-            _tag(promotion)
-            mirror_champion(root, job.name, job.registry.alias, job.registry.keep_versions)
-            return promotion, None, None
-    with steps.step("export") as info:
-        model_info = log_router(exp.fitted[exp.exported].router, prep.embedder, router_meta(prep, exp))
-        info["detail"] = model_info.model_uri
-    if not job.registry.enabled:
-        folder = write_version(root, run_label, model_info.model_uri)
-        point_champion(root, run_label)
-        keep = job.registry.keep_versions
-        prune(root, set(versions(root)[-keep - 1:]) if keep is not None else set(versions(root)))
-        return None, model_info.model_uri, folder
-    with steps.step("register") as info:
-        promotion = register(model_info.model_uri, job.name, promotion, _scorer(job, prep, exp), alias=job.registry.alias,
-                             min_improvement=job.registry.min_improvement)
-        _tag(promotion)
-        MlflowClient().update_model_version(job.name, promotion.version,
-                                            description=f"{card}\n## Registry\n- {promotion.reason}\n")
-        if job.registry.keep_versions is not None:
-            deleted = prune_versions(job.name, job.registry.alias, job.registry.keep_versions)
-            if deleted:
-                mlflow.set_tag("registry.pruned_versions", ",".join(deleted))
-        mirror_champion(root, job.name, job.registry.alias, job.registry.keep_versions)
-        info["detail"] = promotion.reason
-    folder = root / f"v{promotion.version}"
-    return promotion, model_info.model_uri, folder if folder.is_dir() else None
-
-
-def _challenger_value(exp: Experiment) -> float:
-    return float(np.nanmean(exp.held_out(exp.exported)))
-
-
-def _scorer(job: JobConfig, prep: Prepared, exp: Experiment):
-    return lambda uri: champion_value(uri, job, exp, prep.X, prep.embedder.id)
-
-
-def _tag(promotion: Promotion) -> None:
-    import mlflow
-
-    mlflow.set_tags({"registry.version": promotion.version or "", "registry.promoted": str(promotion.promoted),
-                     "registry.reason": promotion.reason})
-
-
 def run_job(config: str | Path | JobConfig | None = None, *, echo: Callable[[str], None] = print,
             quiet: bool = False) -> JobResult:
     """Run the whole job; raises on any failure (the CLI turns that into a one-line error).
 
     With ``cluster`` in the config, the prompts the cache lacks are embedded on the Dask workers and
-    the LightGBM heads train there (see ``pipelines.cluster``); everything else runs here.
+    the LightGBM heads train there (see ``pipelines.dask_cluster``); everything else runs here.
     ``quiet`` prints only the final line.
     """
     job = config if isinstance(config, JobConfig) else load_config(config)
@@ -228,7 +99,7 @@ def run_job(config: str | Path | JobConfig | None = None, *, echo: Callable[[str
     client = None
     try:
         if job.cluster is not None:
-            from pipelines.cluster import connect
+            from pipelines.dask_cluster import connect
 
             with steps.step("connect") as info:
                 client = connect(job.cluster)
@@ -269,7 +140,7 @@ def _run(job: JobConfig, client, root: Path, steps: Steps, started: float) -> Jo
             info["detail"] = f"run {run.info.run_id} ({run_name})"
         # Without a registry a run's folder is named after the run (its id too: two runs may share a second).
         label = f"{run_name}-{run.info.run_id[:8]}"
-        promotion, model_uri, export_path = publish(job, prep, exp, card, label, root, steps)
+        promotion, model_uri, export_path = release(job, prep, exp, card, label, root, steps)
         tracking.log_metrics({"job/seconds": time.perf_counter() - started})
     return JobResult(run_id=run.info.run_id, experiment=exp, model_uri=model_uri, export_path=export_path,
                      champion_path=root / CHAMPION, promotion=promotion, embedded=emb.embedded, reused=emb.reused)

@@ -10,7 +10,8 @@ import numpy as np
 import polars as pl
 
 from pipelines.config import EmbedderConfig, LogsConfig
-from router.data import formats, ingest
+from router.data.readers.prices import load_prices
+from router.data.scan import cap_queries, filter_since, scan_logs
 from router.data.labels import RoutingData, build_routing_data
 from router.data.validate import LogStats, validate_logs
 from router.embed import EmbeddingCache, EmbedStats, Embedder, embed_with_cache
@@ -33,10 +34,10 @@ def scan_configured(cfg: LogsConfig) -> pl.LazyFrame:
     Both keep or drop whole queries (every model's answer to a kept query stays), and both come
     before validation, so a huge log is only validated where it is used.
     """
-    prices = formats.load_prices(cfg.prices) if cfg.prices else None
-    lf = formats.scan_logs(cfg.path, format=cfg.format, wide=cfg.wide_spec(), prices=prices)
-    lf = ingest.filter_since(lf, cfg.since)
-    return ingest.cap_queries(lf, cfg.max_queries, seed=cfg.sample_seed)
+    prices = load_prices(cfg.prices) if cfg.prices else None
+    lf = scan_logs(cfg.path, format=cfg.format, wide=cfg.wide_spec(), prices=prices)
+    lf = filter_since(lf, cfg.since)
+    return cap_queries(lf, cfg.max_queries, seed=cfg.sample_seed)
 
 
 def load_routing_data(cfg: LogsConfig) -> tuple[RoutingData, LogStats]:
@@ -55,7 +56,7 @@ def embed_prompts(cfg: EmbedderConfig, prompts, client=None, partition_size: int
     if client is None:
         X, stats = embed_with_cache(embedder, prompts, cache)
     else:
-        from pipelines.cluster import ClusterEmbedder
+        from pipelines.dask_cluster import ClusterEmbedder
 
         encoder = ClusterEmbedder(embedder, client, partition_size)
         X, stats = embed_with_cache(encoder, prompts, cache, chunk_size=encoder.chunk_size)

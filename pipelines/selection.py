@@ -1,46 +1,36 @@
-"""Which router to ship: chosen on the training split by cross-validation, then gated on the held-out split.
+"""Choosing a router on the training split, and the fitting that choice rests on.
 
+- ``fit_router`` / ``fit_on``: one candidate fitted on some queries (bandit rows by propensity where the
+  family learns from them; the task column for families that need it; a Dask client for some);
+- ``out_of_fold``: a candidate's predictions for every training query, each from a fit on the other
+  folds: the operating points are calibrated on them;
 - ``select``: every candidate is refitted on ``folds`` folds of the *training* queries, its own
   hyper-parameter search included (nested: nothing about a fold's validation queries reaches its fit),
-  and scored on the fold's validation queries by the objective it will be judged by. The highest mean
-  wins; ties go to the earlier candidate (``best_single`` comes first: the simplest honest answer).
-  Above ``selection.max_queries`` the job passes the operating-point folds' predictions instead, made
-  with the hyper-parameters each family chose once on the sample: not nested, slightly optimistic for
-  tuned families, and the held-out gate below still guards what ships.
-- ``gate``: on the held-out queries, the selected router must beat the best single model (chosen on
-  train) by more than ``min_gain`` at the lower bound of a one-sided paired-bootstrap interval.
-  Otherwise the job ships the best-single router and says why.
-
-The objective per query: ``score - lam * cost`` of the routed model (the decision rule's utility);
-under a $ budget or a share target, where every router runs at its own operating point meeting it,
-the score alone.
-Pure: arrays in, small dataclasses out.
+  and scored on the fold's validation queries by the objective it will be judged by (``gate.objective``).
+  The highest mean wins; ties go to the earlier candidate (``best_single`` comes first: the simplest
+  honest answer). Above ``selection.max_queries`` the job passes the operating-point folds' predictions
+  instead, made with the hyper-parameters each family chose once on the sample (``frozen_params``): not
+  nested, slightly optimistic for tuned families, and the held-out gate still guards what ships.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from pipelines.config import JobConfig, RouterSpec
+from pipelines.gate import objective
 from router.data.labels import RoutingData
-from router.policy.rule import choose
 from router.evaluation.offpolicy import with_dr_values
+from router.policy.rule import choose
+from router.routers import BaseRouter, make_router
 from router.routers.base import predict_with_tasks
 from router.routers.search import folds as kfolds
 
-_BOOT_CELLS = 2_000_000  # resampled queries per bootstrap draw in ``paired_gain``
-BASELINE = "best_single"  # the label of the always-the-same-model router, the gate's reference
-
-
-def objective(data: RoutingData, rows: np.ndarray, choices: np.ndarray, lam: float, model_costs: np.ndarray,
-              quality_only: bool) -> np.ndarray:
-    """Per-query objective of ``choices`` on ``rows`` of ``data`` (NaN where the choice was not scored)."""
-    score = data.scores[rows, choices]
-    if quality_only:
-        return score
-    cost = data.costs[rows, choices]
-    return score - lam * np.where(np.isfinite(cost), cost, model_costs[choices])
+# Families whose fit can run on a Dask cluster (they take ``fit(..., client=)``).
+CLUSTER_FAMILIES = ("lgbm", "ensemble")
 
 
 @dataclass(frozen=True)
@@ -76,6 +66,51 @@ def fit_on(router, X: np.ndarray, data: RoutingData, **fit_params):
     return router.fit(X, data.scores, data.costs, data.mask, **fit_params)
 
 
+def fit_router(spec: RouterSpec, X: np.ndarray, data: RoutingData, client=None) -> tuple[BaseRouter, float]:
+    """A fitted router of ``spec`` and its fit seconds; families in ``CLUSTER_FAMILIES`` use ``client``."""
+    router = make_router(spec.family, **spec.params)
+    fit_params = {"client": client} if client is not None and spec.family in CLUSTER_FAMILIES else {}
+    t = time.perf_counter()
+    fit_on(router, X, data, **fit_params)
+    return router, time.perf_counter() - t
+
+
+def frozen_params(spec: RouterSpec, fitted: BaseRouter) -> dict:
+    """``spec``'s parameters with the hyper-parameters ``fitted``'s own search chose; an ensemble's members
+    frozen too (members it gave no weight are dropped with their weight)."""
+    params = {**spec.params, **getattr(fitted, "best_params_", {})}
+    members = getattr(fitted, "routers_", None)
+    if members is not None:
+        kept = [(name, m, w) for (name, m), w in zip(members, fitted.weights_) if m is not None and w > 0]
+        params["routers"] = [(name, type(m)(**{**m.get_params(deep=False), **getattr(m, "best_params_", {})}))
+                             for name, m, _ in kept]
+        params["weights"] = tuple(float(w) for *_, w in kept)
+    return params
+
+
+def selection_sample(n: int, max_queries: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``max_queries`` of ``n`` training queries (all of them when fewer), seeded."""
+    if max_queries is None or n <= max_queries:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_queries, replace=False))
+
+
+def serving_tags(data: RoutingData, job: JobConfig, rows=None) -> np.ndarray | None:
+    """The queries' task tags if a service will send them (``task_at_serving``), else None."""
+    if not job.task_at_serving or data.tasks is None:
+        return None
+    return data.tasks if rows is None else data.tasks[rows]
+
+
+def out_of_fold(spec: RouterSpec, X: np.ndarray, train: RoutingData, job: JobConfig) -> np.ndarray:
+    """Predicted scores of ``spec`` for every training query, each from a fit on the other
+    ``selection.folds`` folds: the operating points are found on them (and, above
+    ``selection.max_queries``, selection too), so the test split never informs either."""
+    pred = np.empty(train.scores.shape)
+    for tr, va in kfolds(train.n_queries, job.selection.folds, job.split.seed):
+        pred[va] = predict_with_tasks(fit_router(spec, X[tr], train.subset(tr))[0], X[va], serving_tags(train, job, va))
+    return pred
+
 
 def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, quality_only: bool,
            n_folds: int, seed: int, task_at_serving: bool = False,
@@ -110,41 +145,3 @@ def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, qu
     oof = {label: float(np.nanmean(v)) for label, v in values.items()}
     best = max(oof, key=lambda k: (oof[k], -list(oof).index(k)))
     return Selection(label=best, oof=oof, folds=n_folds, n_queries=train.n_queries, nested=predictions is None)
-
-
-@dataclass(frozen=True)
-class Gate:
-    passed: bool
-    gain: float  # held-out mean objective of the challenger minus the best single model's
-    lower: float  # one-sided lower confidence bound of that gain (paired bootstrap over queries)
-    confidence: float
-    min_gain: float
-    reason: str
-
-
-def paired_gain(challenger: np.ndarray, baseline: np.ndarray, confidence: float, n_boot: int = 2000,
-                seed: int = 0) -> tuple[float, float]:
-    """Mean of ``challenger - baseline`` and its one-sided lower bound at ``confidence`` (bootstrap over queries)."""
-    diff = np.asarray(challenger, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
-    if diff.size == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_boot)
-    rows = max(1, _BOOT_CELLS // diff.size)  # resamples per draw: a million held-out queries stay at 16 MB
-    for lo in range(0, n_boot, rows):
-        means[lo:lo + rows] = diff[rng.integers(0, diff.size, size=(min(rows, n_boot - lo), diff.size))].mean(axis=1)
-    return float(diff.mean()), float(np.quantile(means, 1.0 - confidence))
-
-
-def gate(label: str, challenger: np.ndarray, baseline: np.ndarray, baseline_model: str, min_gain: float,
-         confidence: float) -> Gate:
-    """Does ``label`` beat always calling ``baseline_model`` on the held-out queries, with confidence?"""
-    gain, lower = paired_gain(challenger, baseline, confidence)
-    passed = bool(lower > min_gain)
-    bound = f"{confidence:.0%} lower bound {lower:+.4f}"
-    if passed:
-        reason = f"{label} beats always calling {baseline_model}: gain {gain:+.4f}, {bound} > {min_gain:g}"
-    else:
-        reason = (f"routing does not pay on these logs: always call {baseline_model} ({label} gains {gain:+.4f}, "
-                  f"{bound} <= {min_gain:g})")
-    return Gate(passed=passed, gain=gain, lower=lower, confidence=confidence, min_gain=min_gain, reason=reason)

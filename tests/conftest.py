@@ -8,13 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from router.data import formats, labels
+from router.data import labels
+from router.data.readers.wide import WideSpec, scan_wide
+from router.data.scan import scan_logs
 from router.embed import Embedder, EmbeddingCache, embed_with_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 NQ_SAMPLE = ROOT / "pipelines" / "sample" / "nq_sample.jsonl"
-MMLU_SPEC = formats.WideSpec(
+MMLU_SPEC = WideSpec(
     id_column="question_id", prompt_column="question", task_column="category",
     prompts_file=str(FIXTURES / "mmlu_pro" / "questions.csv"),
 )
@@ -31,7 +33,7 @@ def embedder() -> Embedder:
 @pytest.fixture(scope="session")
 def mmlu_small() -> labels.RoutingData:
     """300 MMLU-Pro questions x 31 models (wide fixture with a separate questions file)."""
-    lf = formats.scan_wide(FIXTURES / "mmlu_pro" / "correct_wide.csv", MMLU_SPEC)
+    lf = scan_wide(FIXTURES / "mmlu_pro" / "correct_wide.csv", MMLU_SPEC)
     return labels.build_routing_data(lf)
 
 
@@ -44,7 +46,7 @@ def mmlu_small_X(mmlu_small, embedder) -> np.ndarray:
 @pytest.fixture(scope="session")
 def nq() -> labels.RoutingData:
     """The bundled sample: 500 NQ questions x 6 models with $ cost."""
-    return labels.build_routing_data(formats.scan_logs(NQ_SAMPLE))
+    return labels.build_routing_data(scan_logs(NQ_SAMPLE))
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +57,8 @@ def nq_X(nq, embedder) -> np.ndarray:
 
 def write_export(folder: Path, head, embedder: Embedder, meta) -> Path:
     """An exported router folder as ``router.load`` reads it (``artifacts/head`` + ``artifacts/embedder``),
-    written without MLflow: the files ``pipelines.export.log_router`` logs."""
-    from pipelines.export import embedder_artifact, write_head
+    written without MLflow: the files ``pipelines.publish.export.log_router`` logs."""
+    from pipelines.publish.export import embedder_artifact, write_head
 
     artifacts = folder / "artifacts"
     write_head(artifacts / "head", head, meta)

@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from router.data import formats
+from router.data.scan import scan_logs
 from router.data.schema import LogValidationError
 from router.data.validate import validate_logs
 
@@ -155,7 +155,7 @@ def _named(case: Case, source: Path, message: str) -> None:
 def test_malformed_input_is_refused_with_a_named_error(tmp_path, case):
     source = case.write(tmp_path)
     with pytest.raises(LogValidationError) as err:
-        validate_logs(formats.scan_logs(source), source=str(source))
+        validate_logs(scan_logs(source), source=str(source))
     _named(case, source, str(err.value))
 
 
@@ -208,14 +208,14 @@ ACCEPTED = [
 
 @pytest.mark.parametrize("case", ACCEPTED, ids=lambda c: c.name)
 def test_inputs_that_used_to_fail_are_read(tmp_path, case):
-    lf = formats.scan_logs(case.write(tmp_path))
+    lf = scan_logs(case.write(tmp_path))
     stats = validate_logs(lf)
     assert stats.rows >= 2
 
 
 def test_mixed_iso_timestamps_parse_to_the_same_instants(tmp_path):
     path = ACCEPTED[4].write(tmp_path)
-    ts = formats.scan_logs(path).select("timestamp").collect()["timestamp"].to_list()
+    ts = scan_logs(path).select("timestamp").collect()["timestamp"].to_list()
     assert [t.isoformat() if t else None for t in ts] == [
         "2025-01-01T00:00:00+00:00", None, "2025-01-02T03:04:05+00:00", "2025-01-02T01:04:05+00:00",
         "2025-01-02T03:04:05+00:00"]  # epoch seconds in a CSV cell
@@ -236,4 +236,4 @@ def test_csv_field_check_reads_a_large_file_without_false_alarms(tmp_path):
                        "model": ["a", "b"] * (n // 2), "score": [1.0, 0.0] * (n // 2),
                        "cost": [None, 0.1] * (n // 2)})
     df.write_csv(tmp_path / "big.csv")
-    assert validate_logs(formats.scan_logs(tmp_path / "big.csv")).rows == n
+    assert validate_logs(scan_logs(tmp_path / "big.csv")).rows == n

@@ -10,7 +10,7 @@ import pandas as pd
 import router
 from pipelines.config import JobConfig, RouterSpec
 from pipelines.experiment import run_experiment
-from pipelines.job import router_meta
+from pipelines.publish.export import router_meta
 from router.evaluation.metrics import mean_model_costs
 from tests.conftest import write_export
 
@@ -40,3 +40,25 @@ def test_a_budget_gives_the_same_lambda_in_the_job_at_serving_and_in_the_pyfunc(
     # held-out routing at the job's lambda is what the report evaluated
     evaluated = [exp.test.models[i] for i in fitted.result.choices[:40]]
     assert service.route(prompts) == evaluated
+
+
+def test_an_export_of_metadata_format_1_still_routes_as_it_did(nq_export, tmp_path):
+    """Format 1 kept a held-out ``budget_curve`` [lam, $/query, quality], ``default_lam``, ``share_margins`` and
+    ``default_bias``: read as a calibration, a budget still takes the smallest lambda within it (else the largest)."""
+    import json
+    import shutil
+
+    folder = tmp_path / "v1-export"
+    shutil.copytree(nq_export, folder, symlinks=True)
+    meta_file = folder / "artifacts" / "head" / "router_meta.json"
+    raw = json.loads(meta_file.read_text())
+    models = raw["models"]
+    raw.pop("calibration")
+    raw.update(format_version=1, default_lam=0.0, default_bias=[], share_margins=[],
+               budget_curve=[[1000.0, 2e-5, 0.4], [0.0, 1e-4, 0.5], [100.0, 5e-5, 0.45]])
+    meta_file.write_text(json.dumps(raw))
+    service = router.load(folder)
+    assert service.models == models and service.meta.default_lam == 0.0
+    assert service.operating_point(budget=6e-5).lam == 100.0  # the smallest lambda within the budget
+    assert service.operating_point(budget=1e-6).lam == 1000.0  # none within: the cheapest routing
+    assert len(service.route(["who wrote hamlet"], budget=6e-5)) == 1

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from pipelines.cluster import ClusterEmbedder, _worker_encode, connect
+from pipelines.dask_cluster import ClusterEmbedder, _worker_encode, connect
 from pipelines.config import ClusterConfig, JobConfig, LogsConfig, RouterSpec
 from router.embed import Embedder, EmbeddingCache, embed_with_cache
 from router.serve.load import load as load_router
 from pipelines.job import run_job
-from pipelines.experiment import CLUSTER_FAMILIES, fit_router
+from pipelines.selection import CLUSTER_FAMILIES, fit_router
 from router.routers import EnsembleRouter, LGBMRouter, make_router
 from router.routers import lgbm as lgbm_module
 from router.serve.artifact import save_head

@@ -123,7 +123,7 @@ def test_served_choice_equals_evaluated_choice_on_ties(nq, nq_X, embedder, tmp_p
     pick the cheaper model (plain argmax would pick the lower index)."""
     from dataclasses import replace
 
-    from pipelines.export import write_head
+    from pipelines.publish.export import write_head
     from router.evaluation.metrics import evaluate_router
     from router.routers import BestSingleRouter
     from router.serve.service import RouterMeta, RouterService

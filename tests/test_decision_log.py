@@ -1,4 +1,4 @@
-"""The gateway's decision log (router.serve.decision_log) and training from it (router.data.decisions)."""
+"""The gateway's decision log (router.serve.decision_log) and training from it (router.data.readers.decision_logs)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from router.data import formats
-from router.data.decisions import DECISION_FILE, scan_decisions
+from router.data.scan import scan_logs
+from router.data.readers.decision_logs import DECISION_FILE, scan_decisions
 from router.data.labels import build_routing_data
 from router.data.schema import LogValidationError
 from router.data.validate import validate_logs
@@ -186,8 +186,8 @@ def test_scan_joins_the_latest_feedback_and_drops_decisions_without(tmp_path, ca
     t0 = datetime.now(timezone.utc)
     append_feedback(folder, "r1", 0.8, timestamp=t0 + timedelta(seconds=10))  # later: wins
     append_feedback(folder, "r0", 0.0, timestamp=t0 - timedelta(days=1))  # written last, but older: loses
-    with caplog.at_level(logging.INFO, logger="router.data.decisions"):
-        lf = formats.scan_logs(folder)
+    with caplog.at_level(logging.INFO, logger="router.data.readers.decision_logs"):
+        lf = scan_logs(folder)
     assert "1 of 4 decisions have no feedback" in caplog.text
     df = lf.collect().sort("query_id")
     assert df["query_id"].to_list() == ["r0", "r1", "r2"]
@@ -200,7 +200,7 @@ def test_scan_joins_the_latest_feedback_and_drops_decisions_without(tmp_path, ca
     assert validate_logs(lf).queries == 3
     data = build_routing_data(lf)  # one scored model per query: the others are masked
     assert data.models == ("a", "b") and data.mask.sum(axis=1).tolist() == [1, 1, 1]
-    assert formats.scan_logs(folder, format="decisions").collect().height == 3
+    assert scan_logs(folder, format="decisions").collect().height == 3
 
 
 def test_scan_refuses_decisions_logged_without_prompts(tmp_path):
@@ -231,7 +231,7 @@ def test_scan_skips_a_truncated_last_line_and_names_a_malformed_one(tmp_path):
 
 def test_scan_without_any_feedback_says_so(tmp_path):
     with pytest.raises(LogValidationError, match="none of the 2 logged decisions has feedback"):
-        formats.scan_logs(_served(tmp_path, n=2))
+        scan_logs(_served(tmp_path, n=2))
 
 
 def _serve_nq(folder: Path, data, rows: np.ndarray, seed: int = 0) -> None:
@@ -251,7 +251,7 @@ def test_a_router_trains_on_decision_logs_alone_and_beside_full_logs(tmp_path, n
 
     rows = np.arange(0, nq.n_queries, 2)
     _serve_nq(tmp_path / "served", nq, rows)
-    lf = formats.scan_logs(tmp_path / "served")
+    lf = scan_logs(tmp_path / "served")
     validate_logs(lf)
     data = build_routing_data(lf, models=list(nq.models))
     assert data.n_queries == len(rows) and (data.mask.sum(axis=1) == 1).all()
@@ -265,7 +265,7 @@ def test_a_router_trains_on_decision_logs_alone_and_beside_full_logs(tmp_path, n
     mixed = tmp_path / "mixed"
     shutil.copytree(tmp_path / "served", mixed / "served")
     shutil.copy(NQ_SAMPLE, mixed / "full.jsonl")
-    lf = formats.scan_logs(mixed)
+    lf = scan_logs(mixed)
     stats = validate_logs(lf)
     both = build_routing_data(lf)
     assert stats.queries == both.n_queries == nq.n_queries + len(rows)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from router.embed import onnx as onnx_embed
+from router.embed.model_spec import RECIPE_VERSION, ModelSpec
 from router.embed import onnx_build
 from router.embed import BACKENDS, DEFAULT_BACKEND, Embedder, EmbeddingCache, embed_with_cache
 from tests.conftest import TEST_CACHE
@@ -166,7 +167,7 @@ def test_unsupported_models_name_the_torch_backend(tmp_path):
     (copy / "1_Pooling" / "config.json").write_text(json.dumps(
         {"word_embedding_dimension": 384, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False}))
     with pytest.raises(ValueError, match="mean pooling only.*use backend='torch'"):
-        onnx_embed.ModelSpec(copy)
+        ModelSpec(copy)
     with pytest.raises(ValueError, match="runs on CPU only"):
         Embedder(backend="onnx-int8", device="cuda")
 
@@ -239,7 +240,7 @@ def test_a_router_exported_under_an_earlier_recipe_keeps_its_onnx_file(tmp_path,
 
     folder = tmp_path / "embedder"
     (folder / "onnx").mkdir(parents=True)
-    older = folder / "onnx" / bundled_name("onnx-int8").replace(f"recipe{onnx_embed.RECIPE_VERSION}", "recipe2")
+    older = folder / "onnx" / bundled_name("onnx-int8").replace(f"recipe{RECIPE_VERSION}", "recipe2")
     shutil.copy2(fast_embedders["onnx-int8"].load().path, older)
     assert onnx_file(folder, "onnx-int8") == older
     current = folder / "onnx" / bundled_name("onnx-int8")

@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 import router
-from router.data import formats
+from router.data.scan import scan_logs
 from router.data.labels import RoutingData, build_routing_data
 from router.data.schema import LogValidationError
 from router.data.validate import validate_logs
@@ -217,7 +217,7 @@ def test_propensity_outside_0_1_names_file_row_and_column(tmp_path, bad, shown):
     path = tmp_path / "logs.csv"
     rows.write_csv(path)
     with pytest.raises(LogValidationError) as err:
-        validate_logs(formats.scan_logs(path))
+        validate_logs(scan_logs(path))
     msg = str(err.value)
     assert "logs.csv" in msg and "column 'propensity'" in msg and "(1 row)" in msg and "row=7" in msg
     assert shown in msg and "(0, 1]" in msg
@@ -240,7 +240,7 @@ def test_decision_logs_carry_propensities_into_the_routing_data(svc, tmp_path):
     full = pl.read_ndjson(NQ_SAMPLE).head(12)  # full-information logs beside them: 2 queries x 6 models
     full.write_ndjson(tmp_path / "logs" / "full.jsonl")
 
-    lf = formats.scan_logs(tmp_path / "logs")
+    lf = scan_logs(tmp_path / "logs")
     validate_logs(lf)
     data = build_routing_data(lf, models=svc.models)
     assert data.propensities is not None and data.propensities.shape == data.scores.shape

@@ -422,7 +422,7 @@ def test_upstream_defaults_and_unset_key(tmp_path):
 
 
 def test_serving_modules_import_no_training_stack():
-    code = ("import sys, router.serve.gateway, router.serve.upstreams, router.serve.metrics; "
+    code = ("import sys, router.serve.gateway, router.serve.upstreams, router.serve.prometheus; "
             "print([m for m in ('polars', 'pandas', 'sklearn', 'mlflow', 'torch', 'dask') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]"

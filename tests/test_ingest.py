@@ -12,7 +12,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from router.data import formats
+from router.data.readers.pairwise import scan_pairwise_pairs
+from router.data.readers.prices import load_prices
+from router.data.readers.wide import WideSpec
+from router.data.scan import scan_logs
 from router.data import labels
 from router.data import schema as S
 from router.data.validate import validate_logs
@@ -25,7 +28,7 @@ def nq_frame() -> pl.DataFrame:
 
 
 def _matrices(source, **kw) -> labels.RoutingData:
-    lf = formats.scan_logs(source, **kw)
+    lf = scan_logs(source, **kw)
     validate_logs(lf)
     return labels.build_routing_data(lf)
 
@@ -76,7 +79,7 @@ def test_optional_columns_are_carried(tmp_path, nq_frame):
         .then(pl.lit("train")).otherwise(pl.lit("TEST")).alias("split"),
     )
     extra.write_csv(tmp_path / "logs.csv")
-    lf = formats.scan_logs(tmp_path / "logs.csv")
+    lf = scan_logs(tmp_path / "logs.csv")
     schema = lf.collect_schema()
     assert schema[S.TIMESTAMP] == pl.Datetime("us", "UTC")
     assert schema[S.LATENCY_MS] == pl.Float64
@@ -89,7 +92,7 @@ def test_optional_columns_are_carried(tmp_path, nq_frame):
 def test_wide_routerbench_layout_with_costs_and_split_from_file_names(nq):
     """RouterBench's layout (unnamed index column as id, eval_name, <model>|total_cost, an oracle
     column) on tests/fixtures/wide_nq: 200 of the bundled NQ queries, nq_train.csv / nq_test.csv."""
-    data = _matrices(FIXTURES / "wide_nq", wide=formats.WideSpec(id_column=""))
+    data = _matrices(FIXTURES / "wide_nq", wide=WideSpec(id_column=""))
     assert data.n_queries == 200 and data.n_models == 6 and data.models == nq.models
     assert "google/gemma-2-27b-it" in data.models and "oracle_model_to_route_to" not in data.models
     assert dict(zip(*np.unique(data.splits, return_counts=True))) == {"test": 60, "train": 140}
@@ -132,7 +135,7 @@ def test_wide_mmlu_pro_reproduces_fixture_figures():
 
 def test_pairwise_preferences_become_win_scores():
     path = FIXTURES / "pairwise_mmlu_anatomy.csv"
-    pairs = formats.scan_pairwise_pairs(path)
+    pairs = scan_pairwise_pairs(path)
     assert pairs.height == 135
     data = _matrices(path)  # auto-detected as pairwise
     assert data.n_queries == 135 and data.models == ("gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1")
@@ -151,11 +154,11 @@ def test_pairwise_rejects_unknown_winner(tmp_path):
         pl.when(pl.int_range(pl.len()) == 7).then(pl.lit("gpt-5")).otherwise(pl.col("winner")).alias("winner"))
     bad.write_csv(tmp_path / "prefs.csv")
     with pytest.raises(S.LogValidationError, match=r"(?s)prefs\.csv.*'winner'.*unrecognised winner.*row=8.*gpt-5"):
-        formats.scan_logs(tmp_path / "prefs.csv")
+        scan_logs(tmp_path / "prefs.csv")
 
 
 def test_price_table_costs_token_counts(tmp_path, nq_frame):
-    prices = formats.load_prices(FIXTURES / "llmrouter_default_llm.json")  # LLMRouter's own table
+    prices = load_prices(FIXTURES / "llmrouter_default_llm.json")  # LLMRouter's own table
     assert prices["qwen/qwen2.5-7b-instruct"] == (0.2, 0.2)  # by full name and short key
     assert prices["qwen2.5-7b-instruct"] == (0.2, 0.2)
     logs = nq_frame.head(12).drop("cost").with_columns(
@@ -163,7 +166,7 @@ def test_price_table_costs_token_counts(tmp_path, nq_frame):
     # one row keeps an explicit cost, which the price table must not override
     logs = logs.with_columns(pl.when(pl.int_range(pl.len()) == 0).then(0.5).otherwise(None).alias("cost"))
     logs.write_parquet(tmp_path / "tok.parquet")
-    out = formats.scan_logs(tmp_path / "tok.parquet", prices=prices).collect()
+    out = scan_logs(tmp_path / "tok.parquet", prices=prices).collect()
     row = out.filter(pl.col("model") == "qwen/qwen2.5-7b-instruct", pl.col(S.SOURCE_ROW) != 1)
     assert row["cost"][0] == pytest.approx((1000 * 0.2 + 500 * 0.2) / 1e6)
     assert out.filter(pl.col(S.SOURCE_ROW) == 1)["cost"][0] == 0.5
@@ -173,15 +176,15 @@ def test_price_table_costs_token_counts(tmp_path, nq_frame):
 
 def test_price_table_yaml_and_errors(tmp_path):
     (tmp_path / "p.yaml").write_text("m1: {input: 1.5, output: 3}\n")
-    assert formats.load_prices(tmp_path / "p.yaml") == {"m1": (1.5, 3.0)}
+    assert load_prices(tmp_path / "p.yaml") == {"m1": (1.5, 3.0)}
     (tmp_path / "bad.json").write_text(json.dumps({"m1": {"input": "cheap"}}))
     with pytest.raises(S.LogValidationError, match=r"bad\.json.*m1.*no numeric input/output price"):
-        formats.load_prices(tmp_path / "bad.json")
+        load_prices(tmp_path / "bad.json")
 
 
 def test_missing_path_is_named(tmp_path):
     with pytest.raises(S.LogValidationError, match="nowhere.jsonl: no such file"):
-        formats.scan_logs(tmp_path / "nowhere.jsonl")
+        scan_logs(tmp_path / "nowhere.jsonl")
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(S.LogValidationError, match="matched no log files"):
-        formats.scan_logs(tmp_path / "empty_dir")
+        scan_logs(tmp_path / "empty_dir")

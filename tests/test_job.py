@@ -259,7 +259,8 @@ def _winning_job_killed_after(store, function: str) -> None:
     code = textwrap.dedent(f"""
         import os, signal, {module}
         import pipelines.job
-        pipelines.job.champion_value = lambda *args: -1.0  # the challenger wins
+        import pipelines.publish.release
+        pipelines.publish.release.champion_value = lambda *args: -1.0  # the challenger wins
         real = {function}
         def dying(*args, **kwargs):
             real(*args, **kwargs)
@@ -344,7 +345,7 @@ def test_rest_serving_on_loopback(first_job, store):
 def test_champion_with_an_incompatible_format_is_replaced_with_the_reason_recorded(first_job, store):
     """A champion whose artifact declares a format this release cannot read can never be scored
     again: the new version takes the alias and its tag says why."""
-    from pipelines.registry import decide, register
+    from pipelines.publish.registry import decide, register
     from router.serve.artifact import ArtifactVersionError
 
     def old_format(uri):
@@ -362,12 +363,12 @@ def test_champion_with_an_incompatible_format_is_replaced_with_the_reason_record
 def test_error_scoring_the_champion_fails_the_job_and_keeps_the_alias(first_job, store, monkeypatch):
     """Any other failure while scoring the champion is not a win for the challenger: the job fails,
     its MLflow run is marked FAILED and says why, the alias stays and nothing is registered."""
-    import pipelines.job
+    import pipelines.publish.release
 
     def broken(*args):
         raise RuntimeError("tracking server went away")
 
-    monkeypatch.setattr(pipelines.job, "champion_value", broken)
+    monkeypatch.setattr(pipelines.publish.release, "champion_value", broken)
     before = champion_version()
     n_versions = len(MlflowClient().search_model_versions(f"name='{NAME}'"))
     with pytest.raises(RuntimeError, match="tracking server went away"):
@@ -439,10 +440,10 @@ def test_retention_keeps_the_champion_and_the_newest_versions(first_job, store, 
     """keep_versions: after a run, only the champion and the newest N other versions keep their
     artifacts, registry entries and local folders; the champion still loads. (It prunes: later
     tests use only the champion.)"""
-    import pipelines.job
+    import pipelines.publish.release
 
     client = MlflowClient()
-    monkeypatch.setattr(pipelines.job, "champion_value", lambda *args: -1.0)  # every challenger wins
+    monkeypatch.setattr(pipelines.publish.release, "champion_value", lambda *args: -1.0)  # every challenger wins
     while len(client.search_model_versions(f"name='{NAME}'")) < 3:  # run alone, it makes its own history
         run_job(job_config(store, routers=("random",)), echo=lambda _: None)
     old = client.search_model_versions(f"name='{NAME}'")
@@ -516,7 +517,7 @@ def test_sigterm_marks_the_run_killed_and_says_so(first_job, store, tmp_path):
 def test_promotion_is_a_compare_and_set_when_jobs_race(first_job, store):
     """Another job moves the alias to a better router while this one scores the old champion: the
     decision is made again against the new champion, so the alias does not end on the worse one."""
-    from pipelines.registry import decide, register
+    from pipelines.publish.registry import decide, register
 
     client = MlflowClient()
     before = champion_version()
@@ -539,7 +540,7 @@ def test_promotion_is_a_compare_and_set_when_jobs_race(first_job, store):
 
 
 def test_without_a_registry_each_run_has_its_folder_and_the_link_follows_the_newest(store, tmp_path):
-    from pipelines.local_export import versions
+    from pipelines.publish.local_export import versions
 
     config = job_config(store, routers=("knn",), registry={"enabled": False, "keep_versions": 1})
     config = config.model_copy(update={"export_dir": str(tmp_path / "models")})
@@ -560,7 +561,7 @@ def test_the_champion_is_scored_on_the_jobs_own_vectors_when_it_shares_the_embed
 
     from pipelines.config import JobConfig
     from pipelines.experiment import run_experiment
-    from pipelines.job import champion_value
+    from pipelines.publish.champion import champion_value
     from router.evaluation.metrics import mean_model_costs
     from router.routers import RidgeRouter
     from router.serve.service import RouterMeta, RouterService

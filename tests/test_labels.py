@@ -81,7 +81,7 @@ def test_logs_tagging_only_some_queries_give_the_others_a_task_of_their_own(tmp_
     (sorting the task names, as the job and the per-task report do, then works)."""
     import json
 
-    from router.data import formats
+    from router.data.scan import scan_logs
     from tests.conftest import NQ_SAMPLE
 
     rows = [json.loads(line) for line in NQ_SAMPLE.read_text().splitlines()[:60]]
@@ -90,7 +90,7 @@ def test_logs_tagging_only_some_queries_give_the_others_a_task_of_their_own(tmp_
         if r["query_id"] in untagged:
             r.pop("task", None)
     (tmp_path / "logs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    data = labels.build_routing_data(formats.scan_logs(tmp_path / "logs.jsonl"))
+    data = labels.build_routing_data(scan_logs(tmp_path / "logs.jsonl"))
     tags = dict(zip(data.query_ids, data.tasks))
     assert {tags[q] for q in untagged} == {labels.UNTAGGED}
     assert {t for q, t in tags.items() if q not in untagged} == {"nq"}
@@ -98,4 +98,4 @@ def test_logs_tagging_only_some_queries_give_the_others_a_task_of_their_own(tmp_
     for r in rows:
         r.pop("task", None)
     (tmp_path / "logs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert labels.build_routing_data(formats.scan_logs(tmp_path / "logs.jsonl")).tasks is None
+    assert labels.build_routing_data(scan_logs(tmp_path / "logs.jsonl")).tasks is None

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from pipelines import local_export
-from pipelines.local_export import CHAMPION, MARKER, open_root, point_champion, prune, versions
+from pipelines.publish import local_export
+from pipelines.publish.local_export import CHAMPION, MARKER, open_root, point_champion, prune, versions
 
 
 def _fake_version(root, label: str) -> None:

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 from benchmarks.generate_logs import generate, read_manifest
-from router.data import formats
-from router.data import ingest
+from router.data.scan import scan_logs
+from router.data.scan import cap_queries, filter_since
 from router.data import labels
 from router.data import schema as S
 from router.data.schema import LogValidationError
@@ -28,7 +28,7 @@ def gen(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lf(gen) -> pl.LazyFrame:
-    return formats.scan_logs(gen.out)
+    return scan_logs(gen.out)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_prompts_are_distinct_realistic_and_reproducible(gen, data, tmp_path):
 def test_optional_columns_can_be_left_out(tmp_path):
     gen = generate(tmp_path, 500, 3, seed=1, cost=False, task=False, timestamp=False)
     assert gen.columns == [S.QUERY_ID, S.PROMPT, S.MODEL, S.SCORE]
-    data = labels.build_routing_data(formats.scan_logs(tmp_path))
+    data = labels.build_routing_data(scan_logs(tmp_path))
     assert data.n_queries == 500 and not data.has_cost and data.tasks is None and data.timestamps is None
 
 
@@ -77,7 +77,7 @@ def test_invalid_rows_are_named_by_file_and_row(tmp_path):
     assert gen.invalid_kind == "negative cost" and gen.invalid_rows > 0
     first_file, first_row = gen.invalid_examples[0]
     with pytest.raises(LogValidationError) as err:
-        validate_logs(formats.scan_logs(tmp_path), source=str(tmp_path))
+        validate_logs(scan_logs(tmp_path), source=str(tmp_path))
     msg = str(err.value)
     assert msg.startswith(f"file {first_file}, column 'cost': negative cost ({gen.invalid_rows} rows)")
     assert f"row={first_row}," in msg and err.value.file == first_file
@@ -88,45 +88,45 @@ def test_nan_scores_when_there_is_no_cost(tmp_path):
     file, row = gen.invalid_examples[0]
     with pytest.raises(LogValidationError, match=rf"(?s)column 'score': NaN score \({gen.invalid_rows} rows?\).*"
                                                  rf"row={row},"):
-        validate_logs(formats.scan_logs(tmp_path))
+        validate_logs(scan_logs(tmp_path))
 
 
 def test_filter_since_keeps_whole_queries_by_their_latest_time(lf, data):
     since = datetime(2025, 4, 1, tzinfo=timezone.utc)
-    recent = labels.build_routing_data(ingest.filter_since(lf, "2025-04-01"))
+    recent = labels.build_routing_data(filter_since(lf, "2025-04-01"))
     expected = data.query_ids[data.timestamps >= np.datetime64("2025-04-01")]
     assert 0 < recent.n_queries < data.n_queries
     np.testing.assert_array_equal(recent.query_ids, expected)
     keep = np.isin(data.query_ids, expected)
     np.testing.assert_array_equal(recent.scores, data.scores[keep])  # every answer of a kept query
-    rows = ingest.filter_since(lf, since).select(pl.len()).collect().item()
+    rows = filter_since(lf, since).select(pl.len()).collect().item()
     for same in (date(2025, 4, 1), "2025-04-01T00:00:00Z", "2025-04-01 02:00:00+02:00", datetime(2025, 4, 1)):
-        assert ingest.filter_since(lf, same).select(pl.len()).collect().item() == rows
-    assert ingest.filter_since(lf, None) is lf
-    assert ingest.filter_since(lf, "2030-01-01").select(pl.len()).collect().item() == 0
+        assert filter_since(lf, same).select(pl.len()).collect().item() == rows
+    assert filter_since(lf, None) is lf
+    assert filter_since(lf, "2030-01-01").select(pl.len()).collect().item() == 0
     with pytest.raises(LogValidationError, match="column 'timestamp': the logs have no timestamps"):
-        ingest.filter_since(lf.drop(S.TIMESTAMP), "2025-04-01")
+        filter_since(lf.drop(S.TIMESTAMP), "2025-04-01")
     with pytest.raises(ValueError, match="not an ISO date"):
-        ingest.filter_since(lf, "last tuesday")
+        filter_since(lf, "last tuesday")
 
 
 def test_cap_queries_is_a_reproducible_random_sample(lf, data):
-    small = labels.build_routing_data(ingest.cap_queries(lf, 300, seed=1))
+    small = labels.build_routing_data(cap_queries(lf, 300, seed=1))
     assert small.n_queries == 300 and set(small.query_ids) <= set(data.query_ids)
     keep = np.isin(data.query_ids, small.query_ids)
     np.testing.assert_array_equal(small.scores, data.scores[keep])
-    again = ingest.cap_queries(lf, 300, seed=1).select(pl.col(S.QUERY_ID).unique().sort()).collect()
-    other = ingest.cap_queries(lf, 300, seed=2).select(pl.col(S.QUERY_ID).unique().sort()).collect()
+    again = cap_queries(lf, 300, seed=1).select(pl.col(S.QUERY_ID).unique().sort()).collect()
+    other = cap_queries(lf, 300, seed=2).select(pl.col(S.QUERY_ID).unique().sort()).collect()
     assert again[S.QUERY_ID].to_list() == sorted(small.query_ids) and not again.equals(other)
-    larger = ingest.cap_queries(lf, 1_000, seed=1).select(pl.col(S.QUERY_ID).unique()).collect()
+    larger = cap_queries(lf, 1_000, seed=1).select(pl.col(S.QUERY_ID).unique()).collect()
     assert set(small.query_ids) <= set(larger[S.QUERY_ID])  # a larger cap keeps the smaller sample
     # a random sample, not the first ids or the first rows
     assert not np.array_equal(np.sort(small.query_ids), data.query_ids[:300])
-    assert ingest.cap_queries(lf, None) is lf
-    assert ingest.cap_queries(lf, 10**9).select(pl.col(S.QUERY_ID).n_unique()).collect().item() == QUERIES
+    assert cap_queries(lf, None) is lf
+    assert cap_queries(lf, 10**9).select(pl.col(S.QUERY_ID).n_unique()).collect().item() == QUERIES
     for bad in (0, -3, 2.5, True):
         with pytest.raises(ValueError, match="max_queries must be a positive integer"):
-            ingest.cap_queries(lf, bad)
+            cap_queries(lf, bad)
 
 
 def test_conflicts_across_files_name_both_files_and_rows(tmp_path):
@@ -136,7 +136,7 @@ def test_conflicts_across_files_name_both_files_and_rows(tmp_path):
     first.with_columns((1 - pl.col(S.SCORE)).alias(S.SCORE)).write_parquet(extra)
     qid, model = first[S.QUERY_ID][0], first[S.MODEL][0]
     with pytest.raises(LogValidationError) as err:
-        validate_logs(formats.scan_logs(tmp_path))
+        validate_logs(scan_logs(tmp_path))
     msg = str(err.value)
     assert "duplicate (query_id, model) rows with different scores (1 query-model pair)" in msg
     assert f"file={tmp_path / 'logs-00002.parquet'}, row=1, query_id='{qid}', model='{model}'" in msg
@@ -145,7 +145,7 @@ def test_conflicts_across_files_name_both_files_and_rows(tmp_path):
     with pytest.raises(LogValidationError, match=rf"(?s)one query_id has different prompts \(1 query\).*"
                                                  rf"logs-00002\.parquet, row=1, query_id='{qid}'.*"
                                                  rf"logs-99999\.parquet, row=1, query_id='{qid}'"):
-        validate_logs(formats.scan_logs(tmp_path))
+        validate_logs(scan_logs(tmp_path))
 
 
 def test_since_and_max_queries_from_config_and_command_line(gen, data, tmp_path):
@@ -184,7 +184,7 @@ def test_the_same_logs_in_another_row_order_give_the_same_routing_data(gen, data
     prompts, tasks and timestamps per query; invalid rows still named by their file and row."""
     other = generate(tmp_path / order, QUERIES, MODELS, seed=3, order=order)
     assert other.files == (MODELS if order == "model" else gen.files)
-    lf_other = formats.scan_logs(other.out)
+    lf_other = scan_logs(other.out)
     stats = validate_logs(lf_other, source=other.out)
     assert (stats.rows, stats.queries, stats.duplicate_rows) == (gen.rows, QUERIES, gen.duplicate_rows)
     got = labels.build_routing_data(lf_other)
@@ -198,5 +198,5 @@ def test_the_same_logs_in_another_row_order_give_the_same_routing_data(gen, data
     bad = generate(tmp_path / f"{order}-bad", 4_000, 4, seed=5, invalid_rate=0.002, order=order)
     first_file, first_row = bad.invalid_examples[0]
     with pytest.raises(LogValidationError) as err:
-        validate_logs(formats.scan_logs(bad.out), source=bad.out)
+        validate_logs(scan_logs(bad.out), source=bad.out)
     assert f"row={first_row}," in str(err.value) and err.value.file == first_file

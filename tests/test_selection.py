@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipelines.selection import gate, objective, paired_gain, select
+from pipelines.gate import gate, objective, paired_gain
+from pipelines.selection import select
 from router.data.labels import best_model_labels
 from router.routers import make_router
 
@@ -164,7 +165,8 @@ def test_above_the_cap_selection_grades_the_operating_point_folds_instead_of_ref
     import functools
 
     from pipelines.config import JobConfig, SelectionConfig
-    from pipelines.experiment import frozen_params, run_experiment, selection_sample
+    from pipelines.experiment import run_experiment
+    from pipelines.selection import frozen_params, selection_sample
     from pipelines.selection import select
     from router.routers import make_router
 
@@ -186,10 +188,10 @@ def test_above_the_cap_selection_grades_the_operating_point_folds_instead_of_ref
 def test_paired_gain_draws_its_resamples_in_blocks_with_the_same_result(monkeypatch):
     """The bootstrap draws a block of resamples at a time (a million held-out queries x 2,000 resamples would
     be 16 GB at once); the blocks consume the same random stream, so the bound does not depend on them."""
-    import pipelines.selection as selection
+    import pipelines.gate as gate_module
 
     rng = np.random.default_rng(3)
     challenger, baseline = rng.random(500), rng.random(500)
     whole = paired_gain(challenger, baseline, confidence=0.9)
-    monkeypatch.setattr(selection, "_BOOT_CELLS", 1_700)  # 3 resamples per block, the last block partial
+    monkeypatch.setattr(gate_module, "_BOOT_CELLS", 1_700)  # 3 resamples per block, the last block partial
     assert paired_gain(challenger, baseline, confidence=0.9) == whole

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from router.data import formats
+from router.data.scan import scan_logs
 from router.data.schema import LogValidationError
 from router.data.validate import validate_logs
 from tests.conftest import NQ_SAMPLE
@@ -19,7 +19,7 @@ def rows() -> pl.DataFrame:
 def _check(tmp_path, df: pl.DataFrame, name: str = "logs.csv"):
     path = tmp_path / name
     (df.write_parquet if name.endswith(".parquet") else df.write_csv)(path)
-    return validate_logs(formats.scan_logs(path), source=str(path))
+    return validate_logs(scan_logs(path), source=str(path))
 
 
 def test_valid_rows_pass_and_are_counted(tmp_path, rows):
@@ -96,7 +96,7 @@ def test_incomplete_rows_are_masked_not_dropped(tmp_path, rows):
                                .alias("score"))
     path = tmp_path / "sparse.csv"
     sparse.write_csv(path)
-    lf = formats.scan_logs(path)
+    lf = scan_logs(path)
     stats = validate_logs(lf)
     data = build_routing_data(lf)
     assert stats.missing_scores == 9

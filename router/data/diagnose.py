@@ -238,7 +238,7 @@ def _kind(value) -> str | None:
 def json_lines_error(path: Path, text_columns: Iterable[str] = S.CANONICAL) -> LogValidationError | None:
     """The first line that is not a JSON object, or whose value changes type in a column.
 
-    ``text_columns`` are read as text (see ``ingest.read_table``), so their types may change.
+    ``text_columns`` are read as text (see ``router.data.read.read_table``), so their types may change.
     """
     first_kind: dict[str, tuple[str, int]] = {}
     skip = set(text_columns) - {S.TIMESTAMP}

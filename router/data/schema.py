@@ -1,14 +1,13 @@
-"""The canonical log format every adapter produces, and the validation error it raises.
+"""The canonical log format every reader produces, the decision log's file names, and the validation error.
 
-One row per (query, model) answer; see DESIGN.md. Only ``query_id, prompt, model, score`` are
-required; the optional columns are carried when present.
+One row per (query, model) answer; see docs/formats.md. Only ``query_id, prompt, model, score`` are
+required; the optional columns are carried when present. Plain Python (no polars): the gateway's
+decision-log writer imports the file names from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import polars as pl
+from collections.abc import Collection, Sequence
 
 QUERY_ID = "query_id"
 PROMPT = "prompt"
@@ -27,24 +26,27 @@ PROPENSITY = "propensity"  # chance the logging policy chose this row's model (b
 SOURCE_FILE = "_source_file"
 SOURCE_ROW = "_source_row"
 
-REQUIRED: dict[str, pl.DataType] = {
-    QUERY_ID: pl.String(),
-    PROMPT: pl.String(),
-    MODEL: pl.String(),
-    SCORE: pl.Float64(),
+# Column -> its type: str, f64, i64 or datetime (UTC, microseconds); ``router.data.read`` casts to them.
+REQUIRED: dict[str, str] = {QUERY_ID: "str", PROMPT: "str", MODEL: "str", SCORE: "f64"}
+OPTIONAL: dict[str, str] = {
+    COST: "f64",
+    INPUT_TOKENS: "i64",
+    OUTPUT_TOKENS: "i64",
+    LATENCY_MS: "f64",
+    TASK: "str",
+    TIMESTAMP: "datetime",
+    SPLIT: "str",
+    PROPENSITY: "f64",
 }
-OPTIONAL: dict[str, pl.DataType] = {
-    COST: pl.Float64(),
-    INPUT_TOKENS: pl.Int64(),
-    OUTPUT_TOKENS: pl.Int64(),
-    LATENCY_MS: pl.Float64(),
-    TASK: pl.String(),
-    TIMESTAMP: pl.Datetime("us", "UTC"),
-    SPLIT: pl.String(),
-    PROPENSITY: pl.Float64(),
-}
-CANONICAL: dict[str, pl.DataType] = {**REQUIRED, **OPTIONAL}
+CANONICAL: dict[str, str] = {**REQUIRED, **OPTIONAL}
 SPLIT_VALUES = ("train", "test", "ood")
+
+# The gateway's decision log (``router.serve.decision_log`` writes it, ``router.data.readers.decision_logs``
+# reads it): decisions-<time>-<pid>-<n>.jsonl and feedback-<time>-<pid>-<n>.jsonl (feedback-cli-<pid>.jsonl
+# from ``router feedback``), one JSON object per line.
+DECISIONS_PREFIX = "decisions-"
+FEEDBACK_PREFIX = "feedback-"
+LOG_SUFFIX = ".jsonl"
 
 
 class LogValidationError(ValueError):
@@ -61,7 +63,7 @@ class LogValidationError(ValueError):
         *,
         file: str | None = None,
         column: str | None = None,
-        rows: pl.DataFrame | None = None,
+        rows=None,  # a polars DataFrame: a sample of the offending rows
         expected: str | None = None,
         n_bad: int | None = None,
         unit: str = "row",
@@ -100,7 +102,7 @@ def counted(n: int, unit: str) -> str:
     return f"{n:,} {plural}"
 
 
-def _format_rows(rows: pl.DataFrame, limit: int = 5) -> str:
+def _format_rows(rows, limit: int = 5) -> str:
     shown = rows.head(limit)
     # The header names one file; name each row's file only when the sample spans several.
     one_file = SOURCE_FILE not in shown.columns or shown[SOURCE_FILE].n_unique() == 1
@@ -119,6 +121,6 @@ def _format_rows(rows: pl.DataFrame, limit: int = 5) -> str:
     return "\n".join(lines)
 
 
-def missing_columns(schema: pl.Schema, required: Sequence[str] = tuple(REQUIRED)) -> list[str]:
-    """Required canonical columns absent from ``schema``."""
+def missing_columns(schema: Collection[str], required: Sequence[str] = tuple(REQUIRED)) -> list[str]:
+    """Required canonical columns absent from ``schema`` (a polars Schema or any collection of names)."""
     return [c for c in required if c not in schema]

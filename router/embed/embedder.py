@@ -148,7 +148,7 @@ class Embedder:
         if self.backend == "torch":
             backend = ""
         else:
-            from router.embed.onnx import RECIPE_VERSION
+            from router.embed.model_spec import RECIPE_VERSION
 
             backend = f"|backend={self.backend}|recipe={RECIPE_VERSION}"
         return f"{self.source_id}|max_seq={self.max_seq_length}|normalize={self.normalize}{backend}"

@@ -33,8 +33,7 @@ import time
 import warnings
 from pathlib import Path
 
-
-from router.embed.onnx import RECIPE_VERSION, ModelSpec, _INPUTS
+from router.embed.model_spec import INPUTS, RECIPE_VERSION, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +93,8 @@ def export_onnx(model_dir: Path, out: Path) -> None:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             KeywordInputs(model), (ids, mask, torch.zeros_like(ids)), str(raw), dynamo=False, opset_version=17,
-            input_names=list(_INPUTS), output_names=["token_embeddings"],
-            dynamic_axes={name: {0: "batch", 1: "sequence"} for name in (*_INPUTS, "token_embeddings")},
+            input_names=list(INPUTS), output_names=["token_embeddings"],
+            dynamic_axes={name: {0: "batch", 1: "sequence"} for name in (*INPUTS, "token_embeddings")},
         )
     try:
         from onnxruntime.transformers.optimizer import optimize_model

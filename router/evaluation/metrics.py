@@ -208,19 +208,19 @@ class RouterResult:
     def to_dict(self) -> dict:
         models = self.baselines.models
         out = {
-            "lam": _num(self.lam),
-            "quality": _num(self.quality),
-            "cost": _num(self.cost),
-            "gap_closed": _num(self.gap_closed),
+            "lam": json_number(self.lam),
+            "quality": json_number(self.quality),
+            "cost": json_number(self.cost),
+            "gap_closed": json_number(self.gap_closed),
             "ci": _jsonable(self.ci),
-            "routing_share": {m: _num(s) for m, s in zip(models, self.routing_share)},
+            "routing_share": {m: json_number(s) for m, s in zip(models, self.routing_share)},
             "per_task": _jsonable(self.per_task),
             "curve": _jsonable(self.curve),
         }
         if self.baselines.has_cost:
-            out["aiq"] = _num(self.aiq)
+            out["aiq"] = json_number(self.aiq)
         if len(models) == 2:
-            out.update(apgr=_num(self.apgr), cpt50=_num(self.cpt50), cpt80=_num(self.cpt80),
+            out.update(apgr=json_number(self.apgr), cpt50=json_number(self.cpt50), cpt80=json_number(self.cpt80),
                        strong_model=self.strong_model, weak_model=self.weak_model)
         return out
 
@@ -339,7 +339,7 @@ def evaluate_router(
 # --------------------------------------------------------------------------- JSON helpers
 
 
-def _num(x) -> float | None:
+def json_number(x) -> float | None:
     """JSON-safe float: NaN/inf/None become None."""
     if x is None:
         return None
@@ -357,5 +357,5 @@ def _jsonable(obj):
     if isinstance(obj, (int, np.integer)):
         return int(obj)
     if isinstance(obj, (float, np.floating)):
-        return _num(obj)
+        return json_number(obj)
     return obj

@@ -14,7 +14,7 @@ import numpy as np
 
 from router.data.labels import RoutingData
 from router.evaluation.curves import cost_at_quality, quality_at_cost, single_model_hull_quality
-from router.evaluation.metrics import Baselines, RouterResult, _num, baselines, gap_closed
+from router.evaluation.metrics import Baselines, RouterResult, json_number, baselines, gap_closed
 
 
 # --------------------------------------------------------------------------- the report
@@ -77,7 +77,7 @@ class EvaluationReport:
         b = self.baselines
 
         def single(j: int) -> dict:
-            return {"name": b.models[j], "quality": _num(b.single_quality[j]), "cost": _num(b.single_cost[j])}
+            return {"name": b.models[j], "quality": json_number(b.single_quality[j]), "cost": json_number(b.single_cost[j])}
 
         return {
             "models": list(b.models),
@@ -89,15 +89,15 @@ class EvaluationReport:
             "has_cost": b.has_cost,
             "best_single": single(b.best_single),
             "hindsight_best_single": single(b.hindsight_best),
-            "oracle": {"quality": _num(b.oracle_quality), "cost": _num(b.oracle_cost)},
-            "random": {"quality": _num(b.random_quality), "cost": _num(b.random_cost)},
-            "single_models": {m: {"quality": _num(q), "cost": _num(c)}
+            "oracle": {"quality": json_number(b.oracle_quality), "cost": json_number(b.oracle_cost)},
+            "random": {"quality": json_number(b.random_quality), "cost": json_number(b.random_cost)},
+            "single_models": {m: {"quality": json_number(q), "cost": json_number(c)}
                               for m, q, c in zip(b.models, b.single_quality, b.single_cost)},
             "routers": {name: r.to_dict() for name, r in self.routers.items()},
             "budget": self.budget,
-            "matched_spend": {k: {m: _num(x) for m, x in v.items()} for k, v in self.matched_spend().items()},
+            "matched_spend": {k: {m: json_number(x) for m, x in v.items()} for k, v in self.matched_spend().items()},
             "offpolicy": None if self.offpolicy is None else {
-                name: {k: {f: _num(x) if f != "n" else x for f, x in e.to_dict().items()} for k, e in est.items()}
+                name: {k: {f: json_number(x) if f != "n" else x for f, x in e.to_dict().items()} for k, e in est.items()}
                 for name, est in self.offpolicy.items()},
         }
 

@@ -8,13 +8,13 @@ serialises and writes the lines. Files rotate by size and age::
     <dir>/feedback-cli-<pid>.jsonl                            outcomes from ``router feedback``
 
 Every line is a complete JSON object ending in "\\n"; only the last line of a file being written may
-be incomplete, and readers (``router.data.decisions``) skip it. ``router train <dir>`` joins the
+be incomplete, and the reader (``router.data.readers.decision_logs``) skips it. ``router train <dir>`` joins the
 decisions with their feedback (see there). Decision fields: request_id, timestamp (ISO 8601 UTC),
 prompt (text only with ``prompts="text"``), prompt_sha256 (null with ``prompts="none"``), task,
 model, scores, lam, budget, share, router_version, latency_ms, propensity (the probability with which
 the serving policy drew the model; null when a fallback answered), policy (the exploration policy:
 ``off``, ``epsilon:0.05``, ``softmax:0.1``). Feedback fields: request_id, timestamp, score, cost.
-Standard library only: serving imports it.
+Standard library only (and the file names from ``router.data.schema``, plain Python): serving imports it.
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
+from router.data.schema import DECISIONS_PREFIX, FEEDBACK_PREFIX, LOG_SUFFIX
+
 log = logging.getLogger(__name__)
 
-DECISIONS_PREFIX = "decisions-"
-FEEDBACK_PREFIX = "feedback-"
-SUFFIX = ".jsonl"
 PROMPT_MODES = ("hash", "text", "none")
 _FLUSH_S = 1.0  # longest a written line waits in the file buffer while records keep coming
 _STOP = object()  # queue sentinel: drain what is before it, then exit
@@ -108,7 +107,7 @@ class _Rotating:
         while True:  # "x": never append to another writer's file (two logs in one process and second)
             self.seq += 1
             # Zero-padded: a burst of rotations within one second still lists in order.
-            path = self.directory / f"{self.prefix}{stamp}-{os.getpid()}-{self.seq:04d}{SUFFIX}"
+            path = self.directory / f"{self.prefix}{stamp}-{os.getpid()}-{self.seq:04d}{LOG_SUFFIX}"
             try:
                 self.file = open(path, "xb")
                 break
@@ -315,7 +314,7 @@ def append_feedback(directory: str | Path, request_id: str, score: float, cost: 
         checked[name] = number
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{FEEDBACK_PREFIX}cli-{os.getpid()}{SUFFIX}"
+    path = directory / f"{FEEDBACK_PREFIX}cli-{os.getpid()}{LOG_SUFFIX}"
     line = _line({"request_id": request_id, "timestamp": utc_iso(timestamp), **checked})
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

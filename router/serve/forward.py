@@ -17,7 +17,7 @@ import httpx
 from starlette.background import BackgroundTask
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from router.serve.metrics import GatewayMetrics
+from router.serve.prometheus import GatewayMetrics
 from router.serve.protocol import ApiError
 from router.serve.upstreams import Upstream, UpstreamMap
 

@@ -35,7 +35,7 @@ from router.policy.operating_point import Setting
 from router.serve.decision_log import PROMPT_MODES, DecisionLogConfig
 from router.serve.explore import Explorer
 from router.serve.forward import UpstreamsFailed, forward_chat
-from router.serve.metrics import GatewayMetrics, MetricsMiddleware
+from router.serve.prometheus import GatewayMetrics, MetricsMiddleware
 from router.serve.protocol import (ROUTER_MODEL, ApiError, check_chat, is_number, parse_feedback,
                                    parse_route, parse_router_model, read_json, request_id, routing_text)
 from router.serve.reload import LoadedRouter

@@ -22,7 +22,7 @@ _EMBEDDER = Path("artifacts") / "embedder"
 
 
 def load_folder(folder: str | Path, threads: int | None = None) -> RouterService:
-    """The router exported to ``folder`` (an MLflow model folder written by ``pipelines.export``).
+    """The router exported to ``folder`` (an MLflow model folder written by ``pipelines.publish.export``).
 
     A link (``models/<name>/champion``) is resolved once, first: if the job moves it during the
     load, every file still comes from the version it pointed at when the load began.

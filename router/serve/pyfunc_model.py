@@ -1,4 +1,4 @@
-"""MLflow pyfunc model-from-code: the exported router. Logged by ``pipelines.export``.
+"""MLflow pyfunc model-from-code: the exported router. Logged by ``pipelines.publish.export``.
 
 ``load_context`` loads the embedder (weights inside the model's artifacts) and the fitted head
 once; ``predict`` only serves. Input: a DataFrame with a ``prompt`` column and an optional

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from pipelines import owners
+from pipelines.publish import owners
 
 
 def configure(experiment: str, tracking_uri: str, artifact_root: str | Path | None) -> str:
@@ -137,7 +137,7 @@ def log_file(path: str | Path, artifact_path: str | None = None) -> None:
 
 def file_fingerprint(source: str) -> str:
     """sha256 over the input files' names and bytes: which data a run saw."""
-    from router.data.ingest import resolve_paths
+    from router.data.read import resolve_paths
 
     h = hashlib.sha256()
     for path in resolve_paths(source):
@@ -247,7 +247,7 @@ def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = 
         log_file(plot_cost_quality(exp.report, plots_dir / "cost_quality.png", budget=job.budget,
                                    title=f"{job.name} on {Path(job.logs.path).name}: cost vs quality, "
                                          f"{exp.report.baselines.n_eval} held-out queries"), "plots")
-    from pipelines.model_card import model_card
+    from pipelines.publish.model_card import model_card
 
     card = model_card(job, prep, exp, sha, source)
     log_text(card, "model_card.md")

@@ -3,7 +3,7 @@
 ``log_router`` logs a models-from-code pyfunc (``router/serve/pyfunc_model.py``) whose artifacts are
 data only: ``head/`` (``router.serve.artifact``: arrays + JSON + LightGBM text, no pickle, and
 ``router_meta.json``) and ``embedder/`` (the ONNX file and tokenizer files, or the weights for the
-torch backend), so a service needs no hub and no training data. ``pipelines.local_export`` copies
+torch backend), so a service needs no hub and no training data. ``pipelines.publish.local_export`` copies
 logged models to the local export folder. Services load either with ``router.load`` (``router.serve.load``).
 """
 
@@ -17,6 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 import router.serve
+from pipelines.experiment import Experiment
+from pipelines.prepare import Prepared
 from router.embed import Embedder
 from router.serve.artifact import save_head
 from router.serve.service import META_FILE, RouterMeta
@@ -53,6 +55,16 @@ def embedder_artifact(embedder: Embedder, staging: Path) -> Path:
     (target / "onnx").mkdir()
     shutil.copy2(embedder.load().path, target / "onnx" / bundled_name(embedder.backend))
     return target
+
+
+def router_meta(prep: Prepared, exp: Experiment) -> RouterMeta:
+    """What the exported router needs beside its head and embedder files."""
+    fitted = exp.fitted[exp.exported]
+    return RouterMeta(
+        models=list(prep.data.models), model_costs=[float(c) for c in fitted.router.model_costs_],
+        embedder=prep.embedder.settings(), router=fitted.spec.family, calibration=fitted.calibration,
+        embedder_id=prep.embedder.id,
+    )
 
 
 def write_head(folder: Path, head, meta: RouterMeta) -> Path:

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines import owners
+from pipelines.publish import owners
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def mirror_champion(root: Path, name: str, alias: str, keep: int | None) -> Path
     """
     from mlflow import MlflowClient
 
-    from pipelines.registry import current_champion
+    from pipelines.publish.registry import current_champion
 
     version = current_champion(name, alias)
     if version is None:

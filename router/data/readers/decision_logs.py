@@ -1,7 +1,7 @@
 """Decision logs of ``router serve`` -> canonical rows, so the router learns from its own traffic.
 
 The gateway writes ``decisions-*.jsonl`` (one line per routed request) and ``feedback-*.jsonl``
-(outcomes, also from ``router feedback``); see ``router.serve.decision_log``. Each decision with
+(outcomes, also from ``router feedback``); ``router.serve.decision_log`` writes them. Each decision with
 feedback becomes one canonical row: query_id = request_id, the prompt, model = the chosen model,
 score and cost from its latest feedback, the decision's timestamp, task and propensity (the chance
 the serving policy drew that model; null when unknown: older logs, or a fallback served). Only the
@@ -24,15 +24,14 @@ from pathlib import Path
 import polars as pl
 
 from router.data import schema as S
-from router.data.ingest import _concat, normalize, resolve_paths, source_file_dtype
-from router.data.schema import LogValidationError
-from router.serve.decision_log import DECISIONS_PREFIX, FEEDBACK_PREFIX, SUFFIX
+from router.data.read import concat, normalize, resolve_paths, source_file_dtype
+from router.data.schema import DECISIONS_PREFIX, FEEDBACK_PREFIX, LOG_SUFFIX, LogValidationError
 
 log = logging.getLogger(__name__)
 
 _STAMP = r"\d{8}T\d{6}-\d+-\d+"
-DECISION_FILE = re.compile(rf"{re.escape(DECISIONS_PREFIX)}{_STAMP}{re.escape(SUFFIX)}")
-FEEDBACK_FILE = re.compile(rf"{re.escape(FEEDBACK_PREFIX)}({_STAMP}|cli-\d+){re.escape(SUFFIX)}")
+DECISION_FILE = re.compile(rf"{re.escape(DECISIONS_PREFIX)}{_STAMP}{re.escape(LOG_SUFFIX)}")
+FEEDBACK_FILE = re.compile(rf"{re.escape(FEEDBACK_PREFIX)}({_STAMP}|cli-\d+){re.escape(LOG_SUFFIX)}")
 # What is read of each line (as text: numbers are cast, and bad ones reported, by ``normalize``).
 _DECISION_FIELDS = {"request_id": pl.String, "timestamp": pl.String, "prompt": pl.String,
                     "prompt_sha256": pl.String, "task": pl.String, "model": pl.String, "propensity": pl.String}
@@ -79,15 +78,15 @@ def _log_files(source: str | Path | Sequence[str | Path]) -> tuple[list[Path], l
     if foreign:
         raise LogValidationError(
             "is not a file of the decision log", file=str(foreign[0]),
-            expected=f"files named {DECISIONS_PREFIX}<time>-<pid>-<n>{SUFFIX} and {FEEDBACK_PREFIX}...{SUFFIX}",
+            expected=f"files named {DECISIONS_PREFIX}<time>-<pid>-<n>{LOG_SUFFIX} and {FEEDBACK_PREFIX}...{LOG_SUFFIX}",
         )
     decisions = [p for p in paths if DECISION_FILE.fullmatch(p.name)]
     if not decisions:
         raise LogValidationError("holds no decisions file", file=_where(source),
-                                 expected=f"{DECISIONS_PREFIX}*{SUFFIX} files written by `router serve`")
+                                 expected=f"{DECISIONS_PREFIX}*{LOG_SUFFIX} files written by `router serve`")
     feedback = {p.resolve(): p for p in paths if FEEDBACK_FILE.fullmatch(p.name)}
     for folder in dict.fromkeys(p.parent for p in decisions):
-        for p in sorted(folder.glob(f"{FEEDBACK_PREFIX}*{SUFFIX}")):
+        for p in sorted(folder.glob(f"{FEEDBACK_PREFIX}*{LOG_SUFFIX}")):
             if FEEDBACK_FILE.fullmatch(p.name):
                 feedback.setdefault(p.resolve(), p)
     return decisions, list(feedback.values())
@@ -134,7 +133,7 @@ def scan_decisions(source: str | Path | Sequence[str | Path], *, require_feedbac
                     S.TIMESTAMP, S.PROPENSITY, "_line")
         )
         frames.append(normalize(joined, joined.collect_schema(), path, row_column="_line", file_dtype=file_dtype))
-    return _concat(frames)
+    return concat(frames)
 
 
 def _check(decisions: dict[Path, pl.LazyFrame], feedback: pl.LazyFrame, lines: dict[Path, int],

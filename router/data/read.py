@@ -1,12 +1,15 @@
-"""Log files -> the canonical LazyFrame (see ``schema``): paths, reading, normalising, long files.
+"""The low-level reading layer every log reader builds on: paths, tables, normalising, concatenation.
 
-``scan_long`` reads canonical long files; the other formats (wide, pairwise) and the entry point
-``scan_logs`` live in ``formats`` and build on the readers here. Every adapter is lazy where the
-file format allows it (plain CSV, JSONL and Parquet are scanned; gzip files are decompressed on
-read). Each output row carries ``_source_file`` and ``_source_row`` so that validation errors can
-name the file and row. A file whose name ends in ``_train``, ``_test`` or ``_ood`` (before its
-extensions) and has no ``split`` column gets that split. ``filter_since`` and ``cap_queries``
-narrow a canonical frame to a time window or a sample of queries.
+- ``resolve_paths``: one file, a glob, a directory (its log files, recursively) or a list of those;
+- ``read_table``: one file as a LazyFrame of text-preserving columns (plain CSV, JSONL and Parquet are
+  scanned lazily; gzip files are decompressed on read), ``schema_of`` its columns with a named error;
+- ``normalize``: a long-format frame cast to the canonical types (``schema.CANONICAL``), unparseable
+  cells kept as text in ``_bad_<column>`` for validation to report, and the ``_source_file`` /
+  ``_source_row`` bookkeeping that lets every error name the file and row;
+- ``concat``: frames of several files as one.
+
+A file whose name ends in ``_train``, ``_test`` or ``_ood`` (before its extensions) and has no ``split``
+column gets that split.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import glob as globlib
 import io
 from collections.abc import Iterable, Sequence
-from datetime import date, datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -25,9 +27,7 @@ from router.data.schema import LogValidationError
 
 LOG_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".csv", ".tsv")
 _TEXT_COLUMNS = (S.QUERY_ID, S.PROMPT, S.MODEL, S.TASK, S.SPLIT)
-
-
-# ----------------------------------------------------------------------------- files
+_DTYPES = {"str": pl.String(), "f64": pl.Float64(), "i64": pl.Int64(), "datetime": pl.Datetime("us", "UTC")}
 
 
 def resolve_paths(source: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -39,7 +39,7 @@ def resolve_paths(source: str | Path | Sequence[str | Path]) -> list[Path]:
         paths = sorted(Path(p) for p in globlib.glob(text, recursive=True))
         paths = [p for p in paths if p.is_file()]
     elif Path(text).is_dir():
-        paths = sorted(p for p in Path(text).rglob("*") if p.is_file() and _is_log_file(p))
+        paths = sorted(p for p in Path(text).rglob("*") if p.is_file() and is_log_file(p))
     elif Path(text).is_file():
         paths = [Path(text)]
     else:
@@ -51,11 +51,11 @@ def resolve_paths(source: str | Path | Sequence[str | Path]) -> list[Path]:
     return paths
 
 
-def _is_log_file(path: Path) -> bool:
+def is_log_file(path: Path) -> bool:
     return base_suffix(path) in LOG_SUFFIXES
 
 
-def _split_from_name(path: Path) -> str | None:
+def split_from_name(path: Path) -> str | None:
     stem = path.name.split(".")[0].lower()
     for split in S.SPLIT_VALUES:
         if stem.endswith(f"_{split}") or stem.endswith(f"-{split}"):
@@ -76,7 +76,7 @@ def read_table(path: Path) -> pl.LazyFrame:
                 return pl.read_csv(path, separator=sep, infer_schema=False).lazy()
             return pl.scan_csv(path, separator=sep, infer_schema=False)
         if suffix in (".jsonl", ".ndjson"):
-            return _scan_json_lines(path, gz)
+            return scan_json_lines(path, gz)
         if suffix == ".json":
             return pl.read_json(path, infer_schema_length=None).lazy()
         if suffix in (".parquet", ".pq"):
@@ -86,7 +86,7 @@ def read_table(path: Path) -> pl.LazyFrame:
     raise LogValidationError(f"unknown file type '{suffix}'", file=str(path), expected=", ".join(LOG_SUFFIXES))
 
 
-def _scan_json_lines(path: Path, gz: bool) -> pl.LazyFrame:
+def scan_json_lines(path: Path, gz: bool) -> pl.LazyFrame:
     """JSON lines with the canonical columns (but timestamps) read as text, like CSV cells.
 
     polars infers types from the first 10,000 lines; a score that turns into "n/a" later would
@@ -101,12 +101,13 @@ def _scan_json_lines(path: Path, gz: bool) -> pl.LazyFrame:
     else:
         source = lambda: path  # noqa: E731
     length = None if gz else 10_000
-    names = _schema(pl.scan_ndjson(source(), infer_schema_length=length), path).names()
+    names = schema_of(pl.scan_ndjson(source(), infer_schema_length=length), path).names()
     text = {c: pl.String for c in names if c in S.CANONICAL and c != S.TIMESTAMP}
     return pl.scan_ndjson(source(), infer_schema_length=length, schema_overrides=text or None)
 
 
-def _schema(lf: pl.LazyFrame, path: Path) -> pl.Schema:
+def schema_of(lf: pl.LazyFrame, path: Path) -> pl.Schema:
+    """The columns of ``lf`` read from ``path``; a file polars cannot read is a named ``LogValidationError``."""
     try:
         return lf.collect_schema()
     except pl.exceptions.PolarsError as exc:
@@ -128,9 +129,6 @@ def match_case(lf: pl.LazyFrame, schema: pl.Schema, names: Iterable[str]) -> tup
         return lf, schema
     lf = lf.rename(rename)
     return lf, lf.collect_schema()
-
-
-# ----------------------------------------------------------------------------- normalising
 
 
 def _numeric(column: str, dtype: pl.DataType, target: pl.DataType) -> pl.Expr:
@@ -223,7 +221,8 @@ def normalize(lf: pl.LazyFrame, schema: pl.Schema, path: Path, row_column: str |
         )
     exprs: list[pl.Expr] = []
     flags: list[pl.Expr] = []
-    for name, target in S.CANONICAL.items():
+    for name, type_name in S.CANONICAL.items():
+        target = _DTYPES[type_name]
         if name not in schema:
             continue
         dtype = schema[name]
@@ -241,7 +240,7 @@ def normalize(lf: pl.LazyFrame, schema: pl.Schema, path: Path, row_column: str |
         exprs.append(expr.alias(name))
         if bad is not None:
             flags.append(bad.alias(f"_bad_{name}"))
-    split = _split_from_name(path)
+    split = split_from_name(path)
     if S.SPLIT not in schema and split is not None:
         exprs.append(pl.lit(split).alias(S.SPLIT))
     if row_column is None:
@@ -254,82 +253,6 @@ def normalize(lf: pl.LazyFrame, schema: pl.Schema, path: Path, row_column: str |
     )
 
 
-def _concat(frames: list[pl.LazyFrame]) -> pl.LazyFrame:
+def concat(frames: list[pl.LazyFrame]) -> pl.LazyFrame:
+    """The frames of several files as one (columns a file lacks are null; types relaxed to a common one)."""
     return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
-
-
-# ----------------------------------------------------------------------------- long files
-
-
-def scan_long(source: str | Path | Sequence[str | Path]) -> pl.LazyFrame:
-    """Canonical long files (JSONL, Parquet, CSV; plain or gzip): one file, a glob or a directory."""
-    paths = resolve_paths(source)
-    file_dtype = source_file_dtype(paths)
-    frames = []
-    for path in paths:
-        lf = read_table(path)
-        lf, schema = match_case(lf, _schema(lf, path), S.CANONICAL)
-        frames.append(normalize(lf, schema, path, file_dtype=file_dtype))
-    return _concat(frames)
-
-
-# ----------------------------------------------------------------------------- windows and samples
-
-
-def _utc(when: datetime | date | str) -> datetime:
-    if isinstance(when, str):
-        try:
-            when = datetime.fromisoformat(when.strip())
-        except ValueError:
-            raise ValueError(f"since={when!r} is not an ISO date or time such as 2025-06-01 or "
-                             "2025-06-01T12:00:00Z") from None
-    if not isinstance(when, datetime):  # a date: from its midnight, UTC
-        when = datetime(when.year, when.month, when.day)
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
-
-
-def filter_since(lf: pl.LazyFrame, since: datetime | date | str | None) -> pl.LazyFrame:
-    """The queries last logged at or after ``since``, with all their rows (None: all queries).
-
-    A query is kept or dropped whole (its latest ``timestamp`` decides, the time ``RoutingData``
-    gives it), so a query whose answers straddle ``since`` keeps every model's answer. Rows with
-    no timestamp count only through their query's other rows. ``since`` is a datetime, a date
-    (midnight) or an ISO string; without a time zone it is UTC. Lazy: no data is read here.
-    """
-    if since is None:
-        return lf
-    start = _utc(since)
-    schema = lf.collect_schema()
-    if S.TIMESTAMP not in schema:
-        raise LogValidationError(
-            "the logs have no timestamps to filter by", column=S.TIMESTAMP,
-            expected=f"a '{S.TIMESTAMP}' column to keep queries since {start.isoformat()}",
-        )
-    recent = (
-        lf.group_by(S.QUERY_ID)
-        .agg(pl.col(S.TIMESTAMP).max())
-        .filter(pl.col(S.TIMESTAMP) >= pl.lit(start, dtype=pl.Datetime("us", "UTC")))
-        .select(S.QUERY_ID)
-    )
-    return lf.join(recent, on=S.QUERY_ID, how="semi", maintain_order="left")
-
-
-def cap_queries(lf: pl.LazyFrame, max_queries: int | None, seed: int = 0) -> pl.LazyFrame:
-    """At most ``max_queries`` queries, with all their rows, drawn at random (None: all queries).
-
-    The sample is the ``max_queries`` query_ids with the smallest seeded hash, so it depends only
-    on the set of ids and ``seed`` (not on file order), and a larger cap keeps every query of a
-    smaller one. Reproducible for a given polars version (its hash function is not guaranteed
-    stable across versions). Lazy: no data is read here.
-    """
-    if max_queries is None:
-        return lf
-    if isinstance(max_queries, bool) or not isinstance(max_queries, int) or max_queries < 1:
-        raise ValueError(f"max_queries must be a positive integer or None, got {max_queries!r}")
-    chosen = (
-        lf.select(pl.col(S.QUERY_ID).unique())
-        .with_columns(pl.col(S.QUERY_ID).hash(seed=seed).alias("_rank"))
-        .bottom_k(max_queries, by=["_rank", S.QUERY_ID])
-        .select(S.QUERY_ID)
-    )
-    return lf.join(chosen, on=S.QUERY_ID, how="semi", maintain_order="left")

@@ -1,0 +1,83 @@
+"""The job's release steps: compare with the champion, then log, export and register the router only if it
+wins (a loser is never logged: see ``pipelines.publish.registry``), and keep the local folders in step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.config import JobConfig
+from pipelines.experiment import Experiment
+from pipelines.prepare import Prepared
+from pipelines.publish.champion import champion_value
+from pipelines.publish.local_export import mirror_champion, point_champion, prune, versions, write_version
+from pipelines.publish.registry import Promotion, decide, prune_versions, register
+from pipelines.steps import Steps
+
+
+def release(job: JobConfig, prep: Prepared, exp: Experiment, card: str, run_label: str, root: Path,
+            steps: Steps) -> tuple[Promotion | None, str | None, Path | None]:
+    """Compare with the champion, then log, register and export the router only if it wins.
+
+    Returns (promotion, logged model URI, local version folder); the last two are None when the
+    champion was kept (a loser is never logged: see ``pipelines.publish.registry``).
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipelines.publish.export import log_router, router_meta  # pandas and MLflow's model code: only here
+
+    promotion = None
+    if job.registry.enabled:
+        with steps.step("compare with champion") as info:
+            try:
+                promotion = decide(job.name, job.registry.alias, _challenger_value(exp), _scorer(job, prep, exp),
+                                   min_improvement=job.registry.min_improvement)
+            except Exception as exc:
+                mlflow.set_tag("registry.reason", f"not promoted: scoring the champion failed "
+                                                  f"({type(exc).__name__}: {exc})")
+                raise
+            info["detail"] = promotion.reason
+        if not promotion.promoted:
+            _tag(promotion)
+            mirror_champion(root, job.name, job.registry.alias, job.registry.keep_versions)
+            return promotion, None, None
+    with steps.step("export") as info:
+        model_info = log_router(exp.fitted[exp.exported].router, prep.embedder, router_meta(prep, exp))
+        info["detail"] = model_info.model_uri
+    if not job.registry.enabled:
+        folder = write_version(root, run_label, model_info.model_uri)
+        point_champion(root, run_label)
+        keep = job.registry.keep_versions
+        prune(root, set(versions(root)[-keep - 1:]) if keep is not None else set(versions(root)))
+        return None, model_info.model_uri, folder
+    with steps.step("register") as info:
+        promotion = register(model_info.model_uri, job.name, promotion, _scorer(job, prep, exp), alias=job.registry.alias,
+                             min_improvement=job.registry.min_improvement)
+        _tag(promotion)
+        MlflowClient().update_model_version(job.name, promotion.version,
+                                            description=f"{card}\n## Registry\n- {promotion.reason}\n")
+        if job.registry.keep_versions is not None:
+            deleted = prune_versions(job.name, job.registry.alias, job.registry.keep_versions)
+            if deleted:
+                mlflow.set_tag("registry.pruned_versions", ",".join(deleted))
+        mirror_champion(root, job.name, job.registry.alias, job.registry.keep_versions)
+        info["detail"] = promotion.reason
+    folder = root / f"v{promotion.version}"
+    return promotion, model_info.model_uri, folder if folder.is_dir() else None
+
+
+def _challenger_value(exp: Experiment) -> float:
+    return float(np.nanmean(exp.held_out(exp.exported)))
+
+
+def _scorer(job: JobConfig, prep: Prepared, exp: Experiment):
+    return lambda uri: champion_value(uri, job, exp, prep.X, prep.embedder.id)
+
+
+def _tag(promotion: Promotion) -> None:
+    import mlflow
+
+    mlflow.set_tags({"registry.version": promotion.version or "", "registry.promoted": str(promotion.promoted),
+                     "registry.reason": promotion.reason})

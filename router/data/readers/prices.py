@@ -1,0 +1,68 @@
+"""Token price tables (``{model: {input: $/M tokens, output: $/M tokens}}``, YAML or JSON) and the costs
+they give rows that have token counts but no cost."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+
+from router.data import schema as S
+from router.data.schema import LogValidationError
+
+
+def load_prices(path: str | Path) -> dict[str, tuple[float, float]]:
+    """A token-price table: ``{model: {input: $/M, output: $/M}}`` as YAML or JSON.
+
+    LLMRouter's ``default_llm.json`` shape (``input_price``/``output_price``, full name under
+    ``model``) is read too; such entries answer to both their key and their ``model`` name.
+    """
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        raw = yaml.safe_load(text)
+    else:
+        raw = json.loads(text)
+    if not isinstance(raw, dict) or not raw:
+        raise LogValidationError("price table must be a non-empty mapping of model -> prices", file=str(path))
+    prices: dict[str, tuple[float, float]] = {}
+    for key, entry in raw.items():
+        if not isinstance(entry, dict):
+            raise LogValidationError(f"entry for model '{key}' is not a mapping", file=str(path))
+        pin = entry.get("input", entry.get("input_price"))
+        pout = entry.get("output", entry.get("output_price"))
+        try:
+            pin, pout = float(pin), float(pout)
+        except (TypeError, ValueError):
+            raise LogValidationError(
+                f"model '{key}' has no numeric input/output price", file=str(path),
+                expected="'input' and 'output' in $ per million tokens",
+            ) from None
+        if pin < 0 or pout < 0:
+            raise LogValidationError(f"model '{key}' has a negative price", file=str(path))
+        prices[str(key)] = (pin, pout)
+        if isinstance(entry.get("model"), str):
+            prices[entry["model"]] = (pin, pout)
+    return prices
+
+
+def apply_prices(lf: pl.LazyFrame, prices: dict[str, tuple[float, float]]) -> pl.LazyFrame:
+    """Fill missing ``cost`` from token counts x price (per million tokens); known costs are kept."""
+    schema = lf.collect_schema()
+    if S.INPUT_TOKENS not in schema and S.OUTPUT_TOKENS not in schema:
+        return lf
+    table = pl.LazyFrame(
+        {
+            S.MODEL: list(prices),
+            "_pin": [p[0] for p in prices.values()],
+            "_pout": [p[1] for p in prices.values()],
+        }
+    )
+    tokens_in = pl.col(S.INPUT_TOKENS).fill_null(0) if S.INPUT_TOKENS in schema else pl.lit(0)
+    tokens_out = pl.col(S.OUTPUT_TOKENS).fill_null(0) if S.OUTPUT_TOKENS in schema else pl.lit(0)
+    priced = (tokens_in * pl.col("_pin") + tokens_out * pl.col("_pout")) / 1e6
+    cost = pl.coalesce(pl.col(S.COST), priced) if S.COST in schema else priced
+    return lf.join(table, on=S.MODEL, how="left").with_columns(cost.alias(S.COST)).drop("_pin", "_pout")
