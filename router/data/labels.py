@@ -131,23 +131,8 @@ def build_routing_data(lf: pl.LazyFrame, models: list[str] | None = None) -> Rou
     row order: a prompt is never carried through a group-by (polars keeps every page a string was
     read from alive while it holds the string: 4.7 GiB at 10M rows grouped by model).
     """
-    schema = lf.collect_schema()
-    has = set(schema.names())
-    key = _row_position(schema)
-    per_query = [key.min().alias("_first")] if key is not None else [pl.col(S.PROMPT).first()]
-    for optional in (S.TASK, S.SPLIT):
-        if optional in has:
-            per_query.append(pl.col(optional).drop_nulls().first())
-    if S.TIMESTAMP in has:
-        per_query.append(pl.col(S.TIMESTAMP).max())
-    # Separate collects: one plan over a shared scan caches the scan for all its consumers.
-    queries = lf.group_by(S.QUERY_ID).agg(per_query).sort(S.QUERY_ID).collect(engine="streaming")
-    if key is not None:
-        # The prompt copied out of the page it was read from (``+ ""``): a view would keep the page alive.
-        prompts = (lf.filter(key.is_in(queries["_first"].implode()))
-                   .select(S.QUERY_ID, (pl.col(S.PROMPT) + "").alias(S.PROMPT))
-                   .collect(engine="streaming").unique(S.QUERY_ID, keep="any"))
-        queries = queries.drop("_first").join(prompts, on=S.QUERY_ID, how="left", maintain_order="left")
+    has = set(lf.collect_schema().names())
+    queries = _query_table(lf)
     model_names = tuple(models) if models else tuple(
         lf.select(pl.col(S.MODEL).unique().drop_nulls().sort()).collect(engine="streaming").to_series().to_list())
 
@@ -181,6 +166,28 @@ def build_routing_data(lf: pl.LazyFrame, models: list[str] | None = None) -> Rou
         timestamps=column(S.TIMESTAMP),
         propensities=propensities,
     )
+
+
+def _query_table(lf: pl.LazyFrame) -> pl.DataFrame:
+    """One row per query, sorted by query_id: its prompt (that of its first row), task, split and latest
+    timestamp (the columns the logs have)."""
+    schema = lf.collect_schema()
+    key = _row_position(schema)
+    per_query = [key.min().alias("_first")] if key is not None else [pl.col(S.PROMPT).first()]
+    for optional in (S.TASK, S.SPLIT):
+        if optional in schema:
+            per_query.append(pl.col(optional).drop_nulls().first())
+    if S.TIMESTAMP in schema:
+        per_query.append(pl.col(S.TIMESTAMP).max())
+    # Separate collects: one plan over a shared scan caches the scan for all its consumers.
+    queries = lf.group_by(S.QUERY_ID).agg(per_query).sort(S.QUERY_ID).collect(engine="streaming")
+    if key is None:
+        return queries
+    # The prompt copied out of the page it was read from (``+ ""``): a view would keep the page alive.
+    prompts = (lf.filter(key.is_in(queries["_first"].implode()))
+               .select(S.QUERY_ID, (pl.col(S.PROMPT) + "").alias(S.PROMPT))
+               .collect(engine="streaming").unique(S.QUERY_ID, keep="any"))
+    return queries.drop("_first").join(prompts, on=S.QUERY_ID, how="left", maintain_order="left")
 
 
 def _row_position(schema: pl.Schema) -> pl.Expr | None:

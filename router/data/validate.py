@@ -103,8 +103,8 @@ def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
     ``source`` names the input in the error for empty logs (no row is left to name it).
     Checks: CSV rows with as many fields as the header; no rows; empty query_id/model/prompt;
     non-numeric or NaN scores; non-numeric or negative costs; propensities outside (0, 1];
-    unparseable timestamps; unknown split values; models with no score at all; duplicate (query_id, model) rows with different
-    scores; a query_id with two different prompts. A file polars cannot read (not UTF-8, broken
+    unparseable timestamps; unknown split values; models with no score at all; duplicate (query_id, model)
+    rows with different scores; a query_id with two different prompts. A file polars cannot read (not UTF-8, broken
     JSON) is named with its first bad line.
     """
     paths: list = []
@@ -118,58 +118,95 @@ def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
         raise read_error(exc, paths, source) from exc
 
 
+@dataclass(frozen=True)
+class _RowCheck:
+    """A per-row check: the problem's name, the expression true on offending rows, the column to name,
+    what was expected, and the columns an error shows of the offending rows."""
+
+    problem: str
+    bad: pl.Expr
+    column: str
+    expected: str
+    show: tuple[str, ...]
+
+
 def _validate(lf: pl.LazyFrame, source: str | None) -> LogStats:
     schema = lf.collect_schema()
-    has = set(schema.names())
+    checks = _row_checks(set(schema.names()))
+    stats, queries, models, files = _aggregates(lf, checks)
+    if stats["rows"] == 0:
+        raise LogValidationError("no rows", file=source, expected="at least one (query, model, score) row")
+    for i, check in enumerate(checks):
+        if stats[f"bad{i}"]:
+            _fail(check.problem, lf, check.bad.fill_null(False), check.column, check.expected, stats[f"bad{i}"],
+                  check.show)
+    if stats["missing_scores"] == stats["rows"]:
+        _fail("no row has a score", lf, pl.lit(True), S.SCORE, "a number on the rows of scored answers",
+              stats["rows"], (S.QUERY_ID, S.MODEL, S.SCORE))
+    unscored = models.filter(pl.col("scored") == 0)
+    if unscored.height:
+        _unscored_models(lf, unscored)
+    model_names = models[S.MODEL].to_list()
+    duplicates = _check_repeated_cells(lf, schema, queries, model_names)
+    _check_one_prompt_per_query(lf, schema, queries)
+    return LogStats(rows=stats["rows"], queries=queries.height, models=len(model_names),
+                    missing_scores=stats["missing_scores"], duplicate_rows=duplicates, files=files.height)
 
-    row_checks: list[tuple[str, pl.Expr, str, str, tuple[str, ...]]] = [
-        ("empty query_id", pl.col(S.QUERY_ID).is_null() | (pl.col(S.QUERY_ID) == ""), S.QUERY_ID,
-         "a non-empty id", (S.QUERY_ID, S.MODEL)),
-        ("empty model name", pl.col(S.MODEL).is_null() | (pl.col(S.MODEL) == ""), S.MODEL,
-         "a non-empty model name", (S.QUERY_ID, S.MODEL)),
-        ("empty prompt", pl.col(S.PROMPT).is_null() | (pl.col(S.PROMPT).str.strip_chars() == ""), S.PROMPT,
-         "the query text (not empty, not only whitespace)", (S.QUERY_ID, S.MODEL)),
-        ("NaN score", pl.col(S.SCORE).is_nan(), S.SCORE,
-         "a finite number (leave the cell empty if the model did not answer)", (S.QUERY_ID, S.MODEL, S.SCORE)),
-        ("infinite score", pl.col(S.SCORE).is_infinite(), S.SCORE, "a finite number",
-         (S.QUERY_ID, S.MODEL, S.SCORE)),
+
+def _row_checks(has: set[str]) -> list[_RowCheck]:
+    """The per-row checks that apply to a frame with the columns ``has``, in the order errors are reported."""
+    ids = (S.QUERY_ID, S.MODEL)
+    checks = [
+        _RowCheck("empty query_id", pl.col(S.QUERY_ID).is_null() | (pl.col(S.QUERY_ID) == ""), S.QUERY_ID,
+                  "a non-empty id", ids),
+        _RowCheck("empty model name", pl.col(S.MODEL).is_null() | (pl.col(S.MODEL) == ""), S.MODEL,
+                  "a non-empty model name", ids),
+        _RowCheck("empty prompt", pl.col(S.PROMPT).is_null() | (pl.col(S.PROMPT).str.strip_chars() == ""), S.PROMPT,
+                  "the query text (not empty, not only whitespace)", ids),
+        _RowCheck("NaN score", pl.col(S.SCORE).is_nan(), S.SCORE,
+                  "a finite number (leave the cell empty if the model did not answer)", (*ids, S.SCORE)),
+        _RowCheck("infinite score", pl.col(S.SCORE).is_infinite(), S.SCORE, "a finite number", (*ids, S.SCORE)),
         # Finite but absurd (1e308): sums and model fits overflow to inf far from here.
-        ("score out of range", pl.col(S.SCORE).abs() > _MAX_SCORE, S.SCORE,
-         f"a score of plausible magnitude (|score| <= {_MAX_SCORE:g})", (S.QUERY_ID, S.MODEL, S.SCORE)),
+        _RowCheck("score out of range", pl.col(S.SCORE).abs() > _MAX_SCORE, S.SCORE,
+                  f"a score of plausible magnitude (|score| <= {_MAX_SCORE:g})", (*ids, S.SCORE)),
     ]
     if "_bad_score" in has:
-        row_checks.insert(3, ("non-numeric score", pl.col("_bad_score").is_not_null(), S.SCORE,
-                              "a number such as 0, 1, 0.75 or 7.5 (or true/false, or empty when unscored)",
-                              (S.QUERY_ID, S.MODEL, "_bad_score")))
+        checks.insert(3, _RowCheck("non-numeric score", pl.col("_bad_score").is_not_null(), S.SCORE,
+                                   "a number such as 0, 1, 0.75 or 7.5 (or true/false, or empty when unscored)",
+                                   (*ids, "_bad_score")))
     if S.COST in has:
-        row_checks += [
-            ("negative cost", pl.col(S.COST) < 0, S.COST, "a cost >= 0 in $", (S.QUERY_ID, S.MODEL, S.COST)),
-            ("NaN cost", pl.col(S.COST).is_nan(), S.COST, "a number, or an empty cell when unknown",
-             (S.QUERY_ID, S.MODEL, S.COST)),
-        ]
+        checks += [_RowCheck("negative cost", pl.col(S.COST) < 0, S.COST, "a cost >= 0 in $", (*ids, S.COST)),
+                   _RowCheck("NaN cost", pl.col(S.COST).is_nan(), S.COST, "a number, or an empty cell when unknown",
+                             (*ids, S.COST))]
     if "_bad_cost" in has:
-        row_checks.append(("non-numeric cost", pl.col("_bad_cost").is_not_null(), S.COST, "a number in $",
-                           (S.QUERY_ID, S.MODEL, "_bad_cost")))
+        checks.append(_RowCheck("non-numeric cost", pl.col("_bad_cost").is_not_null(), S.COST, "a number in $",
+                                (*ids, "_bad_cost")))
     if S.PROPENSITY in has:
         p = pl.col(S.PROPENSITY)
-        row_checks.append(("propensity out of (0, 1]", p.is_nan() | (p <= 0) | (p > 1), S.PROPENSITY,
-                           "the probability (0 < p <= 1) with which the logging policy chose the row's model, "
-                           "or an empty cell when unknown", (S.QUERY_ID, S.MODEL, S.PROPENSITY)))
+        checks.append(_RowCheck("propensity out of (0, 1]", p.is_nan() | (p <= 0) | (p > 1), S.PROPENSITY,
+                                "the probability (0 < p <= 1) with which the logging policy chose the row's model, "
+                                "or an empty cell when unknown", (*ids, S.PROPENSITY)))
     if "_bad_propensity" in has:
-        row_checks.append(("non-numeric propensity", pl.col("_bad_propensity").is_not_null(), S.PROPENSITY,
-                           "a probability in (0, 1]", (S.QUERY_ID, S.MODEL, "_bad_propensity")))
+        checks.append(_RowCheck("non-numeric propensity", pl.col("_bad_propensity").is_not_null(), S.PROPENSITY,
+                                "a probability in (0, 1]", (*ids, "_bad_propensity")))
     if "_bad_timestamp" in has:
-        row_checks.append(("unparseable timestamp", pl.col("_bad_timestamp").is_not_null(), S.TIMESTAMP,
-                           "an ISO date or time such as 2025-06-01 or 2025-06-01T12:00:00Z (or an empty cell)",
-                           (S.QUERY_ID, S.MODEL, "_bad_timestamp")))
+        checks.append(_RowCheck("unparseable timestamp", pl.col("_bad_timestamp").is_not_null(), S.TIMESTAMP,
+                                "an ISO date or time such as 2025-06-01 or 2025-06-01T12:00:00Z (or an empty cell)",
+                                (*ids, "_bad_timestamp")))
     if S.SPLIT in has:
-        row_checks.append(("unknown split", pl.col(S.SPLIT).is_not_null() & ~pl.col(S.SPLIT).is_in(S.SPLIT_VALUES),
-                           S.SPLIT, f"one of {', '.join(S.SPLIT_VALUES)}", (S.QUERY_ID, S.SPLIT)))
+        unknown = pl.col(S.SPLIT).is_not_null() & ~pl.col(S.SPLIT).is_in(S.SPLIT_VALUES)
+        checks.append(_RowCheck("unknown split", unknown, S.SPLIT, f"one of {', '.join(S.SPLIT_VALUES)}",
+                                (S.QUERY_ID, S.SPLIT)))
+    return checks
 
+
+def _aggregates(lf: pl.LazyFrame, checks: list[_RowCheck]) -> tuple[dict, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """One streaming pass each: (row counts with each check's offenders ``bad<i>``, one row per query with the
+    min and max hash of its prompts, per model its rows and scored rows, the files with rows)."""
     counts = lf.select(
         pl.len().alias("rows"),
         pl.col(S.SCORE).is_null().sum().alias("missing_scores"),
-        *[expr.fill_null(False).sum().alias(f"bad{i}") for i, (_, expr, *_rest) in enumerate(row_checks)],
+        *[check.bad.fill_null(False).sum().alias(f"bad{i}") for i, check in enumerate(checks)],
     )
     # One row per query with the min and max 64-bit hash of its prompts: they differ exactly when
     # the query has two prompts (a differing hash is always a different text), and 16 bytes per
@@ -179,68 +216,57 @@ def _validate(lf: pl.LazyFrame, source: str | None) -> LogStats:
     models_q = (lf.group_by(S.MODEL).agg(pl.len().alias("rows"), pl.col(S.SCORE).count().alias("scored"))
                 .drop_nulls(S.MODEL).sort(S.MODEL))
     # Files with rows, by a group_by: an n_unique beside the sums above cost ~0.5 GiB more at 10M rows.
-    files_q = lf.group_by(S.SOURCE_FILE).agg(pl.len()) if S.SOURCE_FILE in has else pl.LazyFrame({"n": [1]})
+    has_files = S.SOURCE_FILE in lf.collect_schema()
+    files_q = lf.group_by(S.SOURCE_FILE).agg(pl.len()) if has_files else pl.LazyFrame({"n": [1]})
     # Separate collects: one plan over a shared scan caches the scan for all its consumers (3.6 GiB
     # at 10M rows grouped by model, 0.9 GiB for the largest of these alone).
-    stats_df, queries, models, files = (q.collect(engine="streaming") for q in (counts, per_query, models_q, files_q))
-    stats = stats_df.row(0, named=True)
+    stats, queries, models, files = (q.collect(engine="streaming") for q in (counts, per_query, models_q, files_q))
+    return stats.row(0, named=True), queries, models, files
 
-    if stats["rows"] == 0:
-        raise LogValidationError("no rows", file=source, expected="at least one (query, model, score) row")
-    for i, (problem, expr, column, expected, show) in enumerate(row_checks):
-        if stats[f"bad{i}"]:
-            _fail(problem, lf, expr.fill_null(False), column, expected, stats[f"bad{i}"], show)
 
-    if stats["missing_scores"] == stats["rows"]:
-        _fail("no row has a score", lf, pl.lit(True), S.SCORE, "a number on the rows of scored answers",
-              stats["rows"], (S.QUERY_ID, S.MODEL, S.SCORE))
-    unscored = models.filter(pl.col("scored") == 0)
-    if unscored.height:
-        _unscored_models(lf, unscored)
-    model_names = models[S.MODEL].to_list()
+def _check_repeated_cells(lf: pl.LazyFrame, schema: pl.Schema, queries: pl.DataFrame, model_names: list[str]) -> int:
+    """Refuse repeated (query_id, model) rows with different scores; return how many repeats agreed."""
     duplicates, conflicts = _repeated_cells(lf, queries.select(S.QUERY_ID), model_names)
-    if len(conflicts):
-        keys = pl.DataFrame({
-            S.QUERY_ID: queries[S.QUERY_ID].gather(conflicts // len(model_names)),
-            S.MODEL: pl.Series(model_names, dtype=pl.String).gather(conflicts % len(model_names)),
-        })
-        conflicting = (
-            lf.filter(pl.col(S.SCORE).is_not_null())
-            .join(keys.lazy(), on=[S.QUERY_ID, S.MODEL], how="semi", maintain_order="left")
-            .select(_row_cols(schema, S.QUERY_ID, S.MODEL, S.SCORE))
-            .sort(S.QUERY_ID, S.MODEL, *(_row_cols(schema) or [S.SCORE]))
-            .head(_SAMPLE)
-            .collect(engine="streaming")
-        )
-        raise LogValidationError(
-            "duplicate (query_id, model) rows with different scores", file=_first_file(conflicting),
-            column=S.SCORE, rows=conflicting, n_bad=len(conflicts), unit="query-model pair",
-            expected="one score per query and model (repeated rows must agree)",
-        )
+    if not len(conflicts):
+        return duplicates
+    keys = pl.DataFrame({
+        S.QUERY_ID: queries[S.QUERY_ID].gather(conflicts // len(model_names)),
+        S.MODEL: pl.Series(model_names, dtype=pl.String).gather(conflicts % len(model_names)),
+    })
+    conflicting = (
+        lf.filter(pl.col(S.SCORE).is_not_null())
+        .join(keys.lazy(), on=[S.QUERY_ID, S.MODEL], how="semi", maintain_order="left")
+        .select(_row_cols(schema, S.QUERY_ID, S.MODEL, S.SCORE))
+        .sort(S.QUERY_ID, S.MODEL, *(_row_cols(schema) or [S.SCORE]))
+        .head(_SAMPLE)
+        .collect(engine="streaming")
+    )
+    raise LogValidationError(
+        "duplicate (query_id, model) rows with different scores", file=_first_file(conflicting),
+        column=S.SCORE, rows=conflicting, n_bad=len(conflicts), unit="query-model pair",
+        expected="one score per query and model (repeated rows must agree)",
+    )
+
+
+def _check_one_prompt_per_query(lf: pl.LazyFrame, schema: pl.Schema, queries: pl.DataFrame) -> None:
+    """Refuse a query_id whose rows carry different prompts."""
     two_prompts = queries.filter(pl.col("lo") != pl.col("hi")).select(S.QUERY_ID)
-    if two_prompts.height:
-        # One row per distinct prompt, with its length: long prompts often differ only past the
-        # part an error message can show.
-        conflicting = (
-            lf.join(two_prompts.lazy(), on=S.QUERY_ID, how="semi", maintain_order="left")
-            .group_by(S.QUERY_ID, S.PROMPT)
-            .agg([pl.col(c).first() for c in _row_cols(schema)])
-            .with_columns(pl.col(S.PROMPT).str.len_chars().alias("prompt_chars"))
-            .select(*_row_cols(schema, S.QUERY_ID, S.PROMPT), "prompt_chars")
-            .sort(S.QUERY_ID, *_row_cols(schema))
-            .head(_SAMPLE)
-            .collect(engine="streaming")
-        )
-        raise LogValidationError(
-            "one query_id has different prompts", file=_first_file(conflicting), column=S.PROMPT,
-            rows=conflicting, n_bad=two_prompts.height, unit="query",
-            expected="the same prompt text on every row of a query_id",
-        )
-    return LogStats(
-        rows=stats["rows"],
-        queries=queries.height,
-        models=len(model_names),
-        missing_scores=stats["missing_scores"],
-        duplicate_rows=duplicates,
-        files=files.height,
+    if not two_prompts.height:
+        return
+    # One row per distinct prompt, with its length: long prompts often differ only past the
+    # part an error message can show.
+    conflicting = (
+        lf.join(two_prompts.lazy(), on=S.QUERY_ID, how="semi", maintain_order="left")
+        .group_by(S.QUERY_ID, S.PROMPT)
+        .agg([pl.col(c).first() for c in _row_cols(schema)])
+        .with_columns(pl.col(S.PROMPT).str.len_chars().alias("prompt_chars"))
+        .select(*_row_cols(schema, S.QUERY_ID, S.PROMPT), "prompt_chars")
+        .sort(S.QUERY_ID, *_row_cols(schema))
+        .head(_SAMPLE)
+        .collect(engine="streaming")
+    )
+    raise LogValidationError(
+        "one query_id has different prompts", file=_first_file(conflicting), column=S.PROMPT,
+        rows=conflicting, n_bad=two_prompts.height, unit="query",
+        expected="the same prompt text on every row of a query_id",
     )

@@ -88,17 +88,7 @@ def plot_cost_quality(
     fig = Figure(figsize=(8, 5.5))
     ax = fig.add_subplot()
     for i, (name, r) in enumerate(routers.items()):
-        color = f"C{i % 10}"
-        c, q = curves[name]
-        hc, hq = nondecreasing_hull(c, q)
-        hc, hq = np.r_[hc, c.max()], np.r_[hq, hq[-1]]  # flat after the best point, as AIQ counts it
-        if log_x and hc[0] > 0:  # hull segments are straight in $, so draw them densely on log-x
-            x = np.union1d(hc, np.geomspace(hc[0], hc[-1], 200))
-            hc, hq = x, np.interp(x, hc, hq)
-        label = name if r.aiq is None else f"{name} (AIQ {r.aiq:.3f})"
-        ax.plot(c, q, "o", ms=3, color=color, alpha=0.5)
-        ax.plot(hc, hq, "--", color=color, lw=1.5, label=label)
-        ax.plot([r.cost], [r.quality], "o", ms=9, mfc="none", mec=color, mew=2)
+        _draw_router(ax, name, r, *curves[name], color=f"C{i % 10}", log_x=log_x)
     ax.scatter(base.single_cost, base.single_quality, marker="s", s=36, color="0.35", zorder=3,
                label="single models")
     if budget is not None:
@@ -114,14 +104,7 @@ def plot_cost_quality(
         ax.set_xscale("log")
     else:  # "2e-05" reads better than matplotlib's "0.00002" for per-query dollars
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.3g}"))
-    # Labels last, once the scale and limits are final: offsets are computed in display points.
-    ax.autoscale_view()
-    names = [_short(m) for m in base.models]
-    xy = np.column_stack([base.single_cost, base.single_quality])
-    pts = ax.transData.transform(xy) * 72.0 / fig.dpi
-    for j, dy in enumerate(label_offsets(pts, np.array([5.0 * len(n) for n in names]))):
-        ax.annotate(names[j], tuple(xy[j]), xytext=(4, 4 + dy), textcoords="offset points", fontsize=8,
-                    color="0.25", arrowprops={"arrowstyle": "-", "color": "0.7", "lw": 0.5} if dy else None)
+    _label_models(fig, ax, base)
     ax.set_xlabel("mean cost per query ($)")
     ax.set_ylabel("mean quality")
     ax.set_title(title or f"Cost-quality on {base.n_eval} test queries (circle: operating point)")
@@ -129,6 +112,31 @@ def plot_cost_quality(
     # outside the axes, so it never hides a model's point or label
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return _save(fig, path)
+
+
+def _draw_router(ax, name: str, r: RouterResult, c: np.ndarray, q: np.ndarray, *, color: str, log_x: bool) -> None:
+    """One router: its sweep's points, its non-decreasing hull dashed, its operating point ringed."""
+    hc, hq = nondecreasing_hull(c, q)
+    hc, hq = np.r_[hc, c.max()], np.r_[hq, hq[-1]]  # flat after the best point, as AIQ counts it
+    if log_x and hc[0] > 0:  # hull segments are straight in $, so draw them densely on log-x
+        x = np.union1d(hc, np.geomspace(hc[0], hc[-1], 200))
+        hc, hq = x, np.interp(x, hc, hq)
+    label = name if r.aiq is None else f"{name} (AIQ {r.aiq:.3f})"
+    ax.plot(c, q, "o", ms=3, color=color, alpha=0.5)
+    ax.plot(hc, hq, "--", color=color, lw=1.5, label=label)
+    ax.plot([r.cost], [r.quality], "o", ms=9, mfc="none", mec=color, mew=2)
+
+
+def _label_models(fig, ax, base: Baselines) -> None:
+    """Each single model's name beside its point, lifted where labels would overlap. Call it last, once the
+    scale and limits are final: offsets are computed in display points."""
+    ax.autoscale_view()
+    names = [_short(m) for m in base.models]
+    xy = np.column_stack([base.single_cost, base.single_quality])
+    pts = ax.transData.transform(xy) * 72.0 / fig.dpi
+    for j, dy in enumerate(label_offsets(pts, np.array([5.0 * len(n) for n in names]))):
+        ax.annotate(names[j], tuple(xy[j]), xytext=(4, 4 + dy), textcoords="offset points", fontsize=8,
+                    color="0.25", arrowprops={"arrowstyle": "-", "color": "0.7", "lw": 0.5} if dy else None)
 
 
 def plot_routing_share(

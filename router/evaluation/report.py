@@ -59,7 +59,8 @@ class EvaluationReport:
         b = self.baselines
         ref, q0, c0 = b.models[b.reference], b.single_quality[b.reference], b.single_cost[b.reference]
         at = {k: v["quality_at_spend"] for k, v in ms.items() if v["quality_at_spend"] == v["quality_at_spend"]}
-        cheap = {k: v["cost_share_for_95pct"] for k, v in ms.items() if v["cost_share_for_95pct"] == v["cost_share_for_95pct"]}
+        cheap = {k: v["cost_share_for_95pct"] for k, v in ms.items()
+                 if v["cost_share_for_95pct"] == v["cost_share_for_95pct"]}
         where = f"the budget (${self.budget:.3g}/query)" if self.budget is not None else f"{ref}'s cost"
         parts = [f"{ref} scores {q0:.3f} at ${c0:.3g}/query."]
         if at:
@@ -77,7 +78,8 @@ class EvaluationReport:
         b = self.baselines
 
         def single(j: int) -> dict:
-            return {"name": b.models[j], "quality": json_number(b.single_quality[j]), "cost": json_number(b.single_cost[j])}
+            return {"name": b.models[j], "quality": json_number(b.single_quality[j]),
+                    "cost": json_number(b.single_cost[j])}
 
         return {
             "models": list(b.models),
@@ -97,11 +99,32 @@ class EvaluationReport:
             "budget": self.budget,
             "matched_spend": {k: {m: json_number(x) for m, x in v.items()} for k, v in self.matched_spend().items()},
             "offpolicy": None if self.offpolicy is None else {
-                name: {k: {f: json_number(x) if f != "n" else x for f, x in e.to_dict().items()} for k, e in est.items()}
+                name: {k: {f: json_number(x) if f != "n" else x for f, x in e.to_dict().items()}
+                       for k, e in est.items()}
                 for name, est in self.offpolicy.items()},
         }
 
     def to_markdown(self) -> str:
+        b = self.baselines
+        lines = [
+            "## Router evaluation",
+            "",
+            f"Train {b.n_train} queries; test {b.n_test} queries, {b.n_eval} evaluated "
+            f"({b.n_dropped_incomplete} dropped: not scored by every model)."
+            + (f" Split: {self.split}." if self.split else ""),
+        ]
+        if self.matched_spend() and self.headline():
+            lines += [f"**Matched spend.** {self.headline()}", ""]
+        if self.budget is not None:
+            lines += [f"Budget ${self.budget:.3g}/query: each router runs at a lambda calibrated to it on the "
+                      f"training split (the cost column is the spend it achieved); gap closed is measured from "
+                      f"the best single model within the budget, {b.models[b.best_single]}.", ""]
+        lines += ["", self._routers_table()]
+        lines += self._matched_spend_lines() + self._offpolicy_lines() + self._task_lines()
+        return "\n".join(lines) + "\n"
+
+    def _routers_table(self) -> str:
+        """Every router beside the best single model (train and hindsight), the oracle and random."""
         b = self.baselines
         best_q = b.single_quality[b.best_single]
         ci = f"{_ci_level(self)} CI"
@@ -132,48 +155,41 @@ class EvaluationReport:
         ]
         rows = [[f"**{name}**"] + [cell(r) for _, cell, _ in cols] for name, r in self.routers.items()]
         rows += [[label] + ["" if cell is None else cell(q, c) for _, _, cell in cols] for label, q, c in fixed]
-        head = [""] + [h for h, _, _ in cols]
-        lines = [
-            "## Router evaluation",
-            "",
-            f"Train {b.n_train} queries; test {b.n_test} queries, {b.n_eval} evaluated "
-            f"({b.n_dropped_incomplete} dropped: not scored by every model)."
-            + (f" Split: {self.split}." if self.split else ""),
-            "",
-            _table(head, rows),
-        ]
-        if self.budget is not None:
-            lines[3:3] = [f"Budget ${self.budget:.3g}/query: each router runs at a lambda calibrated to it on the "
-                          f"training split (the cost column is the spend it achieved); gap closed is measured from "
-                          f"the best single model within the budget, {b.models[b.best_single]}.", ""]
+        return _table([""] + [h for h, _, _ in cols], rows)
+
+    def _matched_spend_lines(self) -> list[str]:
         ms = self.matched_spend()
-        if ms:
-            head_ms = ["", "quality at " + ("the budget" if self.budget is not None else "its cost"),
-                       "vs mixing single models", "cost for 95% of its quality", "cost for 100%"]
-            rows_ms = [[f"**{k}**", _f(v["quality_at_spend"]), _signed(v["gain_over_single_model_mix"]),
-                        _pct(v["cost_share_for_95pct"]), _pct(v["cost_share_for_100pct"])] for k, v in ms.items()]
-            lines[3:3] = [f"**Matched spend.** {self.headline()}", ""] if self.headline() else []
-            lines += ["", f"### Matched spend with {b.models[b.reference]} (costs as a share of its cost)", "",
-                      _table(head_ms, rows_ms)]
-        if self.offpolicy:
-            n = next(iter(next(iter(self.offpolicy.values())).values())).n
-            est_names = [k for k in ("dr", "ips", "snips", "dm") if k in next(iter(self.offpolicy.values()))]
-            rows_op = [[f"**{name}**"] + [f"{_f(e[k].value)} {_ci((e[k].lower, e[k].upper))}" for k in est_names]
-                       for name, e in self.offpolicy.items()]
-            lines += ["", f"### Off-policy estimates on the {n} held-out queries of the router's own traffic", "",
-                      "Quality above is the doubly robust (DR) estimate on those queries; it decided selection "
-                      "and the gate. IPS and SNIPS need no reward model; DM is the reward model alone. 95% "
-                      "bootstrap intervals.", "",
-                      _table([""] + [k.upper() for k in est_names], rows_op)]
+        if not ms:
+            return []
+        head = ["", "quality at " + ("the budget" if self.budget is not None else "its cost"),
+                "vs mixing single models", "cost for 95% of its quality", "cost for 100%"]
+        rows = [[f"**{k}**", _f(v["quality_at_spend"]), _signed(v["gain_over_single_model_mix"]),
+                 _pct(v["cost_share_for_95pct"]), _pct(v["cost_share_for_100pct"])] for k, v in ms.items()]
+        reference = self.baselines.models[self.baselines.reference]
+        return ["", f"### Matched spend with {reference} (costs as a share of its cost)", "", _table(head, rows)]
+
+    def _offpolicy_lines(self) -> list[str]:
+        if not self.offpolicy:
+            return []
+        n = next(iter(next(iter(self.offpolicy.values())).values())).n
+        est_names = [k for k in ("dr", "ips", "snips", "dm") if k in next(iter(self.offpolicy.values()))]
+        rows = [[f"**{name}**"] + [f"{_f(e[k].value)} {_ci((e[k].lower, e[k].upper))}" for k in est_names]
+                for name, e in self.offpolicy.items()]
+        return ["", f"### Off-policy estimates on the {n} held-out queries of the router's own traffic", "",
+                "Quality above is the doubly robust (DR) estimate on those queries; it decided selection "
+                "and the gate. IPS and SNIPS need no reward model; DM is the reward model alone. 95% "
+                "bootstrap intervals.", "",
+                _table([""] + [k.upper() for k in est_names], rows)]
+
+    def _task_lines(self) -> list[str]:
         tasks = sorted({t for r in self.routers.values() for t in r.per_task})
-        if len(tasks) > 1:
-            names = list(self.routers)
-            first = self.routers[names[0]].per_task
-            task_rows = [[t, str(first[t]["n"]), _f(first[t]["best_single"]), _f(first[t]["oracle"])]
-                         + [_f(self.routers[n].per_task[t]["router"]) for n in names] for t in tasks]
-            lines += ["", "### Quality per task", "",
-                      _table(["task", "n", "best single", "oracle"] + names, task_rows)]
-        return "\n".join(lines) + "\n"
+        if len(tasks) <= 1:
+            return []
+        names = list(self.routers)
+        first = self.routers[names[0]].per_task
+        rows = [[t, str(first[t]["n"]), _f(first[t]["best_single"]), _f(first[t]["oracle"])]
+                + [_f(self.routers[n].per_task[t]["router"]) for n in names] for t in tasks]
+        return ["", "### Quality per task", "", _table(["task", "n", "best single", "oracle"] + names, rows)]
 
 
 def build_report(

@@ -19,7 +19,8 @@ IPS_CLIP = 20.0  # largest inverse-propensity weight: a 1-in-100 exploration dra
 class Feedback:
     """Partial (bandit) feedback in a fit: a query the deployed router logged has one scored model, chosen
     with a known propensity p. ``weights`` (n, m): 1 on fully logged cells, min(1 / p, ``IPS_CLIP``) on
-    bandit cells, 0 where unobserved, then scaled to mean 1 over each model's scored cells: regressions weighted by them see every model's queries as the full
+    bandit cells, 0 where unobserved, then scaled to mean 1 over each model's scored cells: regressions
+    weighted by them see every model's queries as the full
     query distribution, not as the deployed router sent them. ``scoring_Y`` / ``scoring_mask``: what a
     family's own CV scores routing quality on: the fully logged rows when there are any (bandit rows
     left out: with the mask alone only their logged model could compete); on bandit rows alone, their

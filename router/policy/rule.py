@@ -117,7 +117,8 @@ def switch_points(pred_scores: np.ndarray, model_costs: np.ndarray,
     Per query the choice walks down the upper envelope of the lines ``pred_j - lam * cost_j``: from
     the current model, the next one is the cheaper model it catches up with first (the cheapest of
     several caught at once), at most ``n_models - 1`` steps (or ``max_steps``). Returns
-    ``(lams, cost_deltas)`` unsorted, one entry per switch. The sum of ``cost_deltas`` up to a lambda is how much the spend has fallen.
+    ``(lams, cost_deltas)`` unsorted, one entry per switch. The sum of ``cost_deltas`` up to a lambda is how
+    much the spend has fallen.
     """
     pred, costs = check_scores(pred_scores, model_costs)
     cur = choose(pred, costs, 0.0)

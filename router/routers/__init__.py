@@ -51,5 +51,6 @@ def make_router(name: str, **params) -> BaseRouter:
 
 __all__ = [
     "ROUTERS", "BaseRouter", "BestSingleRouter", "ClassifierRouter", "ClusterRouter", "EnsembleRouter",
-    "IRTRouter", "KNNRouter", "LGBMRouter", "LogisticRouter", "MFRouter", "RandomRouter", "RidgeRouter", "TaskRouter", "make_router",
+    "IRTRouter", "KNNRouter", "LGBMRouter", "LogisticRouter", "MFRouter", "RandomRouter", "RidgeRouter", "TaskRouter",
+    "make_router",
 ]

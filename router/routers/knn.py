@@ -30,7 +30,8 @@ class KNNRouter(BaseRouter):
     tuple of candidates; with any tuple the combination is chosen by ``cv``-fold cross-validation
     on the training data, scored by routing quality (mean score of the argmax choice).
     ``temperature`` only matters for "kernel". On partial feedback (``fit(..., propensities=)``) CV
-    grades as ``router.policy.propensity.partial_feedback`` says; with ``ips_weights`` a neighbour's score also counts with its
+    grades as ``router.policy.propensity.partial_feedback`` says; with ``ips_weights`` a neighbour's score also
+    counts with its
     inverse-propensity weight (off by default, as for ``RidgeRouter``). ``max_references``: above that
     many training queries, neighbours are searched among a seeded random sample of that size (in every CV
     fold too, so CV grades the router as it will run); the brute-force search grows with queries x

@@ -67,16 +67,8 @@ class LGBMRouter(BaseRouter):
         self.random_state = random_state
 
     def _fit(self, X, Y, C, mask, client=None) -> None:
-        import lightgbm as lgb  # imported here: only this family needs it
-
-        check_choice("target", self.target, TARGETS)
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
-        if self.num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+        self._check_params()
         cap = self.max_train_queries
-        if cap is not None and (isinstance(cap, bool) or cap < 1):
-            raise ValueError(f"max_train_queries must be an integer >= 1 or None, got {cap!r}")
         if cap is not None and len(X) > cap:
             keep = np.sort(np.random.default_rng(self.random_state).choice(len(X), cap, replace=False))
             X, Y, mask = X[keep], Y[keep], mask[keep]
@@ -92,6 +84,34 @@ class LGBMRouter(BaseRouter):
         T = row_centre(Y, mask) if self.target == "centred" else Y
         rng = np.random.default_rng(self.random_state)
         is_val = rng.random(len(X)) < self.validation_fraction
+        self.boosters_ = []
+        self.best_iterations_ = []
+        for j in range(Y.shape[1]):
+            tr, va = mask[:, j] & ~is_val, mask[:, j] & is_val
+            if tr.sum() < 2 * self.min_child_samples or va.sum() == 0:
+                # Too few observations for a tree: predict the observed mean (a constant booster
+                # would need the same data); stored as a float.
+                self.boosters_.append(float(np.mean(T[mask[:, j], j])))
+                self.best_iterations_.append(0)
+                continue
+            booster, best = self._train_one(Z[tr], T[tr, j], Z[va], T[va, j], client)
+            self.best_iterations_.append(best)
+            self.boosters_.append(booster)
+
+    def _check_params(self) -> None:
+        check_choice("target", self.target, TARGETS)
+        if not 0 < self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction}")
+        if self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1, got {self.num_threads}")
+        cap = self.max_train_queries
+        if cap is not None and (isinstance(cap, bool) or cap < 1):
+            raise ValueError(f"max_train_queries must be an integer >= 1 or None, got {cap!r}")
+
+    def _train_one(self, Z_tr, t_tr, Z_va, t_va, client):
+        """One model's booster, early-stopped on its validation rows and cut to its best iteration."""
+        import lightgbm as lgb  # imported here: only this family needs it
+
         params = {
             "objective": "regression",
             "learning_rate": self.learning_rate,
@@ -106,30 +126,19 @@ class LGBMRouter(BaseRouter):
             "deterministic": True,
             "verbosity": -1,
         }
-        self.boosters_ = []
-        self.best_iterations_ = []
-        for j in range(Y.shape[1]):
-            tr, va = mask[:, j] & ~is_val, mask[:, j] & is_val
-            if tr.sum() < 2 * self.min_child_samples or va.sum() == 0:
-                # Too few observations for a tree: predict the observed mean (a constant booster
-                # would need the same data); stored as a float.
-                self.boosters_.append(float(np.mean(T[mask[:, j], j])))
-                self.best_iterations_.append(0)
-                continue
-            if client is None:
-                dtrain = lgb.Dataset(Z[tr], T[tr, j], params={"max_bin": self.max_bin}, free_raw_data=True)
-                dvalid = lgb.Dataset(Z[va], T[va, j], reference=dtrain)
-                booster = lgb.train(
-                    params, dtrain, num_boost_round=self.n_estimators, valid_sets=[dvalid],
-                    callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
-                )
-                best = int(booster.best_iteration or self.n_estimators)
-            else:
-                booster = _train_dask(client, params, self.n_estimators, Z[tr], T[tr, j])
-                best = _early_stopped_iteration(booster, Z[va], T[va, j], self.early_stopping_rounds)
-            self.best_iterations_.append(best)
-            # Keep only the trees up to the best iteration: smaller pickles, faster predict.
-            self.boosters_.append(lgb.Booster(model_str=booster.model_to_string(num_iteration=best)))
+        if client is None:
+            dtrain = lgb.Dataset(Z_tr, t_tr, params={"max_bin": self.max_bin}, free_raw_data=True)
+            dvalid = lgb.Dataset(Z_va, t_va, reference=dtrain)
+            booster = lgb.train(
+                params, dtrain, num_boost_round=self.n_estimators, valid_sets=[dvalid],
+                callbacks=[lgb.early_stopping(self.early_stopping_rounds, verbose=False)],
+            )
+            best = int(booster.best_iteration or self.n_estimators)
+        else:
+            booster = _train_dask(client, params, self.n_estimators, Z_tr, t_tr)
+            best = _early_stopped_iteration(booster, Z_va, t_va, self.early_stopping_rounds)
+        # Keep only the trees up to the best iteration: smaller exports, faster predict.
+        return lgb.Booster(model_str=booster.model_to_string(num_iteration=best)), best
 
     def _features(self, X) -> np.ndarray:
         if self.pca_components_ is None:

@@ -21,7 +21,8 @@ class RidgeRouter(BaseRouter):
     ``target="centred"`` regresses score minus the query's mean score (the query difficulty no
     routing choice changes); with one shared alpha and complete logs it routes identically to
     "raw", so it matters only with per-model alphas. On partial feedback (``fit(..., propensities=)``)
-    CV grades as ``router.policy.propensity.partial_feedback`` says; with ``ips_weights`` each model's regression is
+    CV grades as ``router.policy.propensity.partial_feedback`` says; with ``ips_weights`` each model's
+    regression is
     inverse-propensity weighted. Off by default: a regression of a model's score on the query is
     consistent without weights (the logging choice depends on the query only), and on real logs the
     weights' variance cost more than their bias correction gained (benchmarks/RESULTS.md, "Feedback loop").
