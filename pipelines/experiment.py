@@ -3,7 +3,7 @@
 ``run_experiment`` runs named stages, in order:
 
 1. ``split_data``: train and test queries (a user's split, else a hash of the query id);
-2. ``candidates``: the configured families that can fit these logs (a task column, bandit feedback);
+2. ``usable_candidates``: the configured families that can fit these logs (a task column, bandit feedback);
 3. ``held_out_values``: bandit rows of the test split graded by doubly robust pseudo-outcomes;
 4. ``fit_candidates``: each family's search (on the selection sample above its cap) and final fit;
 5. ``calibrate_candidates``: out-of-fold predictions on the sample -> each router's ``Calibration``;
@@ -177,7 +177,7 @@ class _Fits:
 def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client) -> Experiment:
     train, test = data.subset(split.train), data.subset(split.test)
     X_train, X_test = X[split.train], X[split.test]
-    specs = candidates(train, job)
+    specs = usable_candidates(train, job)
     logged_test = test
     test, q_hat = held_out_values(test, X_test, train, X_train)
     sample = selection_sample(train.n_queries, job.selection.max_queries, job.split.seed)
@@ -198,7 +198,7 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
     return gate_router(exp, job)
 
 
-def candidates(train: RoutingData, job: JobConfig) -> dict[str, RouterSpec]:
+def usable_candidates(train: RoutingData, job: JobConfig) -> dict[str, RouterSpec]:
     """The configured routers that can fit these logs, by label; a ValueError for a config they cannot meet.
 
     Families that learn from the task column (``needs_tasks``) sit out when the logs have none, or one task;

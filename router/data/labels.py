@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 
 from router.data import schema as S
+from router.policy import rule
 from router.policy.propensity import bandit_rows
 
 UNTAGGED = "(untagged)"  # the task of a query without a tag, in logs that tag others
@@ -223,10 +224,11 @@ def model_means(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def utility(scores: np.ndarray, costs: np.ndarray, lam: float) -> np.ndarray:
-    """Cost-aware utility ``score - lam * cost``; unknown costs count as 0 (quality only)."""
+    """Cost-aware utility ``score - lam * cost`` of logged answers (the rule's ``utility``); unknown costs
+    count as 0 (quality only)."""
     if lam == 0:
         return scores.copy()
-    return scores - lam * np.nan_to_num(costs, nan=0.0)
+    return rule.utility(scores, np.nan_to_num(costs, nan=0.0), lam)
 
 
 def best_model_labels(

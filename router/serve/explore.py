@@ -17,7 +17,7 @@ from router.policy.exploration import Exploration, sample_choices
 
 
 class Explorer:
-    """The serving policy of one app: ``decide(service, prompts, tasks, point)`` -> scores, order, propensities.
+    """The serving policy of one app: ``draw(service, prompts, tasks, point)`` -> scores, order, propensities.
 
     ``seed``: of the generator (None: fresh entropy); a seeded app answers a sequence of requests the same way.
     """
@@ -36,7 +36,7 @@ class Explorer:
         """The policy as the decision log names it: ``off``, ``epsilon:0.05``, ``softmax:0.1``."""
         return str(self.exploration)
 
-    def decide(self, service, prompts: list[str], tasks, point) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def draw(self, service, prompts: list[str], tasks, point) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Embedding + head + decision, the blocking part (run it in a worker thread).
 
         Returns ``scores`` (n, m), ``order`` (n, m) model indices (the served model first, then the

@@ -173,15 +173,15 @@ class _Gateway:
         self.client: httpx.AsyncClient | None = None  # opened by the app's lifespan
         self.explorer = Explorer(config.exploration, config.exploration_seed)
 
-    async def _decide(self, loaded: LoadedRouter, prompts: list[str], tasks, setting: Setting):
+    async def _rank_models(self, loaded: LoadedRouter, prompts: list[str], tasks, setting: Setting):
         """(lam, scores, order, propensities, routing ms) for prompts at the requested setting;
-        ``order``: model indices per prompt, the served one first, then the fallbacks (``Explorer.decide``)."""
+        ``order``: model indices per prompt, the served one first, then the fallbacks (``Explorer.draw``)."""
         try:  # cheap, and its ValueErrors are the caller's (unknown share model, no budget curve)
             point = loaded.service.operating_point(setting.lam, setting.budget, setting.share)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         start = time.perf_counter()
-        scores, order, propensities = await run_in_threadpool(self.explorer.decide, loaded.service, prompts,
+        scores, order, propensities = await run_in_threadpool(self.explorer.draw, loaded.service, prompts,
                                                               tasks, point)
         seconds = time.perf_counter() - start
         self.metrics.routing_seconds.observe(seconds)
@@ -218,7 +218,7 @@ class _Gateway:
                                 "(POST /v1/route routes without them)", type="server_error")
         text = routing_text(body["messages"], self.upstreams.route_on)
         loaded = self.holder.current()
-        lam, scores, ranked, propensities, ms = await self._decide(loaded, [text], None, setting)
+        lam, scores, ranked, propensities, ms = await self._rank_models(loaded, [text], None, setting)
         names = loaded.service.models
         order = [names[i] for i in ranked[0]]
         chosen, drawn = order[0], float(propensities[0])
@@ -252,7 +252,7 @@ class _Gateway:
         rid = request.state.request_id = request_id(request, _new_id)
         req = parse_route(await read_json(request, self.config.max_body_bytes))
         loaded = self.holder.current()
-        lam, scores, ranked, propensities, ms = await self._decide(loaded, req.prompts, req.tasks, req.setting)
+        lam, scores, ranked, propensities, ms = await self._rank_models(loaded, req.prompts, req.tasks, req.setting)
         names = loaded.service.models
         chosen = [names[i] for i in ranked[:, 0]]
         ids = [rid] if len(chosen) == 1 else [f"{rid}-{i}" for i in range(len(chosen))]
