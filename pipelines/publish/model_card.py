@@ -39,8 +39,9 @@ def model_card(job: JobConfig, prep: Prepared, exp: Experiment, data_sha256: str
         *(f"- {line}" for line in exp.feedback_lines()),
         "",
         "## The router",
-        f"- family `{f.spec.family}`, operating lambda {f.lam:g}"
-        + (f", budget ${job.budget:g}/query" if job.budget is not None else ""),
+        f"- family `{f.spec.family}`, operating lambda {f.lam:g} ({f.point.target}; calibrated on out-of-fold "
+        "predictions for the training queries, exported with the router so a per-call budget or share is "
+        "resolved the same way)",
         f"- chosen hyper-parameters: {best_params or 'none (no search)'}",
     ]
     if exp.selection is not None:
