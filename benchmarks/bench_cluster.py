@@ -206,7 +206,7 @@ def main() -> None:
         "cores as the local run and adds task scheduling, pickling and (for LightGBM) socket set-up per "
         "regressor, so it shows the Dask path's overhead, not a speed-up; the cluster path pays off when the "
         "workers are other machines. Cluster LightGBM routes differ slightly from local ones (data-parallel "
-        "histogram bins; tests/test_cluster.py has the measured tolerance).",
+        "histogram bins; tests/pipelines/test_dask_cluster.py has the measured tolerance).",
     ]
     text = "\n".join(lines)
     publish("cluster", text, write=not args.no_write)

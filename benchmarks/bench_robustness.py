@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_robustness.py [--model models/nq-sample-router/champion] [--small 400]
 
-1. Runs every malformed-log case of ``tests/test_bad_input.py`` (``MALFORMED``) through
+1. Runs every malformed-log case of ``tests/data/test_bad_input.py`` (``MALFORMED``) through
    ``router summary`` and counts the ones answered with one ``error:`` line that names the file,
    exit code 2 and no traceback.
 2. Loads the exported router (training the default job first if the folder does not exist) and
@@ -36,7 +36,7 @@ def malformed_cases() -> tuple[int, int, list[str]]:
     from typer.testing import CliRunner
 
     from pipelines.cli import app
-    from tests.test_bad_input import MALFORMED
+    from tests.data.test_bad_input import MALFORMED
 
     runner, named, other = CliRunner(), 0, []
     for case in MALFORMED:
@@ -136,7 +136,7 @@ def main() -> None:
         f"Command: `.venv/bin/python benchmarks/bench_robustness.py --small {args.small}` on {machine()}; router "
         f"`{Path(args.model).name}` ({service.meta.router} head, {len(service.models)} models).",
         "",
-        f"**Malformed logs**: {cases} cases (the `MALFORMED` list of tests/test_bad_input.py: ragged CSV rows, "
+        f"**Malformed logs**: {cases} cases (the `MALFORMED` list of tests/data/test_bad_input.py: ragged CSV rows, "
         "Latin-1 / non-UTF-8 files, NaN / Infinity / truncated JSON lines, all-null or type-changing score "
         "columns, unparseable timestamps, pairwise files missing a column or in mixed case, mixed formats, "
         f"models never scored, conflicting duplicates...): **{named} of {cases}** get one `error:` line naming "

@@ -4,7 +4,7 @@
 
 The router is the real job's: `router train --quiet` in a fresh temporary working directory (the bundled
 sample), or the one already trained in ``--workdir``; its `models/nq-sample-router/champion` is served.
-1. The slim install (tests/slim_env.py: only the base dependency closure, `python -I`): over ``--repeat``
+1. The slim install (tests/serve/slim_env.py: only the base dependency closure, `python -I`): over ``--repeat``
    fresh processes the time from `import router` to `router.load` and to the first answer, RSS after the
    load and at peak, modules imported, training-stack modules loaded; the same in the full dev venv; in
    one process, single-prompt `route` latency (300 distinct NQ prompts after 20 warm-ups) and prompts/s
@@ -39,7 +39,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.results import machine, write_section  # noqa: E402
-from tests.slim_env import slim_python  # noqa: E402
+from tests.serve.slim_env import slim_python  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 NAME = "nq-sample-router"

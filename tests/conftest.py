@@ -1,9 +1,11 @@
-"""Shared fixtures: small real logs, their routing data and embeddings (computed once per session)."""
+"""Shared fixtures: small real logs, their routing data and embeddings (computed once per session), the paths
+of the committed data, and helpers the tests of several packages use (an exported router, a decision record)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -12,6 +14,9 @@ from router.data import labels
 from router.data.readers.wide import WideSpec, scan_wide
 from router.data.scan import scan_logs
 from router.embed import Embedder, EmbeddingCache, embed_with_cache
+
+if TYPE_CHECKING:
+    from router.serve.decision_log import DecisionLog
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -81,3 +86,11 @@ def nq_export(tmp_path_factory, nq, nq_X, embedder) -> Path:
     meta = RouterMeta(models=list(nq.models), model_costs=mean_model_costs(nq).tolist(),
                       embedder=embedder.settings(), router="knn")
     return write_export(tmp_path_factory.mktemp("nq-export"), head, embedder, meta)
+
+
+def record_decision(log: DecisionLog, i: int, prompt: str | None = None, model: str = "a", **extra) -> None:
+    """Decision ``r{i}`` for ``prompt`` (default "question {i}?") routed to ``model`` (scores a 0.7, b 0.4,
+    lambda 0.5, router v1-abc); ``extra``: more fields of ``DecisionLog.record``."""
+    log.record(request_id=f"r{i}", prompt=prompt if prompt is not None else f"question {i}?", model=model,
+               scores={"a": 0.7, "b": 0.4}, lam=0.5, budget=None, share=None, router_version="v1-abc",
+               latency_ms=2.5, **extra)
