@@ -65,10 +65,13 @@ class RouterMeta:
             raise ArtifactError(f"{path}: expected a JSON object of router metadata")
         if raw.get("format_version") == 1:
             raw = _upgrade(raw)
-        if raw.get("format_version") != META_VERSION:
+        version = raw.get("format_version", 0)
+        if version != META_VERSION:
+            newer = isinstance(version, int) and version > META_VERSION
             raise ArtifactVersionError(
-                f"{path}: written with metadata format {raw.get('format_version', 0)}; this release reads "
-                f"format {META_VERSION}: retrain the router with this release")
+                f"{path}: written with metadata format {version}; this release reads format {META_VERSION}: "
+                + ("upgrade learned-router to load it, or retrain" if newer
+                   else "retrain the router with this release"))
         try:
             if raw.get("calibration") is not None:
                 raw["calibration"] = Calibration.from_dict(raw.get("models", []), raw["calibration"])
@@ -95,7 +98,8 @@ def _upgrade(raw: dict) -> dict:
 
 
 class RouterService:
-    """Routes prompts. ``route(prompts, lam=None, budget=None) -> list[str]``; ``scores(prompts)``."""
+    """Routes prompts: ``route(prompts, lam=, budget=, share=, tasks=) -> list[str]``, ``scores(prompts)``;
+    a call's setting is resolved on the exported calibration (``operating_point``)."""
 
     def __init__(self, embedder: Embedder, head, meta: RouterMeta) -> None:
         self.embedder = embedder
