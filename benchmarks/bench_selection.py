@@ -37,7 +37,8 @@ from benchmarks.bench_routers import CACHE, load  # noqa: E402
 from benchmarks.results import machine, write_section  # noqa: E402
 from benchmarks.shared import shared_data  # noqa: E402
 from pipelines.config import JobConfig, SelectionConfig  # noqa: E402
-from pipelines.experiment import Experiment, run_experiment  # noqa: E402
+from pipelines.experiment import run_experiment  # noqa: E402
+from pipelines.result import Experiment  # noqa: E402
 from pipelines.gate import BASELINE, paired_gain  # noqa: E402
 from router.data.scan import scan_logs  # noqa: E402
 from router.data.labels import RoutingData, build_routing_data, model_means  # noqa: E402

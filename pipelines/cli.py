@@ -80,6 +80,24 @@ ShareOpt = Annotated[Optional[str], typer.Option(
                     "(works without costs)")]
 
 
+ObjectiveOpt = Annotated[Optional[str], typer.Option(
+    "--objective", help="savings | quality | budget | share (default auto: savings when every model has a cost)")]
+MarginOpt = Annotated[Optional[float], typer.Option(
+    "--margin", help="savings: the quality the router may lose, as a fraction of the best single model's (0.01)")]
+BudgetOpt = Annotated[Optional[float], typer.Option("--budget", help="$ per query; calibrates lam")]
+
+
+def _targets(objective: str | None, margin: float | None, budget: float | None, share: str | None) -> dict:
+    """The config update the objective options give (validated with the config's own checks)."""
+    update: dict = {}
+    for key, value in (("objective", objective), ("margin", margin), ("budget", budget)):
+        if value is not None:
+            update[key] = value
+    if share is not None:
+        update["share"] = _share(share)
+    return update
+
+
 def _share(value: str | None) -> dict | None:
     """``MODEL=0.3`` as a config ``share`` section (model names may hold '=' and ':'; the last '=' splits)."""
     if value is None:
@@ -161,7 +179,9 @@ def evaluate(
     routers: Annotated[Optional[str], typer.Option("--routers", help="comma-separated families, e.g. knn,ridge")] = None,
     split_by: Annotated[Optional[str], typer.Option("--split-by", help="query | task (out-of-distribution)")] = None,
     lam: Annotated[Optional[float], typer.Option("--lam", help="cost weight of the decision rule")] = None,
-    budget: Annotated[Optional[float], typer.Option("--budget", help="$ per query; calibrates lam")] = None,
+    objective: ObjectiveOpt = None,
+    margin: MarginOpt = None,
+    budget: BudgetOpt = None,
     share: ShareOpt = None,
     report_json: Annotated[Optional[Path], typer.Option("--report-json", help="write the report as JSON")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="write the cost-quality curve PNG")] = None,
@@ -182,11 +202,7 @@ def evaluate(
             update["split"] = {**job.split.model_dump(), "by": split_by}
         if lam is not None:
             update["lam"] = lam
-        if budget is not None:
-            update["budget"] = budget
-        if share is not None:
-            update["share"] = _share(share)
-        job = _override(job, update)
+        job = _override(job, {**update, **_targets(objective, margin, budget, share)})
         prep = prepare(job.logs, job.embedder)
         exp = run_experiment(prep.data, prep.X, job)
     except ValueError as exc:
@@ -199,25 +215,28 @@ def evaluate(
     if report_json:
         from router.io import write_text_atomic
 
-        write_text_atomic(report_json, json.dumps(exp.report.to_dict(), indent=2))
+        write_text_atomic(report_json, json.dumps({**exp.report.to_dict(), "shipped": exp.to_dict()}, indent=2))
         typer.echo(f"report written to {report_json}")
     if plot and exp.report.baselines.has_cost:
         from router.evaluation.plots import plot_cost_quality
 
-        plot_cost_quality(exp.report, plot, budget=job.budget)
+        plot_cost_quality(exp.report, plot, budget=job.budget, shipped=exp.exported,
+                          margin=exp.goal.margin if exp.goal.kind == "savings" else None)
         typer.echo(f"cost-quality curve written to {plot}")
 
 
 @app.command()
 @with_job
 def train(job, quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only the final line")] = False,
+          objective: ObjectiveOpt = None, margin: MarginOpt = None, budget: BudgetOpt = None,
           share: ShareOpt = None) -> None:
     """Run the job: ingest -> labels -> embed (cached) -> fit -> evaluate -> MLflow -> export -> register."""
     from pipelines.job import run_job
 
-    if share is not None:
+    update = _targets(objective, margin, budget, share)
+    if update:
         try:
-            job = _override(job, {"share": _share(share)})
+            job = _override(job, update)
         except ValueError as exc:
             _fail(exc)
     from pipelines.job import Terminated

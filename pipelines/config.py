@@ -156,7 +156,20 @@ class RegistryConfig(_Strict):
     min_improvement: float = Field(0.0, ge=0, description="required gain of held-out utility over the champion")
     min_gain: float = Field(0.0, description="baseline gate: the held-out gain over the best single model must have "
                                              "its lower confidence bound above this")
-    confidence: float = Field(0.9, gt=0.5, lt=1, description="one-sided confidence of the baseline gate's bound")
+    confidence: float = Field(0.9, gt=0.5, lt=1, description="one-sided confidence of the baseline gate's bounds "
+                                                           "(and of the savings calibration's)")
+    min_savings: float = Field(0.05, ge=0, lt=1, description="savings gate: the lower bound of the saving (1 - router "
+                                                             "cost / best single cost) must reach this")
+    cross_fit_folds: int = Field(2, ge=0, description="the gate also counts the training queries, each routed by "
+                                                      "the job's procedure run on the other of this many folds "
+                                                      "(pipelines.evidence); 0: the held-out split alone")
+    @field_validator("cross_fit_folds")
+    @classmethod
+    def _folds_or_off(cls, folds: int) -> int:
+        if folds == 1:
+            raise ValueError("cross_fit_folds must be 0 (off) or at least 2")
+        return folds
+
     @field_validator("alias")
     @classmethod
     def _alias_not_reserved(cls, alias: str) -> str:
@@ -195,7 +208,13 @@ class JobConfig(_Strict):
         1, ge=1, description="BLAS threads while fitting routers, for the fit only (None: the library's default). "
                              "Routers fit many small matrices, where more threads only contend: on 2 cores the "
                              "default candidates fit on the sample in 6 s with 1 thread, 43 s with 2")
-    lam: float = Field(0.0, ge=0, description="default cost weight: route to argmax(score - lam * $cost)")
+    objective: Literal["auto", "savings", "quality", "budget", "share"] = Field(
+        "auto", description="savings: the cheapest routing with quality >= best single x (1 - margin); quality: "
+        "the best score - lam * cost; budget / share: meet that target. auto: budget or share when set, else "
+        "savings when every model in the logs has a cost, else quality")
+    margin: float = Field(0.01, ge=0, lt=1, description="savings: the quality the router may lose, as a fraction "
+                                                        "of the best single model's (0: none; 0.05: RouteLLM's 95%)")
+    lam: float = Field(0.0, ge=0, description="quality objective: route to argmax(score - lam * $cost)")
     budget: float | None = Field(None, gt=0, description="$ per query: each router's lam is calibrated to it on "
                                                         "a slice of the training queries")
     share: ShareConfig | None = Field(None, description="a share of calls to one model, calibrated on the training "
@@ -217,6 +236,12 @@ class JobConfig(_Strict):
             raise ValueError(f"router labels must be unique, got {labels}")
         if self.budget is not None and self.share is not None:
             raise ValueError("give a budget or a share, not both")
+        for kind, value in (("budget", self.budget), ("share", self.share)):
+            if self.objective == kind and value is None:
+                raise ValueError(f"objective {kind} needs a {kind}: section")
+            if value is not None and self.objective not in ("auto", kind):
+                raise ValueError(f"a {kind} is set but the objective is {self.objective}: use objective {kind} "
+                                 f"(or auto), or drop the {kind}")
         if any(r.label == "best_single" and r.family != "best_single" for r in self.routers):
             raise ValueError("the label 'best_single' is reserved for the best-single baseline")
         if self.export_router != "auto" and self.export_router not in labels:

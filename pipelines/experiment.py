@@ -25,110 +25,19 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pipelines.config import JobConfig, RouterSpec
-from pipelines.gate import BASELINE, Gate, gate, objective
+from pipelines.evidence import cross_fitted
+from pipelines.gate import BASELINE, Goal, gate, goal_for, savings_gate
+from pipelines.result import Experiment, FittedRouter
 from pipelines.selection import (Selection, fit_router, frozen_params, out_of_fold, select, selection_sample,
                                  serving_tags)
 from router.data.labels import RoutingData
-from router.evaluation.metrics import RouterResult, complete_rows, evaluate_router
+from router.evaluation.metrics import best_single_index, complete_rows, evaluate_router
 from router.evaluation.offpolicy import estimates_by_router, with_dr_values
-from router.evaluation.report import EvaluationReport, build_report
+from router.evaluation.report import build_report
 from router.evaluation.splits import Split, given_split, has_given_split, split_queries
-from router.policy.operating_point import Calibration, OperatingPoint, calibrate
-from router.policy.propensity import IPS_CLIP
+from router.policy.operating_point import Calibration, calibrate
 from router.routers import ROUTERS, BaseRouter, make_router
 from router.routers.base import predict_with_tasks
-
-
-@dataclass
-class FittedRouter:
-    spec: RouterSpec
-    router: BaseRouter
-    result: RouterResult
-    fit_seconds: float
-    predict_seconds: float
-    test_scores: np.ndarray = field(repr=False)
-    calibration: Calibration  # measured on out-of-fold training predictions; exported with the router
-
-    @property
-    def point(self) -> OperatingPoint:
-        """Where the router runs: the job's setting resolved on its calibration."""
-        return self.calibration.default
-
-    @property
-    def lam(self) -> float:
-        return self.point.lam
-
-
-@dataclass
-class Experiment:
-    split: Split
-    train: RoutingData
-    test: RoutingData
-    fitted: dict[str, FittedRouter]
-    report: EvaluationReport
-    lam: float  # the configured lambda (under a budget each router has its own: ``FittedRouter.lam``)
-    quality_only: bool  # under a budget or a share, routers are compared by quality at their own operating point
-    selection: Selection | None  # None when the config names the router to export
-    selected: str  # chosen by selection on train, or named by the config
-    gate: Gate | None  # None when the selected router is the baseline itself
-    exported: str  # what the job exports: the selected router if it passed the gate, else the baseline
-
-    @property
-    def eval_rows(self) -> np.ndarray:
-        """The held-out queries every model answered: the ones evaluation scores (``metrics``)."""
-        return np.flatnonzero(complete_rows(self.test))
-
-    def held_out(self, label: str) -> np.ndarray:
-        """Per-query objective of a router's choices on the evaluated held-out queries."""
-        f = self.fitted[label]
-        return objective(self.test, self.eval_rows, f.result.choices, f.point.lam, f.router.model_costs_,
-                         self.quality_only)
-
-    def feedback_lines(self) -> list[str]:
-        """How partial feedback (the router's own traffic) entered the fit and the held-out values, if it did."""
-        lines = []
-        n_bandit = int(self.train.is_bandit.sum())
-        if n_bandit:
-            lines.append(f"trained on partial feedback: {n_bandit:,} of {self.train.n_queries:,} training queries "
-                         "have one scored model (the deployed router's choice, with its propensity); best_single, "
-                         f"ridge and knn learn from them (inverse-propensity weighted means, weights clipped at "
-                         f"{IPS_CLIP:g}), the other families fit on the fully logged queries only")
-        estimated = self.test.estimated
-        if estimated is not None and estimated.any():
-            lines.append(f"held-out values: doubly robust estimates on {int(estimated.sum()):,} of "
-                         f"{self.test.n_queries:,} held-out queries (bandit feedback); selection and the gate "
-                         "used them; the oracle is not estimable there")
-        return lines
-
-    def outcome_lines(self, job: JobConfig) -> list[str]:
-        """What was selected (out-of-fold ranking), what ships and why, and the realised share if targeted."""
-        lines = self.feedback_lines()
-        if self.selection is not None:
-            lines.append(f"selection on the training split (out-of-fold, {self.selection.folds} folds"
-                         + (f", on {self.selection.n_queries:,} of {self.train.n_queries:,} queries"
-                            if self.selection.n_queries < self.train.n_queries else "")
-                         + ("" if self.selection.nested else ", hyper-parameters searched once on them") + "): "
-                         + ", ".join(f"{k} {self.selection.oof[k]:.4f}" for k in self.selection.ranking()))
-        return lines + [self.decision] + ([self.share_line(job)] if job.share is not None else [])
-
-    def share_line(self, job: JobConfig) -> str | None:
-        """The share target against the share the exported router realised on the held-out queries."""
-        if job.share is None:
-            return None
-        realised = self.fitted[self.exported].result.routing_share[self.test.models.index(job.share.model)]
-        return (f"share of calls to {job.share.model}: target {job.share.value:.1%} (calibrated on the training "
-                f"split), realised {realised:.1%} on the held-out queries")
-
-    @property
-    def decision(self) -> str:
-        """One line: what ships and why."""
-        if self.gate is not None:
-            return self.gate.reason
-        model = self.test.models[self.fitted[BASELINE].result.choices[0]] if self.exported == BASELINE else None
-        if self.selection is not None and self.selected == BASELINE:
-            return (f"routing does not pay on these logs: always call {model} (best_single had the best "
-                    f"out-of-fold objective on the training split)")
-        return f"{self.exported} exported as configured" + (f": always call {model}" if model else "")
 
 
 def split_data(data: RoutingData, job: JobConfig) -> Split:
@@ -138,15 +47,20 @@ def split_data(data: RoutingData, job: JobConfig) -> Split:
     return split_queries(data, test_size=s.test_size, seed=s.seed, by=s.by, test_tasks=s.test_tasks)
 
 
-def calibrate_router(pred: np.ndarray, costs: np.ndarray, train: RoutingData, job: JobConfig) -> Calibration:
+def calibrate_router(pred: np.ndarray, costs: np.ndarray, train: RoutingData, job: JobConfig, goal: Goal,
+                     reference: int, baseline: bool = False) -> Calibration:
     """A router's ``Calibration`` from its out-of-fold predictions ``pred`` on ``train`` (``out_of_fold``),
-    its default point the job's setting: a budget's lambda, a share's bias, else ``job.lam``.
+    its default point the job's setting: a budget's lambda, a share's bias, the savings margin's cheapest
+    non-inferior point (the ``baseline`` router stays at lambda 0: it is the best single model), else
+    ``job.lam``. The curve's quality is measured against the ``reference`` model.
 
     Those folds refit the router with the hyper-parameters its own search chose (another choice would
     change the scale of its scores: ridge at alpha 10 vs 30 moved a 30% share target to 40%).
     """
     share = (job.share.model, job.share.value) if job.share is not None else None
-    return calibrate(pred, costs, train.models, lam=job.lam, budget=job.budget, share=share)
+    margin = goal.margin if goal.kind == "savings" and not baseline else None
+    return calibrate(pred, costs, train.models, lam=job.lam, budget=job.budget, share=share, margin=margin,
+                     scores=train.scores, reference=reference, confidence=goal.confidence)
 
 
 def run_experiment(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split | None = None,
@@ -178,14 +92,14 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
     train, test = data.subset(split.train), data.subset(split.test)
     X_train, X_test = X[split.train], X[split.test]
     specs = usable_candidates(train, job)
+    goal, reference = goal_for(job, train), best_single_index(train)
     logged_test = test
     test, q_hat = held_out_values(test, X_test, train, X_train)
     sample = selection_sample(train.n_queries, job.selection.max_queries, job.split.seed)
     X_sel, train_sel = X_train[sample], train.subset(sample)
     fits = fit_candidates(specs, X_train, train, X_sel, train_sel, client)
-    calibrate_candidates(fits, X_sel, train_sel, job)
-    quality_only = job.budget is not None or job.share is not None
-    selection = select_router(specs, fits, X_sel, train_sel, job, quality_only)
+    calibrate_candidates(fits, X_sel, train_sel, job, goal, reference)
+    selection = select_router(specs, fits, X_sel, train_sel, job, goal, reference)
     selected = selection.label if selection is not None else job.export_router
     fitted = evaluate_candidates(specs, fits, X_test, test, train, job)
     offpolicy = None
@@ -193,9 +107,11 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
         offpolicy = estimates_by_router(logged_test, q_hat, _choices_by_row(fitted, test), seed=job.split.seed)
     report = build_report({k: f.result for k, f in fitted.items()}, train, test,
                           fitted[selected].router.model_costs_, split=split.how, budget=job.budget, offpolicy=offpolicy)
-    exp = Experiment(split=split, train=train, test=test, fitted=fitted, report=report, lam=job.lam,
-                     quality_only=quality_only, selection=selection, selected=selected, gate=None, exported=selected)
-    return gate_router(exp, job)
+    evidence = cross_fitted(specs, X_sel, train_sel, job, goal, calibrate_router) if selected != BASELINE else None
+    exp = Experiment(split=split, train=train, test=test, fitted=fitted, report=report, goal=goal,
+                     reference=reference, evidence=evidence, selection=selection, selected=selected, gate=None,
+                     exported=selected)
+    return gate_router(exp)
 
 
 def usable_candidates(train: RoutingData, job: JobConfig) -> dict[str, RouterSpec]:
@@ -260,17 +176,18 @@ def fit_candidates(specs: dict[str, RouterSpec], X_train: np.ndarray, train: Rou
     return _Fits(routers=routers, chosen=chosen, capped=capped)
 
 
-def calibrate_candidates(fits: _Fits, X_sel: np.ndarray, train_sel: RoutingData, job: JobConfig) -> None:
+def calibrate_candidates(fits: _Fits, X_sel: np.ndarray, train_sel: RoutingData, job: JobConfig, goal: Goal,
+                         reference: int) -> None:
     """Each candidate's out-of-fold predictions on the selection sample and the ``Calibration`` made of them
     (so the test split never sets an operating point); stored on ``fits``."""
     for label, spec in fits.chosen.items():
         fits.oof[label] = out_of_fold(spec, X_sel, train_sel, job)
         fits.calibrations[label] = calibrate_router(fits.oof[label], fits.routers[label][0].model_costs_,
-                                                    train_sel, job)
+                                                    train_sel, job, goal, reference, baseline=label == BASELINE)
 
 
 def select_router(specs: dict[str, RouterSpec], fits: _Fits, X_sel: np.ndarray, train_sel: RoutingData,
-                  job: JobConfig, quality_only: bool) -> Selection | None:
+                  job: JobConfig, goal: Goal, reference: int) -> Selection | None:
     """The selection on the training split (None when the config names the router to export).
 
     Above the cap, selection grades the operating-point folds' predictions (hyper-parameters fixed on the
@@ -280,8 +197,8 @@ def select_router(specs: dict[str, RouterSpec], fits: _Fits, X_sel: np.ndarray, 
     makers = {label: functools.partial(make_router, spec.family, **spec.params) for label, spec in specs.items()}
     points = {label: cal.default for label, cal in fits.calibrations.items()}
     given = {label: (fits.oof[label], fits.routers[label][0].model_costs_) for label in specs} if fits.capped else None
-    return select(makers, X_sel, train_sel, points, quality_only, job.selection.folds, job.split.seed,
-                  job.task_at_serving, predictions=given)
+    return select(makers, X_sel, train_sel, points, goal.quality_only, job.selection.folds, job.split.seed,
+                  job.task_at_serving, predictions=given, goal=goal, reference=reference)
 
 
 def evaluate_candidates(specs: dict[str, RouterSpec], fits: _Fits, X_test: np.ndarray, test: RoutingData,
@@ -310,13 +227,20 @@ def _choices_by_row(fitted: dict[str, FittedRouter], test: RoutingData) -> dict[
     return picks
 
 
-def gate_router(exp: Experiment, job: JobConfig) -> Experiment:
-    """``exp`` with its gate decided: the selected router ships only if it beats always calling the best
-    single model on the held-out queries, with confidence; else the baseline ships."""
+def gate_router(exp: Experiment) -> Experiment:
+    """``exp`` with its gate decided on the held-out queries and the training queries cross-fitted
+    (``exp.evidence``): the selected router ships only if it beats the best single router with confidence
+    (under savings: saves enough at quality within the margin, ``pipelines.gate.savings_gate``); else the
+    baseline ships."""
     if exp.selected == BASELINE:
         return exp
+    goal, f = exp.goal, exp.fitted[exp.selected]
+    held = exp.outcomes(f.result.choices, f.router.model_costs_)
+    every = held if exp.evidence is None else held + exp.evidence
     baseline_model = exp.test.models[exp.fitted[BASELINE].result.choices[0]]
-    exp.gate = gate(exp.selected, exp.held_out(exp.selected), exp.held_out(BASELINE), baseline_model,
-                    job.registry.min_gain, job.registry.confidence)
+    if goal.kind == "savings":
+        exp.gate = savings_gate(exp.selected, every, baseline_model, goal)
+    else:
+        exp.gate = gate(exp.selected, *every.objective(goal), baseline_model, goal.min_gain, goal.confidence)
     exp.exported = exp.selected if exp.gate.passed else BASELINE
     return exp

@@ -45,16 +45,19 @@ class JobResult:
     reused: int
 
     def outcome(self, job: JobConfig) -> str:
-        """The job's last line: what was exported and where the champion is."""
-        p, router = self.promotion, self.experiment.exported
+        """The job's last line: what was exported, where the champion is, and the verdict the way users count
+        it (what the router saves or gains over always calling the best single model)."""
+        p, router, verdict = self.promotion, self.experiment.exported, self.experiment.verdict
         if self.model_uri is None:
-            return f"champion kept, {router} router not exported ({p.reason}); {self.champion_path} unchanged"
+            return (f"champion kept, {router} router not exported ({p.reason}); {self.champion_path} unchanged; "
+                    f"this run: {verdict}")
         where = f"exported {router} router to {self.export_path or self.model_uri}"
         if p is None:
-            return f"{where}; {self.champion_path} -> {self.export_path.name}"
+            return f"{where}; {self.champion_path} -> {self.export_path.name}; {verdict}"
         if not p.promoted:
-            return f"{where}; registered {job.name} v{p.version}: not promoted ({p.reason})"
-        return f"{where}; registered {job.name} v{p.version}: promoted to @{job.registry.alias} ({p.reason})"
+            return f"{where}; registered {job.name} v{p.version}: not promoted ({p.reason}); {verdict}"
+        return (f"{where}; registered {job.name} v{p.version}: promoted to @{job.registry.alias} ({p.reason}); "
+                f"{verdict}")
 
 
 class Terminated(Exception):

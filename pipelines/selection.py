@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.config import JobConfig, RouterSpec
-from pipelines.gate import objective
+from pipelines.gate import Goal, objective, realised_cost, savings_eligible
 from router.data.labels import RoutingData
 from router.evaluation.offpolicy import with_dr_values
 from router.policy.rule import choose
@@ -40,9 +40,12 @@ class Selection:
     folds: int
     n_queries: int  # training queries the folds ran over
     nested: bool = True  # each fold ran the candidates' own searches; False: hyper-parameters fixed beforehand
+    excluded: tuple[str, ...] = ()  # savings: candidates whose out-of-fold quality was not within the margin
+    kind: str = "quality"  # what ``oof`` holds: the mean objective, or (savings) the saving
 
     def ranking(self) -> list[str]:
-        return sorted(self.oof, key=lambda k: -self.oof[k])
+        """Best first; candidates excluded by the savings margin last."""
+        return sorted(self.oof, key=lambda k: (k in self.excluded, -self.oof[k]))
 
 
 def fit_on(router, X: np.ndarray, data: RoutingData, **fit_params):
@@ -114,34 +117,76 @@ def out_of_fold(spec: RouterSpec, X: np.ndarray, train: RoutingData, job: JobCon
 
 def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, quality_only: bool,
            n_folds: int, seed: int, task_at_serving: bool = False,
-           predictions: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> Selection:
+           predictions: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, *, goal: Goal | None = None,
+           reference: int | None = None) -> Selection:
     """The candidate with the best out-of-fold objective on the training queries.
 
     ``candidates``: label -> a callable returning an unfitted router (fitted afresh in every fold);
     ``points``: label -> its operating point (``.lam``, ``.bias``), used in every fold.
     ``predictions``: label -> (out-of-fold scores on every query of ``train``, from these same folds;
     the model costs): graded as they are, nothing is fitted (the selection is then not nested).
+    Under a savings ``goal`` the candidates whose quality is within the margin of the ``reference``
+    model's (``gate.savings_eligible``) are ranked by their saving, the others excluded.
     """
-    values = {label: np.full(train.n_queries, np.nan) for label in candidates}
-    for tr, va in kfolds(train.n_queries, n_folds, seed):
+    n = train.n_queries
+    graded = {label: {k: np.full(n, np.nan) for k in GRADES} for label in candidates}
+    for tr, va in kfolds(n, n_folds, seed):
         fold_train = train.subset(tr)
         # Bandit queries of the fold are graded by their DR pseudo-outcomes (reward model of the fold's rest).
         fold_va, _ = with_dr_values(train.subset(va), X[va], fold_train, X[tr])
-        mask_va = fold_va.mask
-        usable = mask_va.any(axis=1)
+        usable = fold_va.mask.any(axis=1)
+        at = va[usable]
         for label, make in candidates.items():
             if predictions is not None:
                 scores, costs = predictions[label]
-                pred = scores[va[usable]]
+                pred = scores[at]
             else:
                 router = fit_on(make(), X[tr], fold_train)
-                tags = train.tasks[va[usable]] if task_at_serving and train.tasks is not None else None
-                pred, costs = predict_with_tasks(router, X[va[usable]], tags), router.model_costs_
-            # Only models scored on the query can be graded, so only they compete (as in routing_quality).
-            point = points[label]
-            picks = choose(pred, costs, point.lam, allowed=mask_va[usable], bias=point.bias)
-            values[label][va[usable]] = objective(fold_va, np.flatnonzero(usable), picks, point.lam, costs,
-                                                  quality_only)
-    oof = {label: float(np.nanmean(v)) for label, v in values.items()}
-    best = max(oof, key=lambda k: (oof[k], -list(oof).index(k)))
-    return Selection(label=best, oof=oof, folds=n_folds, n_queries=train.n_queries, nested=predictions is None)
+                tags = train.tasks[at] if task_at_serving and train.tasks is not None else None
+                pred, costs = predict_with_tasks(router, X[at], tags), router.model_costs_
+            grades = grade(fold_va, np.flatnonzero(usable), pred, costs, points[label], quality_only, reference)
+            for key, values in grades.items():
+                graded[label][key][at] = values
+    label, oof, excluded = rank(graded, goal)
+    return Selection(label=label, oof=oof, folds=n_folds, n_queries=n, nested=predictions is None,
+                     excluded=excluded, kind="savings" if goal is not None and goal.kind == "savings" else "quality")
+
+
+GRADES = ("value", "score", "cost", "ref_score", "ref_cost")
+
+
+def grade(data: RoutingData, rows: np.ndarray, pred: np.ndarray, costs: np.ndarray, point, quality_only: bool,
+          reference: int | None) -> dict[str, np.ndarray]:
+    """The choices of ``pred`` (one row per query of ``rows``) at ``point`` on ``rows`` of ``data``, only the
+    models scored on a query competing: per query the objective (``value``), the choice's ``score`` and
+    ``cost``, and the ``reference`` model's (``ref_score``, ``ref_cost``; NaN without a reference)."""
+    picks = choose(pred, costs, point.lam, allowed=data.mask[rows], bias=point.bias)
+    out = {"value": objective(data, rows, picks, point.lam, costs, quality_only),
+           "score": data.scores[rows, picks], "cost": realised_cost(data, rows, picks, costs),
+           "ref_score": np.full(len(rows), np.nan), "ref_cost": np.full(len(rows), np.nan)}
+    if reference is not None:
+        ref = np.full(len(rows), reference)
+        out["ref_score"], out["ref_cost"] = data.scores[rows, reference], realised_cost(data, rows, ref, costs)
+    return out
+
+
+def rank(graded: dict[str, dict[str, np.ndarray]], goal: Goal | None) -> tuple[str, dict[str, float], tuple[str, ...]]:
+    """(the best label, the value per label, the labels excluded) from per-query ``grade``s: the highest
+    mean objective (ties: the earlier label); under a savings ``goal`` the highest saving among the
+    labels whose quality is within the margin of the reference's, the others excluded (ranked last; when
+    all are, the first label, by convention ``best_single``)."""
+    order = list(graded)
+    if goal is None or goal.kind != "savings":
+        oof = {label: float(np.nanmean(g["value"])) for label, g in graded.items()}
+        return max(oof, key=lambda k: (oof[k], -order.index(k))), oof, ()
+    oof, excluded = {}, []
+    for label, g in graded.items():
+        rows = np.isfinite(g["score"]) & np.isfinite(g["ref_score"])
+        ref_cost = float(np.mean(g["ref_cost"][rows])) if rows.any() else 0.0
+        oof[label] = 1.0 - float(np.mean(g["cost"][rows])) / ref_cost if ref_cost > 0 else 0.0
+        if not savings_eligible(g["score"][rows], g["ref_score"][rows], goal):
+            excluded.append(label)
+    best = min(oof, key=lambda k: (k in excluded, -oof[k], order.index(k)))
+    if best in excluded:  # none is within the margin: the first candidate (by convention best_single)
+        best = order[0]
+    return best, oof, tuple(excluded)

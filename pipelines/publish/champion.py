@@ -7,8 +7,7 @@ import logging
 import numpy as np
 
 from pipelines.config import JobConfig
-from pipelines.experiment import Experiment
-from pipelines.gate import objective
+from pipelines.result import Experiment
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +28,28 @@ def champion_value(uri: str, job: JobConfig, exp: Experiment, X: np.ndarray | No
         return None
     rows = exp.eval_rows
     cols = np.array([exp.test.models.index(m) for m in service.models])
-    share = {job.share.model: job.share.value} if job.share is not None else None
-    point = service.operating_point(budget=job.budget, share=share) if exp.quality_only else \
-        service.operating_point(lam=exp.lam)
+    point = champion_point(service, job, exp)
     tags = exp.test.tasks[rows] if job.task_at_serving and exp.test.tasks is not None else None
     if X is not None and embedder_id and service.meta.embedder_id == embedder_id:
         scores = service.head_scores(X[exp.split.test[rows]], tasks=tags)
     else:
         scores = service.scores(list(exp.test.prompts[rows]), tasks=tags)
     picks = cols[service.choose(scores, point)]
-    costs = exp.fitted[exp.exported].router.model_costs_
-    return float(np.nanmean(objective(exp.test, rows, picks, point.lam, costs, exp.quality_only)))
+    return exp.outcomes(picks, exp.fitted[exp.exported].router.model_costs_).value(exp.goal)
+
+
+def champion_point(service, job: JobConfig, exp: Experiment):
+    """The champion's operating point for this job's objective, resolved on its own calibration: its lambda
+    for the job's budget, its bias for the job's share, its cheapest point within the job's savings margin
+    (its default when it was exported without quality on its curve), else the job's lambda."""
+    kind = exp.goal.kind
+    if kind == "budget":
+        return service.operating_point(budget=job.budget)
+    if kind == "share":
+        return service.operating_point(share={job.share.model: job.share.value})
+    if kind == "savings":
+        try:
+            return service.operating_point(margin=exp.goal.margin)
+        except ValueError:  # an export from before savings: its own default point
+            return service.operating_point()
+    return service.operating_point(lam=exp.lam)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 import router.serve
-from pipelines.experiment import Experiment
+from pipelines.result import Experiment
 from pipelines.prepare import Prepared
 from router.embed import Embedder
 from router.serve.artifact import save_head
@@ -98,7 +98,8 @@ def log_router(head, embedder: Embedder, meta: RouterMeta, *, name: str = "route
 
     example = pd.DataFrame({"prompt": INPUT_EXAMPLE})
     example_out = pd.DataFrame({"model": [meta.models[0]] * len(INPUT_EXAMPLE)})
-    params = {"lam": float(meta.default_lam), "budget": 0.0, "share_model": "", "share": 0.0, "return_scores": False}
+    params = {"lam": float(meta.default_lam), "budget": 0.0, "margin": -1.0, "share_model": "", "share": 0.0,
+              "return_scores": False}
     signature = infer_signature(example, example_out, params=params)
     # An optional "task" column: a service that knows each prompt's task tag may send it (a task head
     # routes by it; other heads ignore it).

@@ -7,7 +7,7 @@ Pure: the job's results in, text out.
 from __future__ import annotations
 
 from pipelines.config import JobConfig
-from pipelines.experiment import Experiment
+from pipelines.result import Experiment
 from pipelines.prepare import Prepared
 
 
@@ -31,6 +31,8 @@ def model_card(job: JobConfig, prep: Prepared, exp: Experiment, data_sha256: str
         "",
         f"**Decision:** {exp.decision}",
         "",
+        f"**Verdict:** {exp.verdict}",
+        "",
         "## Data",
         f"- logs: `{job.logs.path}` (sha256 `{data_sha256[:16]}...`)",
         f"- {prep.data.n_queries:,} queries x {prep.data.n_models} models; logged {_time_range(prep)}",
@@ -51,11 +53,15 @@ def model_card(job: JobConfig, prep: Prepared, exp: Experiment, data_sha256: str
         how = "" if exp.selection.nested else ", hyper-parameters searched once on that sample"
         lines.append(f"- selected on the training split{sample} by {exp.selection.folds}-fold cross-validation "
                      f"(out-of-fold objective{how}): {ranking}")
+    goal = exp.goal
+    lines.append(f"- objective: {goal.kind}" + (f" (quality within {goal.margin:g} of the best single model's, "
+                                                 f"a saving of at least {goal.min_savings:.0%} to ship)"
+                                                 if goal.kind == "savings" else ""))
     if exp.gate is not None:
         g = exp.gate
-        lines.append(f"- baseline gate: held-out gain {g.gain:+.4f} over always calling "
-                     f"{base.models[base.best_single]}, {g.confidence:.0%} lower bound {g.lower:+.4f} "
-                     f"vs min_gain {g.min_gain:g}: {'passed' if g.passed else 'failed'}")
+        where = ("the held-out split and the training queries cross-fitted" if exp.evidence is not None
+                 else "the held-out split")
+        lines.append(f"- the gate, on {g.n:,} queries ({where}): {'passed' if g.passed else 'failed'}: {g.reason}")
     if exp.share_line(job):
         lines.append(f"- {exp.share_line(job)}")
     ci = r.ci.get("quality", (None, None))

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from pipelines.config import JobConfig
-from pipelines.experiment import Experiment
+from pipelines.result import Experiment
 from pipelines.prepare import Prepared
 from pipelines.publish.champion import champion_value
 from pipelines.publish.local_export import mirror_champion, point_champion, prune, versions, write_version
@@ -69,7 +68,7 @@ def release(job: JobConfig, prep: Prepared, exp: Experiment, card: str, run_labe
 
 
 def _challenger_value(exp: Experiment) -> float:
-    return float(np.nanmean(exp.held_out(exp.exported)))
+    return exp.value(exp.exported)
 
 
 def _scorer(job: JobConfig, prep: Prepared, exp: Experiment):

@@ -208,7 +208,8 @@ def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = 
 
     exported = exp.exported
     mlflow.set_tags({"job": job.name, "exported_router": exported, "selected_router": exp.selected,
-                     "split": exp.split.how, "decision": exp.decision})
+                     "split": exp.split.how, "decision": exp.decision, "verdict": exp.verdict,
+                     "objective": exp.goal.kind, "operating_point": exp.fitted[exported].point.target})
     cluster = {}
     if job.cluster is not None:
         mlflow.set_tag("cluster.address", job.cluster.address)
@@ -222,6 +223,8 @@ def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = 
         "logs.path": job.logs.path, "logs.format": job.logs.format, "logs.sha256": sha, **source,
         "embedder.id": prep.embedder.id, **{f"embedder.{k}": v for k, v in prep.embedder.settings().items()},
         "routers": [r.label for r in job.candidates()], "export_router": exported, "lam": exp.lam,
+        "objective": exp.goal.kind, "margin": job.margin, "registry.min_savings": job.registry.min_savings,
+        "registry.cross_fit_folds": job.registry.cross_fit_folds,
         "selection.folds": job.selection.folds, "selection.max_queries": job.selection.max_queries, "registry.min_gain": job.registry.min_gain,
         "registry.confidence": job.registry.confidence,
         "budget": job.budget, "task_at_serving": job.task_at_serving, **exp.split.sizes(), **cluster,
@@ -234,17 +237,23 @@ def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = 
                  "data/missing_cells": summary.missing_cells, "embed/embedded": emb.embedded,
                  "embed/reused": emb.reused, "embed/seconds": emb.seconds})
     report = exp.report.to_dict()
-    log_json(report, "evaluation/report.json")
+    log_json({**report, "shipped": exp.to_dict()}, "evaluation/report.json")
     log_text(exp.report.to_markdown(), "evaluation/report.md")
     for label, fitted in exp.fitted.items():
         log_router_run(label, fitted, exp, plots_dir)
     if exp.gate is not None:
-        log_metrics({"gate/gain": exp.gate.gain, "gate/lower_bound": exp.gate.lower, "gate/passed": exp.gate.passed})
+        g = exp.gate
+        log_metrics({"gate/gain": g.gain, "gate/lower_bound": g.lower, "gate/passed": g.passed, "gate/queries": g.n})
+        if g.saving is not None:
+            log_metrics({"gate/saving": g.saving, "gate/saving_lower_bound": g.saving_lower,
+                         "gate/saved_per_1k_queries": g.saved_per_query[0] * 1000})
     headline = report["routers"][exported]
     log_metrics(flatten("test", {k: headline.get(k) for k in ("quality", "cost", "gap_closed", "aiq")}))
     log_metrics(flatten("test", {"routing_share": headline["routing_share"], "per_task": headline["per_task"]}))
     if exp.report.baselines.has_cost:
+        margin = exp.goal.margin if exp.goal.kind == "savings" else None
         log_file(plot_cost_quality(exp.report, plots_dir / "cost_quality.png", budget=job.budget,
+                                   shipped=exported, margin=margin,
                                    title=f"{job.name} on {Path(job.logs.path).name}: cost vs quality, "
                                          f"{exp.report.baselines.n_eval} held-out queries"), "plots")
     from pipelines.publish.model_card import model_card

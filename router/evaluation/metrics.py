@@ -263,14 +263,20 @@ def bootstrap_ci(
 
 
 def per_task_breakdown(
-    tasks: np.ndarray, router_scores: np.ndarray, best_scores: np.ndarray, oracle_scores: np.ndarray
+    tasks: np.ndarray, router_scores: np.ndarray, best_scores: np.ndarray, oracle_scores: np.ndarray,
+    choices: np.ndarray | None = None, models: tuple[str, ...] | None = None,
 ) -> dict:
-    """{task: {n, router, best_single, oracle}} mean qualities per task, tasks sorted."""
+    """{task: {n, router, best_single, oracle}} mean qualities per task, tasks sorted; with the router's
+    ``choices`` and the ``models``, also the model it routes most of the task to (``routed_to``) and that
+    model's share of the task (``routed_share``)."""
     out = {}
     for t in sorted(set(tasks.tolist())):
         rows = tasks == t
         out[t] = {"n": int(rows.sum()), "router": float(router_scores[rows].mean()),
                   "best_single": float(best_scores[rows].mean()), "oracle": float(oracle_scores[rows].mean())}
+        if choices is not None and models is not None:
+            share = routing_share(choices[rows], len(models))
+            out[t].update(routed_to=models[int(np.argmax(share))], routed_share=float(share.max()))
     return out
 
 
@@ -330,7 +336,8 @@ def evaluate_router(
         gap_closed=gap_closed(quality, base.single_quality[base.best_single], base.oracle_quality),
         choices=choices, routing_share=routing_share(choices, len(base.models)),
         ci=bootstrap_ci(r_scores, b_scores, o_scores, n_boot=n_boot, level=level, seed=seed),
-        per_task={} if ev.tasks is None else per_task_breakdown(ev.tasks, r_scores, b_scores, o_scores),
+        per_task={} if ev.tasks is None else per_task_breakdown(ev.tasks, r_scores, b_scores, o_scores, choices,
+                                                                base.models),
         curve=curve, aiq=aiq(curve["cost"], curve["quality"]) if base.has_cost else None,
         baselines=base, **two,
     )

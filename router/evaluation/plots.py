@@ -66,11 +66,15 @@ def plot_cost_quality(
     *,
     title: str | None = None,
     budget: float | None = None,
+    shipped: str | None = None,
+    margin: float | None = None,
 ) -> Path:
     """Each router's lambda sweep (points, with its non-decreasing hull dashed, operating point
     ringed), every single model as a labelled point (labels never overlap), the oracle as a star,
-    the budget ($/query) as a vertical line when given. The cost axis turns logarithmic when costs
-    span more than ``_LOG_X_SPAN`` times. Returns the path."""
+    the budget ($/query) as a vertical line when given, the ``shipped`` router's operating point as a
+    large marker, and, with a savings ``margin``, the band of quality within it of the best single
+    model. The cost axis turns logarithmic when costs span more than ``_LOG_X_SPAN`` times. Returns
+    the path."""
     routers = report.routers if isinstance(report, EvaluationReport) else dict(report)
     if not routers:
         raise ValueError("no router results to plot")
@@ -99,6 +103,13 @@ def plot_cost_quality(
     ax.scatter([base.oracle_cost], [base.oracle_quality], marker="*", s=220, color="gold", edgecolors="black",
                zorder=5, label="oracle")
     ax.axhline(base.random_quality, color="0.6", lw=1, ls=":", label="random (uniform)")
+    if margin is not None:
+        q = base.single_quality[base.reference]
+        ax.axhspan(q - margin * abs(q), q, color="seagreen", alpha=0.12, lw=0,
+                   label=f"within {margin:g} of {_short(base.models[base.reference])}'s quality")
+    if shipped is not None and shipped in routers:
+        r = routers[shipped]
+        ax.scatter([r.cost], [r.quality], marker="P", s=160, color="black", zorder=6, label=f"shipped: {shipped}")
 
     if log_x:
         ax.set_xscale("log")

@@ -188,8 +188,9 @@ class EvaluationReport:
         names = list(self.routers)
         first = self.routers[names[0]].per_task
         rows = [[t, str(first[t]["n"]), _f(first[t]["best_single"]), _f(first[t]["oracle"])]
-                + [_f(self.routers[n].per_task[t]["router"]) for n in names] for t in tasks]
-        return ["", "### Quality per task", "", _table(["task", "n", "best single", "oracle"] + names, rows)]
+                + [_routed(self.routers[n].per_task[t]) for n in names] for t in tasks]
+        return ["", "### Quality per task (and the model each router sends most of the task to)", "",
+                _table(["task", "n", "best single", "oracle"] + names, rows)]
 
 
 def build_report(
@@ -243,3 +244,14 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 
 def _signed(x) -> str:
     return "-" if x is None or not math.isfinite(float(x)) else f"{float(x):+.3f}"
+
+
+def _routed(cell: dict) -> str:
+    """A task's quality for one router, and the model it routes most of the task to, with its share."""
+    if "routed_to" not in cell:
+        return _f(cell["router"])
+    return f"{_f(cell['router'])} ({_short_name(cell['routed_to'])} {_pct(cell['routed_share'])})"
+
+
+def _short_name(model: str) -> str:
+    return model.rsplit("/", 1)[-1]

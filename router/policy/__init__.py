@@ -1,7 +1,8 @@
 """The routing policy: a function of predicted scores, costs and a user's setting, and nothing else.
 
 - ``rule``: the one decision rule (``choose``, ``rank``) and the lambdas where its choices change;
-- ``operating_point``: ``Setting`` -> ``OperatingPoint`` through one resolver on a ``Calibration``;
+- ``operating_point``: ``Setting`` -> ``OperatingPoint`` through one resolver on a ``Calibration``,
+  read from the router's ``curve`` (spend and quality by lambda) and ``share`` quantiles;
 - ``exploration``: the serving policy's probabilities and draws (propensities);
 - ``propensity``: inverse-propensity weights for fits and off-policy estimates.
 

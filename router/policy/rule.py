@@ -1,7 +1,7 @@
 """The one decision rule: route each query to ``argmax(predicted score - lam * cost + bias)``.
 
 ``lam`` is the willingness to pay (quality units per $) and ``bias`` an optional per-model offset
-(the knob behind a share of calls, ``operating_point.share_bias``). Exact ties go to the cheaper
+(the knob behind a share of calls, ``share.share_bias``). Exact ties go to the cheaper
 model, then the lower index: so the cost of each query's choice can only fall as ``lam`` grows,
 spend is monotone in ``lam``, and a budget has one smallest lambda meeting it. Evaluation,
 calibration, selection, promotion and serving all choose through ``choose`` (or ``rank``, its order).
@@ -48,7 +48,7 @@ def choose(pred_scores: np.ndarray, model_costs: np.ndarray, lam: float = 0.0,
     good, and preferring the cheaper one keeps spend non-increasing in ``lam``. ``allowed``
     (n_queries, n_models) bool, optional: only these models compete (their scores must be
     finite, the others are ignored); every query needs at least one. ``bias`` (n_models,),
-    optional: a per-model offset (``operating_point.share_bias``).
+    optional: a per-model offset (``share.share_bias``).
     """
     if allowed is not None:
         allowed = np.asarray(allowed, dtype=bool)

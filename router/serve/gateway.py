@@ -177,7 +177,7 @@ class _Gateway:
         """(lam, scores, order, propensities, routing ms) for prompts at the requested setting;
         ``order``: model indices per prompt, the served one first, then the fallbacks (``Explorer.draw``)."""
         try:  # cheap, and its ValueErrors are the caller's (unknown share model, no budget curve)
-            point = loaded.service.operating_point(setting.lam, setting.budget, setting.share)
+            point = loaded.service.operating_point(setting.lam, setting.budget, setting.share, setting.margin)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         start = time.perf_counter()

@@ -36,7 +36,7 @@ def load_folder(folder: str | Path, threads: int | None = None) -> RouterService
 def load(uri: str | Path, *, threads: int | None = None) -> RouterService:
     """Load an exported router: ``load("models:/<name>@champion")``, a ``runs:/`` URI or a local folder.
 
-    The returned service has ``route(prompts, lam=, budget=, share=, tasks=) -> list[str]`` and
+    The returned service has ``route(prompts, lam=, budget=, share=, margin=, tasks=) -> list[str]`` and
     ``scores(prompts) -> (n, n_models)``, and may be shared between threads. ``threads``: CPU threads
     one embedding may use (default: every core). One prompt's embedding already keeps 2 cores busy;
     a service answering many requests at once gets more throughput from ``threads=1``.

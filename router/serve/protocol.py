@@ -63,7 +63,7 @@ async def read_json(request: Request, max_bytes: int) -> dict:
     return body
 
 
-# ------------------------------------------------------------------ settings (lam / budget / share)
+# ------------------------------------------------------------------ settings (lam / budget / share / margin)
 
 
 def _number(value: object, param: str, lo: float = 0.0, hi: float = math.inf) -> float:
@@ -73,32 +73,35 @@ def _number(value: object, param: str, lo: float = 0.0, hi: float = math.inf) ->
     return float(value)
 
 
-def parse_setting(lam: object = None, budget: object = None, share: object = None) -> Setting:
-    """Type-check a call's lam / budget / share (the router checks the rest: unknown models, curves)."""
-    given = [name for name, v in (("lam", lam), ("budget", budget), ("share", share)) if v is not None]
+def parse_setting(lam: object = None, budget: object = None, share: object = None, margin: object = None) -> Setting:
+    """Type-check a call's lam / budget / share / margin (the router checks the rest: unknown models, curves)."""
+    given = [name for name, v in (("lam", lam), ("budget", budget), ("share", share), ("margin", margin))
+             if v is not None]
     if len(given) > 1:
-        raise ApiError(400, f"give at most one of lam, budget, share; got {' and '.join(given)}", param=given[1])
+        raise ApiError(400, f"give at most one of lam, budget, share, margin; got {' and '.join(given)}",
+                       param=given[1])
     if share is not None:
         if not isinstance(share, dict) or len(share) != 1:
             raise ApiError(400, f"share must be one {{model: fraction}} pair, got {share!r}", param="share")
         share = {str(k): _number(v, "share", 0.0, 1.0) for k, v in share.items()}
     lam, budget = (None if v is None else _number(v, name) for name, v in (("lam", lam), ("budget", budget)))
+    margin = None if margin is None else _number(margin, "margin", 0.0, 0.999999)
     try:
-        return Setting(lam=lam, budget=budget, share=share)
+        return Setting(lam=lam, budget=budget, share=share, margin=margin)
     except ValueError as exc:  # what JSON can still hold past the checks above: Infinity
         raise ApiError(400, str(exc), param=given[0]) from None
 
 
 def parse_router_model(model: str) -> Setting | None:
-    """``router`` -> the default setting; ``router:lam=0.5``, ``router:budget=0.002``, ``router:share=<model>:0.3``
-    -> that setting; any other name -> None (not a routing request)."""
+    """``router`` -> the default setting; ``router:lam=0.5``, ``router:budget=0.002``, ``router:margin=0.01``,
+    ``router:share=<model>:0.3`` -> that setting; any other name -> None (not a routing request)."""
     if model == ROUTER_MODEL:
         return Setting()
     if not model.startswith(ROUTER_MODEL + ":"):
         return None
     key, sep, value = model[len(ROUTER_MODEL) + 1:].partition("=")
-    example = "router:lam=0.5, router:budget=0.002 or router:share=<model>:0.3"
-    if not sep or key not in ("lam", "budget", "share"):
+    example = "router:lam=0.5, router:budget=0.002, router:margin=0.01 or router:share=<model>:0.3"
+    if not sep or key not in ("lam", "budget", "share", "margin"):
         raise ApiError(400, f"model {model!r}: expected {example}", param="model")
     if key == "share":  # model names may hold ':' themselves; the fraction follows the last one
         name, sep, fraction = value.rpartition(":")
@@ -129,7 +132,7 @@ class RouteRequest:
     return_scores: bool = False
 
 
-ROUTE_KEYS = ("prompts", "lam", "budget", "share", "tasks", "return_scores")
+ROUTE_KEYS = ("prompts", "lam", "budget", "share", "margin", "tasks", "return_scores")
 
 
 def _known_keys(body: dict, keys: tuple[str, ...]) -> None:
@@ -152,7 +155,7 @@ def parse_route(body: dict) -> RouteRequest:
     return_scores = body.get("return_scores", False)
     if not isinstance(return_scores, bool):
         raise ApiError(400, f"return_scores must be true or false, got {return_scores!r}", param="return_scores")
-    setting = parse_setting(body.get("lam"), body.get("budget"), body.get("share"))
+    setting = parse_setting(body.get("lam"), body.get("budget"), body.get("share"), body.get("margin"))
     return RouteRequest(prompts=prompts, setting=setting, tasks=tasks, return_scores=return_scores)
 
 

@@ -3,9 +3,10 @@
 ``load_context`` loads the embedder (weights inside the model's artifacts) and the fitted head
 once; ``predict`` only serves. Input: a DataFrame with a ``prompt`` column and an optional
 ``task`` column (each prompt's task tag, when known; a task head routes by it), or a list of
-strings. Params: ``lam`` (cost weight), ``budget`` ($/query; > 0), ``share_model`` + ``share`` (send that
-fraction of calls to that model), ``return_scores`` (add one predicted-score column per model). They are
-resolved as every other call is (``RouterService.operating_point``).
+strings. Params: ``lam`` (cost weight), ``budget`` ($/query; > 0), ``margin`` (>= 0: the cheapest routing
+within that fraction of the best single model's quality), ``share_model`` + ``share`` (send that fraction
+of calls to that model), ``return_scores`` (add one predicted-score column per model). They are resolved
+as every other call is (``RouterService.operating_point``).
 """
 
 from __future__ import annotations
@@ -50,14 +51,17 @@ class RouterPyfunc(PythonModel):
 def call_setting(params: dict, service: RouterService) -> dict:
     """The call's ``lam`` / ``budget`` / ``share`` from the pyfunc params, for ``RouterService.operating_point``.
 
-    A signature holds every param with a default (``budget`` 0, ``share_model`` "", ``lam`` the exported
-    default), so a default value means "not given": the router's own operating point then applies.
+    A signature holds every param with a default (``budget`` 0, ``margin`` -1, ``share_model`` "", ``lam`` the
+    exported default), so a default value means "not given": the router's own operating point then applies.
     """
     if params.get("share_model"):
         return {"share": {params["share_model"]: float(params.get("share", 0.0))}}
     budget = params.get("budget")
     if budget is not None and float(budget) > 0:
         return {"budget": float(budget)}
+    margin = params.get("margin")
+    if margin is not None and float(margin) >= 0:
+        return {"margin": float(margin)}
     lam = params.get("lam")
     return {} if lam is None or float(lam) == service.meta.default_lam else {"lam": float(lam)}
 

@@ -21,7 +21,8 @@ import numpy as np
 
 from router.embed import Embedder
 from router.policy.exploration import policy_probabilities
-from router.policy.operating_point import Calibration, OperatingPoint, Setting, SpendCurve, resolve
+from router.policy.curve import OperatingCurve
+from router.policy.operating_point import Calibration, OperatingPoint, Setting, resolve
 from router.policy.rule import choose, rank
 from router.routers.base import predict_with_tasks
 from router.serve.artifact import ArtifactError, ArtifactVersionError, load_head
@@ -38,7 +39,7 @@ class RouterMeta:
     model_costs: list[float]  # mean $ per call per model, from training logs (0 when unknown)
     embedder: dict  # Embedder.settings() at training time; serving reproduces them
     router: str  # family name
-    # The default operating point, the spend curve and the share margins, measured on out-of-fold training
+    # The default operating point, the operating curve and the share quantiles, measured on out-of-fold training
     # predictions (None: lam 0, nothing to resolve a budget or a share from).
     calibration: Calibration | None = None
     # Embedder.id at training time (empty: an older export). Equal ids give equal vectors, so a job with the
@@ -87,18 +88,18 @@ def _upgrade(raw: dict) -> dict:
     lam = float(raw.pop("default_lam", 0.0))
     curve = sorted(raw.pop("budget_curve", []) or [])
     bias = raw.pop("default_bias", []) or []
-    margins = raw.pop("share_margins", []) or []
+    shortfalls = raw.pop("share_margins", []) or []
     target = "share (format 1 export)" if bias else f"lam {lam:g}"
     raw["calibration"] = Calibration(
         models=tuple(raw.get("models", [])), default=OperatingPoint(lam=lam, bias=tuple(bias) or None, target=target),
-        curve=SpendCurve(lam=tuple(p[0] for p in curve), cost=tuple(p[1] for p in curve)) if curve else None,
-        margins_lam=lam, margins=np.asarray(margins, dtype=np.float64) if margins else None).to_dict()
+        curve=OperatingCurve(lam=tuple(p[0] for p in curve), cost=tuple(p[1] for p in curve)) if curve else None,
+        shortfalls_lam=lam, shortfalls=np.asarray(shortfalls, dtype=np.float64) if shortfalls else None).to_dict()
     raw["format_version"] = META_VERSION
     return raw
 
 
 class RouterService:
-    """Routes prompts: ``route(prompts, lam=, budget=, share=, tasks=) -> list[str]``, ``scores(prompts)``;
+    """Routes prompts: ``route(prompts, lam=, budget=, share=, margin=, tasks=) -> list[str]``, ``scores(prompts)``;
     a call's setting is resolved on the exported calibration (``operating_point``)."""
 
     def __init__(self, embedder: Embedder, head, meta: RouterMeta) -> None:
@@ -150,11 +151,12 @@ class RouterService:
         return predict_with_tasks(self.head, X, None if tasks is None else list(tasks))
 
     def operating_point(self, lam: float | None = None, budget: float | None = None,
-                        share: dict[str, float] | None = None) -> OperatingPoint:
+                        share: dict[str, float] | None = None, margin: float | None = None) -> OperatingPoint:
         """Where a call runs: a given ``lam``; the lambda meeting ``budget`` ($/query) on the calibration's
-        spend curve; ``share={model: fraction}`` of the calls to one model (at the calibrated lambda); else
-        the exported default (which includes the job's own budget or share target, if it had one)."""
-        return resolve(Setting(lam=lam, budget=budget, share=share), self.calibration)
+        curve; ``share={model: fraction}`` of the calls to one model (at the calibrated lambda); the cheapest
+        point within ``margin`` of the best single model's quality (``margin=0.01``: within 1%); else the
+        exported default (the job's own objective)."""
+        return resolve(Setting(lam=lam, budget=budget, share=share, margin=margin), self.calibration)
 
     def choose(self, scores: np.ndarray, point: OperatingPoint) -> np.ndarray:
         """The evaluated decision rule: argmax of score - lam * cost (+ bias), ties to the cheaper model."""
@@ -170,10 +172,12 @@ class RouterService:
         return policy_probabilities(scores, self._costs, point.lam, bias=point.bias, exploration=exploration or "off")
 
     def route(self, prompts: Sequence[str], lam: float | None = None, budget: float | None = None,
-              share: dict[str, float] | None = None, tasks: Sequence[str | None] | None = None) -> list[str]:
-        """The chosen model name per prompt; ``share={"gpt-4": 0.3}`` sends about 30% of calls to gpt-4;
-        ``tasks``: per prompt, its task tag if known (see ``scores``)."""
-        idx = self.choose(self.scores(prompts, tasks), self.operating_point(lam, budget, share))
+              share: dict[str, float] | None = None, tasks: Sequence[str | None] | None = None,
+              margin: float | None = None) -> list[str]:
+        """The chosen model name per prompt; ``share={"gpt-4": 0.3}`` sends about 30% of calls to gpt-4,
+        ``margin=0.05`` the cheapest routing within 5% of the best single model's quality; ``tasks``: per
+        prompt, its task tag if known (see ``scores``)."""
+        idx = self.choose(self.scores(prompts, tasks), self.operating_point(lam, budget, share, margin))
         return [self.meta.models[i] for i in idx]
 
 

@@ -52,9 +52,10 @@ def test_router_quality_cost_gap_share_per_task_by_hand():
     assert r.quality == 0.75 and r.cost == 1.5
     assert r.gap_closed == pytest.approx((0.75 - 0.5) / (1.0 - 0.5))
     assert r.routing_share.tolist() == [0.5, 0.5, 0.0]
+    # each task: one query to m0, one to m1 (a tie names the first model)
     assert r.per_task == {
-        "a": {"n": 2, "router": 1.0, "best_single": 0.5, "oracle": 1.0},
-        "b": {"n": 2, "router": 0.5, "best_single": 0.5, "oracle": 1.0},
+        "a": {"n": 2, "router": 1.0, "best_single": 0.5, "oracle": 1.0, "routed_to": "m0", "routed_share": 0.5},
+        "b": {"n": 2, "router": 0.5, "best_single": 0.5, "oracle": 1.0, "routed_to": "m0", "routed_share": 0.5},
     }
     lo, hi = r.ci["quality"]
     assert 0.0 <= lo <= r.quality <= hi <= 1.0

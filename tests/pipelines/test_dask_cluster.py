@@ -185,6 +185,7 @@ def test_job_on_the_cluster_logs_the_address_and_exports_a_local_router(cluster,
         embedder={"cache_dir": str(store["root"] / "cache")},  # empty: the workers embed all 500 prompts
         routers=[RouterSpec(family="lgbm", params={"n_components": 16})],
         export_router="lgbm", registry={"min_gain": -1.0},  # ship the cluster-trained head whatever it scores
+        objective="quality",
         tracking={"uri": store["uri"], "artifact_root": str(store["root"] / "artifacts")},
         export_dir=str(store["root"] / "models"),
         cluster={"address": address, "partition_size": 128},

@@ -100,7 +100,8 @@ def test_gate_ships_best_single_when_routing_does_not_pay_and_keeps_the_champion
     below registry.min_gain is not shipped: the job exports best_single, says so, and the champion stays."""
     before = champion_version()
     lines: list[str] = []
-    result = run_job(job_config(store, export_router="knn", registry={"min_gain": 0.5}), echo=lines.append)
+    result = run_job(job_config(store, export_router="knn", registry={"min_gain": 0.5}, objective="quality"),
+                     echo=lines.append)
     exp = result.experiment
     assert exp.selected == "knn" and exp.selection is None  # named, not selected
     assert not exp.gate.passed and exp.gate.lower <= 0.5 and exp.exported == "best_single"

@@ -89,7 +89,7 @@ def test_pyfunc_predict_params(first_job):
     assert by_budget == [service.models[int(np.argmin(service.meta.model_costs))]] * 4
 
 
-def test_share_per_call_from_the_exported_margins(first_job):
+def test_share_per_call_from_the_exported_shortfalls(first_job):
     """share= on route(): calibrated on training queries at export, so it works per call, with or
     without costs; 0 and 1 mean none and all, and the share grows with the target."""
     result, _ = first_job

@@ -124,7 +124,7 @@ def test_the_champion_is_scored_on_the_jobs_own_vectors_when_it_shares_the_embed
     from router.serve.service import RouterMeta, RouterService
     from tests.conftest import write_export
 
-    job = JobConfig(routers=[{"family": "ridge", "params": {"cv": 3}}], export_router="ridge")
+    job = JobConfig(routers=[{"family": "ridge", "params": {"cv": 3}}], export_router="ridge", objective="quality")
     exp = run_experiment(nq, nq_X, job)
     head = RidgeRouter(alpha=10.0).fit(nq_X, nq.scores, nq.costs, nq.mask)
     meta = RouterMeta(models=list(nq.models), model_costs=mean_model_costs(nq).tolist(),

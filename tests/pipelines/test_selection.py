@@ -142,8 +142,9 @@ def test_above_the_cap_selection_grades_the_operating_point_folds_instead_of_ref
     from pipelines.selection import select
     from router.routers import make_router
 
+    # quality at lam 0: the folds' model costs (each fold's means) then decide nothing, so both ways grade alike
     job = JobConfig(routers=[{"family": "knn", "params": {"cv": 3}}, {"family": "ridge", "params": {"cv": 3}}],
-                    selection=SelectionConfig(max_queries=150, folds=3))
+                    selection=SelectionConfig(max_queries=150, folds=3), objective="quality")
     exp = run_experiment(nq, nq_X, job)
     assert not exp.selection.nested and "hyper-parameters searched once on them" in exp.outcome_lines(job)[0]
     train_rows = exp.split.train
@@ -153,5 +154,6 @@ def test_above_the_cap_selection_grades_the_operating_point_folds_instead_of_ref
     for spec in job.candidates():
         searched = make_router(spec.family, **spec.params).fit(X_sel, sel.scores, sel.costs, sel.mask)
         makers[spec.label] = functools.partial(make_router, spec.family, **frozen_params(spec, searched))
-    refit = select(makers, X_sel, sel, {k: f.point for k, f in exp.fitted.items()}, False, 3, job.split.seed)
+    refit = select(makers, X_sel, sel, {k: f.point for k, f in exp.fitted.items()}, exp.quality_only, 3,
+                   job.split.seed, goal=exp.goal, reference=exp.reference)
     assert refit.nested and refit.oof == pytest.approx(exp.selection.oof) and refit.label == exp.selection.label

@@ -25,7 +25,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 import router
-from router.policy.operating_point import SpendCurve, margin_quantiles
+from router.policy.curve import OperatingCurve
+from router.policy.share import shortfall_quantiles
 from router.serve.gateway import FixedRouter, ServeConfig, create_app
 from router.serve.service import RouterService
 from router.serve.upstreams import parse_upstreams
@@ -107,11 +108,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def svc(nq_export) -> RouterService:
-    """The NQ router, with a budget curve and share margins so every operating point can be asked for."""
+    """The NQ router, with a budget curve and share quantiles so every operating point can be asked for."""
     base = router.load(nq_export)
-    margins = margin_quantiles(base.scores(PROMPTS), np.asarray(base.meta.model_costs), base.meta.default_lam)
-    curve = SpendCurve(lam=(0.0, 100.0, 1000.0, 1e4), cost=(1e-4, 5e-5, 2e-5, 1.2e-5))
-    calibration = replace(base.calibration, curve=curve, margins=margins, margins_lam=base.meta.default_lam)
+    shortfalls = shortfall_quantiles(base.scores(PROMPTS), np.asarray(base.meta.model_costs), base.meta.default_lam)
+    curve = OperatingCurve(lam=(0.0, 100.0, 1000.0, 1e4), cost=(1e-4, 5e-5, 2e-5, 1.2e-5))
+    calibration = replace(base.calibration, curve=curve, shortfalls=shortfalls, shortfalls_lam=base.meta.default_lam)
     return RouterService(base.embedder, base.head, replace(base.meta, calibration=calibration))
 
 
