@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[train,serve,cluster,dev]"
 	touch $(STAMP)
 
-# Train, evaluate and export a router on the bundled sample (pipelines/sample/nq_sample.jsonl).
+# Train, evaluate and export a router on the bundled sample (pipelines/sample/mmlu_pro_sample.jsonl.gz).
 train: $(STAMP)
 	$(BIN)/router train $(if $(CONFIG),--config $(CONFIG))
 

@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_export.py [--model models/nq-sample-router/champion] [--repeat 5]
 
-Trains the default job first (`router train`, the bundled sample) if the folder does not exist.
+Trains the NQ sample's job first (`router train --config pipelines/configs/nq_sample.yaml`) if the folder does
+not exist.
 Reports the folder's size by part (ONNX file, tokenizer and config files, head, MLflow's own
 files) and, over ``--repeat`` fresh processes, the time from ``import router`` to the first
 answer of ``router.load(folder)``, the peak RSS and how many modules were imported. Writes the
@@ -47,7 +48,9 @@ def main() -> None:
     args = ap.parse_args()
     folder = Path(args.model)
     if not (folder / "MLmodel").exists():
-        subprocess.run([str(Path(sys.executable).with_name("router")), "train", "--quiet"], check=True, cwd=ROOT)
+        subprocess.run([str(Path(sys.executable).with_name("router")), "train", str(ROOT / "pipelines" / "sample" /
+                        "nq_sample.jsonl"), "--config", str(ROOT / "pipelines" / "configs" / "nq_sample.yaml"),
+                        "--quiet"], check=True, cwd=ROOT)
 
     files = [p for p in folder.rglob("*") if p.is_file()]
     onnx = [p for p in files if p.suffix == ".onnx"]

@@ -93,7 +93,9 @@ def main() -> None:
     print(f"malformed logs: {cases} cases, {named} with a named one-line error and no traceback {other or ''}")
 
     if not (Path(args.model) / "MLmodel").exists():
-        subprocess.run([str(Path(sys.executable).with_name("router")), "train", "--quiet"], check=True, cwd=ROOT)
+        subprocess.run([str(Path(sys.executable).with_name("router")), "train", str(ROOT / "pipelines" / "sample" /
+                        "nq_sample.jsonl"), "--config", str(ROOT / "pipelines" / "configs" / "nq_sample.yaml"),
+                        "--quiet"], check=True, cwd=ROOT)
     import router
 
     service = router.load(args.model)

@@ -2,8 +2,9 @@
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_serve.py [--workdir DIR] [--repeat 5] [--no-write]
 
-The router is the real job's: `router train --quiet` in a fresh temporary working directory (the bundled
-sample), or the one already trained in ``--workdir``; its `models/nq-sample-router/champion` is served.
+The router is the real job's: `router train` of the NQ sample's job (`pipelines/configs/nq_sample.yaml`) in a
+fresh temporary working directory, or the one already trained in ``--workdir``; its
+`models/nq-sample-router/champion` is served.
 1. The slim install (tests/serve/slim_env.py: only the base dependency closure, `python -I`): over ``--repeat``
    fresh processes the time from `import router` to `router.load` and to the first answer, RSS after the
    load and at peak, modules imported, training-stack modules loaded; the same in the full dev venv; in
@@ -206,7 +207,9 @@ def train(workdir: Path | None, tmp: Path) -> Path:
         workdir.mkdir()
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlruns.db"}
         t = time.perf_counter()
-        subprocess.run([str(VENV_BIN / "router"), "train", "--quiet"], cwd=workdir, env=env, check=True, timeout=1800)
+        subprocess.run([str(VENV_BIN / "router"), "train", str(ROOT / "pipelines" / "sample" / "nq_sample.jsonl"),
+                        "--config", str(ROOT / "pipelines" / "configs" / "nq_sample.yaml"), "--quiet"],
+                       cwd=workdir, env=env, check=True, timeout=1800)
         print(f"trained in {workdir} in {time.perf_counter() - t:.0f} s")
     if not (workdir / "models" / NAME / "champion" / "MLmodel").exists():
         raise SystemExit(f"{workdir}: no models/{NAME}/champion: run `router train` there first")

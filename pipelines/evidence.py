@@ -24,6 +24,8 @@ scored model each) are left out: grading them needs a reward model per fold.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from pipelines.config import JobConfig, RouterSpec
@@ -38,7 +40,7 @@ MIN_FIT_QUERIES = 100  # below this many queries in a cross-fitted procedure's s
 
 
 def cross_fitted(specs: dict[str, RouterSpec], X: np.ndarray, train: RoutingData, job: JobConfig, goal: Goal,
-                 calibrate_router) -> Outcomes | None:
+                 calibrate_router, seconds: dict[str, float] | None = None) -> Outcomes | None:
     """Per training query (those scored by every model), the outcome of the job's routing procedure run
     without its outer fold, beside the best single router's (at its operating point there: under savings
     the best single model); None when it is switched off, the training queries hold bandit feedback, or
@@ -46,7 +48,7 @@ def cross_fitted(specs: dict[str, RouterSpec], X: np.ndarray, train: RoutingData
 
     ``specs``: label -> the candidate as configured (its search runs again on every outer training part);
     ``calibrate_router``: the job's calibration step (``pipelines.experiment.calibrate_router``), passed in
-    so that both run the same one.
+    so that both run the same one; ``seconds``: label -> seconds, each candidate's fitting time added to it.
     """
     n_folds, inner = job.registry.cross_fit_folds, job.selection.folds
     if n_folds < 2 or train.is_bandit.any():
@@ -58,20 +60,23 @@ def cross_fitted(specs: dict[str, RouterSpec], X: np.ndarray, train: RoutingData
     for tr, va in kfolds(train.n_queries, n_folds, job.split.seed + 1):
         rows = np.flatnonzero(complete[va])
         if len(rows):
-            parts.append(_procedure(specs, X, train, tr, va[rows], job, goal, calibrate_router))
+            parts.append(_procedure(specs, X, train, tr, va[rows], job, goal, calibrate_router,
+                                    seconds if seconds is not None else {}))
     return sum(parts[1:], parts[0]) if parts else None
 
 
-def _procedure(specs, X, train, tr, va, job, goal, calibrate_router) -> Outcomes:
+def _procedure(specs, X, train, tr, va, job, goal, calibrate_router, seconds: dict[str, float]) -> Outcomes:
     """The job's choice of router and operating point made on rows ``tr`` alone, applied to rows ``va``."""
     part, held = train.subset(tr), train.subset(va)
     reference = best_single_index(part)
     routers, points, graded = {}, {}, {}
     rows = np.flatnonzero(part.mask.any(axis=1))
     for label, spec in specs.items():
+        start = time.perf_counter()
         routers[label], _ = fit_router(spec, X[tr], part)
         frozen = spec.model_copy(update={"params": frozen_params(spec, routers[label])})
         pred, costs = out_of_fold(frozen, X[tr], part, job), routers[label].model_costs_
+        seconds[label] = seconds.get(label, 0.0) + time.perf_counter() - start
         points[label] = calibrate_router(pred, costs, part, job, goal, reference, baseline=label == BASELINE).default
         graded[label] = grade(part, rows, pred[rows], costs, points[label], goal.quality_only, reference)
     winner, _, _ = rank(graded, goal)

@@ -86,6 +86,7 @@ class _Fits:
     capped: bool
     oof: dict[str, np.ndarray] = field(default_factory=dict)
     calibrations: dict[str, Calibration] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # per label, every fit of every stage
 
 
 def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client) -> Experiment:
@@ -107,7 +108,11 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
         offpolicy = estimates_by_router(logged_test, q_hat, _choices_by_row(fitted, test), seed=job.split.seed)
     report = build_report({k: f.result for k, f in fitted.items()}, train, test,
                           fitted[selected].router.model_costs_, split=split.how, budget=job.budget, offpolicy=offpolicy)
-    evidence = cross_fitted(specs, X_sel, train_sel, job, goal, calibrate_router) if selected != BASELINE else None
+    evidence = None
+    if selected != BASELINE:
+        evidence = cross_fitted(specs, X_sel, train_sel, job, goal, calibrate_router, fits.seconds)
+    for label, f in fitted.items():
+        f.seconds = fits.seconds[label]
     exp = Experiment(split=split, train=train, test=test, fitted=fitted, report=report, goal=goal,
                      reference=reference, evidence=evidence, selection=selection, selected=selected, gate=None,
                      exported=selected)
@@ -166,14 +171,16 @@ def fit_candidates(specs: dict[str, RouterSpec], X_train: np.ndarray, train: Rou
     sample, and the final fit, the operating-point folds and selection take the hyper-parameters it chose.
     """
     capped = train_sel.n_queries < train.n_queries
-    final = specs
+    final, seconds = dict(specs), dict.fromkeys(specs, 0.0)
     if capped:
-        final = {label: spec.model_copy(update={"params": frozen_params(spec, fit_router(spec, X_sel, train_sel)[0])})
-                 for label, spec in specs.items()}
+        for label, spec in specs.items():
+            searched, seconds[label] = fit_router(spec, X_sel, train_sel)
+            final[label] = spec.model_copy(update={"params": frozen_params(spec, searched)})
     routers = {label: fit_router(final[label], X_train, train, client) for label in specs}
     chosen = final if capped else {label: spec.model_copy(update={"params": {**spec.params, **getattr(
         routers[label][0], "best_params_", {})}}) for label, spec in specs.items()}
-    return _Fits(routers=routers, chosen=chosen, capped=capped)
+    return _Fits(routers=routers, chosen=chosen, capped=capped,
+                 seconds={label: seconds[label] + routers[label][1] for label in specs})
 
 
 def calibrate_candidates(fits: _Fits, X_sel: np.ndarray, train_sel: RoutingData, job: JobConfig, goal: Goal,
@@ -181,7 +188,9 @@ def calibrate_candidates(fits: _Fits, X_sel: np.ndarray, train_sel: RoutingData,
     """Each candidate's out-of-fold predictions on the selection sample and the ``Calibration`` made of them
     (so the test split never sets an operating point); stored on ``fits``."""
     for label, spec in fits.chosen.items():
+        start = time.perf_counter()
         fits.oof[label] = out_of_fold(spec, X_sel, train_sel, job)
+        fits.seconds[label] += time.perf_counter() - start
         fits.calibrations[label] = calibrate_router(fits.oof[label], fits.routers[label][0].model_costs_,
                                                     train_sel, job, goal, reference, baseline=label == BASELINE)
 
@@ -197,8 +206,11 @@ def select_router(specs: dict[str, RouterSpec], fits: _Fits, X_sel: np.ndarray, 
     makers = {label: functools.partial(make_router, spec.family, **spec.params) for label, spec in specs.items()}
     points = {label: cal.default for label, cal in fits.calibrations.items()}
     given = {label: (fits.oof[label], fits.routers[label][0].model_costs_) for label in specs} if fits.capped else None
-    return select(makers, X_sel, train_sel, points, goal.quality_only, job.selection.folds, job.split.seed,
-                  job.task_at_serving, predictions=given, goal=goal, reference=reference)
+    selection = select(makers, X_sel, train_sel, points, goal.quality_only, job.selection.folds, job.split.seed,
+                       job.task_at_serving, predictions=given, goal=goal, reference=reference)
+    for label, seconds in selection.seconds.items():
+        fits.seconds[label] += seconds
+    return selection
 
 
 def evaluate_candidates(specs: dict[str, RouterSpec], fits: _Fits, X_test: np.ndarray, test: RoutingData,

@@ -135,7 +135,7 @@ def _run(job: JobConfig, client, root: Path, steps: Steps, started: float) -> Jo
         steps.show(summary.to_markdown())
         with steps.step("select, fit and evaluate") as info:
             exp = run_experiment(prep.data, prep.X, job, client=client)
-            info["detail"] = ", ".join(f"{k} {f.fit_seconds:.1f}s" for k, f in exp.fitted.items())
+            info["detail"] = ", ".join(f"{k} {f.seconds:.1f}s" for k, f in exp.fitted.items())
         steps.show(exp.report.to_markdown())
         steps.show("\n".join(exp.outcome_lines(job)))
         with steps.step("log to MLflow") as info:

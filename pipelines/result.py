@@ -29,6 +29,7 @@ class FittedRouter:
     predict_seconds: float
     test_scores: np.ndarray = field(repr=False)
     calibration: Calibration  # measured on out-of-fold training predictions; exported with the router
+    seconds: float = 0.0  # every fit of the family in the job: searches, selection and operating-point folds, cross-fit
 
     @property
     def point(self) -> OperatingPoint:
@@ -118,6 +119,8 @@ class Experiment:
                          + ("" if sel.nested else ", hyper-parameters searched once on them") + "): "
                          + ", ".join(ranked)
                          + (f"; quality not within the margin: {', '.join(sel.excluded)}" if sel.excluded else ""))
+        lines.append("time per family (its searches, final fit, selection and operating-point folds, cross-fit): "
+                     + ", ".join(f"{k} {f.seconds:.1f}s" for k, f in self.fitted.items()))
         return lines + [self.decision] + ([self.share_line(job)] if job.share is not None else [])
 
     def share_line(self, job: JobConfig) -> str | None:

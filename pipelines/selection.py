@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,6 +41,7 @@ class Selection:
     n_queries: int  # training queries the folds ran over
     nested: bool = True  # each fold ran the candidates' own searches; False: hyper-parameters fixed beforehand
     excluded: tuple[str, ...] = ()  # savings: candidates whose out-of-fold quality was not within the margin
+    seconds: dict[str, float] = field(default_factory=dict)  # per candidate, its fits and predictions in the folds
     kind: str = "quality"  # what ``oof`` holds: the mean objective, or (savings) the saving
 
     def ranking(self) -> list[str]:
@@ -130,6 +131,7 @@ def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, qu
     """
     n = train.n_queries
     graded = {label: {k: np.full(n, np.nan) for k in GRADES} for label in candidates}
+    seconds = dict.fromkeys(candidates, 0.0)
     for tr, va in kfolds(n, n_folds, seed):
         fold_train = train.subset(tr)
         # Bandit queries of the fold are graded by their DR pseudo-outcomes (reward model of the fold's rest).
@@ -137,6 +139,7 @@ def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, qu
         usable = fold_va.mask.any(axis=1)
         at = va[usable]
         for label, make in candidates.items():
+            start = time.perf_counter()
             if predictions is not None:
                 scores, costs = predictions[label]
                 pred = scores[at]
@@ -144,12 +147,14 @@ def select(candidates: dict, X: np.ndarray, train: RoutingData, points: dict, qu
                 router = fit_on(make(), X[tr], fold_train)
                 tags = train.tasks[at] if task_at_serving and train.tasks is not None else None
                 pred, costs = predict_with_tasks(router, X[at], tags), router.model_costs_
+            seconds[label] += time.perf_counter() - start
             grades = grade(fold_va, np.flatnonzero(usable), pred, costs, points[label], quality_only, reference)
             for key, values in grades.items():
                 graded[label][key][at] = values
     label, oof, excluded = rank(graded, goal)
     return Selection(label=label, oof=oof, folds=n_folds, n_queries=n, nested=predictions is None,
-                     excluded=excluded, kind="savings" if goal is not None and goal.kind == "savings" else "quality")
+                     excluded=excluded, kind="savings" if goal is not None and goal.kind == "savings" else "quality",
+                     seconds=seconds)
 
 
 GRADES = ("value", "score", "cost", "ref_score", "ref_cost")

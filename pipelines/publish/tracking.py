@@ -161,7 +161,8 @@ def log_router_run(label: str, fitted, exp, plots_dir: Path) -> None:
         if exp.selection is not None:
             log_metrics({"selection/oof_objective": exp.selection.oof[label]})
         metrics = {k: v for k, v in flatten("", fitted.result.to_dict()).items() if not k.startswith("curve/")}
-        metrics.update(fit_seconds=fitted.fit_seconds, predict_seconds=fitted.predict_seconds)
+        metrics.update(fit_seconds=fitted.fit_seconds, predict_seconds=fitted.predict_seconds,
+                       job_seconds=fitted.seconds)
         log_metrics(metrics)
         png = plot_routing_share(fitted.result, exp.test.models, plots_dir / f"routing_share_{label}.png",
                                  title=f"{label}: routing share on held-out queries")

@@ -77,7 +77,9 @@ class LGBMRouter(BaseRouter):
         if self.n_components is not None and self.n_components < X.shape[1]:
             from sklearn.decomposition import PCA
 
-            pca = PCA(self.n_components, svd_solver="randomized", random_state=self.random_state).fit(X)
+            # PCA takes at most as many components as rows: a fit on a few dozen queries keeps fewer.
+            k = min(self.n_components, len(X))
+            pca = PCA(k, svd_solver="randomized", random_state=self.random_state).fit(X)
             self.pca_mean_ = pca.mean_.astype(np.float32)
             self.pca_components_ = pca.components_.astype(np.float32)
         Z = self._features(X)

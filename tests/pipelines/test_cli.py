@@ -17,6 +17,16 @@ runner = CliRunner()
 def test_summary_of_bundled_sample_by_default():
     result = runner.invoke(app, ["summary"])
     assert result.exit_code == 0, result.output
+    out = result.output  # the figures of pipelines/sample/README.md
+    assert "6,000 queries x 3 models" in out
+    assert "best single model: gpt-4o (0.721)" in out
+    assert "oracle: 0.842" in out
+    assert "| gpt-4o | 0.721 | 6.61 |" in out and "| gemini-1.5-pro-002 | 0.703 |" in out
+
+
+def test_summary_of_the_nq_sample():
+    result = runner.invoke(app, ["summary", str(NQ_SAMPLE)])
+    assert result.exit_code == 0, result.output
     out = result.output
     assert "500 queries x 6 models" in out
     assert "best single model: google/gemma-2-27b-it (0.457)" in out

@@ -62,7 +62,7 @@ def test_installed_job_writes_only_under_the_working_directory(installed, tmp_pa
     proc = subprocess.run([str(installed / "bin" / "router"), "train", "--config", "job.yaml"],
                           capture_output=True, text=True, timeout=600, cwd=work, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "500 queries x 6 models" in proc.stdout  # the bundled sample, found as package data
+    assert "6,000 queries x 3 models" in proc.stdout  # the bundled sample, found as package data
     assert "promoted to @champion" in proc.stdout
     assert (work / "mlruns.db").is_file() and (work / "mlruns").is_dir()
     assert any((work / ".cache" / "embeddings").rglob("shard-*.npy"))

@@ -56,3 +56,41 @@ def test_without_costs_the_job_seeks_quality(mmlu_small, mmlu_small_X):
     assert line.startswith("knn beats always calling ") if g.passed else \
         line.startswith("routing does not pay on these logs: always call ")
     assert f"{g.confidence:.0%} lower bound {g.lower:+.4f}" in line
+
+
+def test_the_bundled_sample_pays(embedder):
+    """The default sample (MMLU-Pro, GPT-4o and two Gemini models, $ from list prices): Gemini-1.5-pro is as
+    good as GPT-4o on most categories at a twelfth of the price, so routing saves most of GPT-4o's cost at its
+    quality, and the gate proves it on the held-out split and the training queries cross-fitted."""
+    from pipelines.config import SAMPLE_LOGS
+    from router.data.labels import build_routing_data
+    from router.data.scan import scan_logs
+    from router.embed import EmbeddingCache, embed_with_cache
+    from tests.conftest import TEST_CACHE
+
+    data = build_routing_data(scan_logs(SAMPLE_LOGS))
+    X, _ = embed_with_cache(embedder, data.prompts, EmbeddingCache(TEST_CACHE))
+    job = JobConfig(routers=[{"family": "task"}], selection={"folds": 3})
+    exp = run_experiment(data, X, job)
+    g = exp.gate
+    assert exp.goal.kind == "savings" and exp.selected != "best_single" and g.passed and exp.exported == exp.selected
+    assert exp.decision.startswith(f"ships {exp.selected}: quality ") and "(always gpt-4o)" in exp.decision
+    assert g.saving_lower >= 0.05 and g.lower >= g.min_gain and g.n == data.n_queries  # every query testified
+    assert exp.verdict.startswith(f"{exp.selected} saves $") and "per 1,000 queries" in exp.verdict
+
+
+def test_a_router_that_pays_in_quality_ships_without_costs(embedder):
+    """A math specialist and a generalist on math and biology questions (no costs): routing by topic beats
+    either model, and the quality gate proves it."""
+    from router.data.labels import build_routing_data
+    from router.data.scan import scan_logs
+    from router.embed import EmbeddingCache, embed_with_cache
+    from tests.conftest import FIXTURES, TEST_CACHE
+
+    data = build_routing_data(scan_logs(FIXTURES / "mmlu_pro_quality.jsonl"))
+    X, _ = embed_with_cache(embedder, data.prompts, EmbeddingCache(TEST_CACHE))
+    exp = run_experiment(data, X, JobConfig(routers=[{"family": f} for f in ("knn", "classifier", "mf")]))
+    g = exp.gate
+    assert exp.goal.kind == "quality" and g is not None and g.passed and exp.exported == exp.selected
+    assert exp.decision.startswith(f"{exp.selected} beats always calling ") and g.lower > 0
+    assert exp.verdict.startswith(f"{exp.selected} gains +") and g.n == data.n_queries
