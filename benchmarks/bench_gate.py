@@ -6,7 +6,8 @@ Real MMLU-Pro questions (their text, embedded with the default embedder) and rea
 two other models; on them four planted worlds, each run with 100 seeds (the seed draws the planted noise
 and the job's split), through ``run_experiment``. The planted region is a third of the questions: those
 furthest along the first principal direction of their embeddings (a region a router can learn from the
-prompt; MMLU-Pro's categories, or k-means clusters, overlap too much in the embedding to be one). Every flip below is an exact count drawn at random.
+prompt; MMLU-Pro's categories, or k-means clusters, overlap too much in the embedding to be one). Every
+flip below is an exact count drawn at random.
 
 - ``quality_null`` (true gain 0): each query's three scores shuffled among the three models, so every model
   is as good as every other on every query (exchangeable): no router can beat the best single model; the
@@ -177,7 +178,8 @@ def table(results: list[dict], n: int, args) -> str:
         f"--queries {n} --workers {args.workers}` on {machine()}. {n:,} MMLU-Pro questions (seeded sample) "
         "embedded with the default embedder; the correctness of GPT-4o, Gemini-1.5-pro and Llama-3.1-70B-Instruct; "
         "four planted worlds (`benchmarks/bench_gate.py` says how each is made; the planted region is the third of "
-        "the questions furthest along their embeddings' first principal direction), each seed drawing the planted noise and the "
+        "the questions furthest along their embeddings' first principal direction), each seed drawing the "
+        "planted noise and the "
         f"job's split; `run_experiment` with the candidates {', '.join(args.routers.split(','))} (six of the "
         "default families: cluster, irt, lgbm and logistic left out to keep 400 runs affordable on 2 cores), "
         "selection on a sample of "

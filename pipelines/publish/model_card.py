@@ -21,6 +21,30 @@ def _time_range(prep: Prepared) -> str:
     return f"{min(known)} .. {max(known)}" if known else "(no timestamps)"
 
 
+def _choice_lines(job: JobConfig, exp: Experiment) -> list[str]:
+    """How the router was chosen: selection ranking, objective, the gate's verdict, the share."""
+    lines = []
+    if exp.selection is not None:
+        ranking = ", ".join(f"{k} {exp.selection.oof[k]:.4f}" for k in exp.selection.ranking())
+        sample = (f" on {exp.selection.n_queries:,} of its {exp.train.n_queries:,} queries"
+                  if exp.selection.n_queries < exp.train.n_queries else "")
+        how = "" if exp.selection.nested else ", hyper-parameters searched once on that sample"
+        lines.append(f"- selected on the training split{sample} by {exp.selection.folds}-fold cross-validation "
+                     f"(out-of-fold objective{how}): {ranking}")
+    goal = exp.goal
+    lines.append(f"- objective: {goal.kind}" + (f" (quality within {goal.margin:g} of the best single model's, "
+                                                 f"a saving of at least {goal.min_savings:.0%} to ship)"
+                                                 if goal.kind == "savings" else ""))
+    if exp.gate is not None:
+        g = exp.gate
+        where = ("the held-out split and the training queries cross-fitted" if exp.evidence is not None
+                 else "the held-out split")
+        lines.append(f"- the gate, on {g.n:,} queries ({where}): {'passed' if g.passed else 'failed'}: {g.reason}")
+    if exp.share_line(job):
+        lines.append(f"- {exp.share_line(job)}")
+    return lines
+
+
 def model_card(job: JobConfig, prep: Prepared, exp: Experiment, data_sha256: str, provenance: dict) -> str:
     """The card's markdown; ``provenance``: package version and source commit."""
     f = exp.fitted[exp.exported]
@@ -46,24 +70,7 @@ def model_card(job: JobConfig, prep: Prepared, exp: Experiment, data_sha256: str
         "resolved the same way)",
         f"- chosen hyper-parameters: {best_params or 'none (no search)'}",
     ]
-    if exp.selection is not None:
-        ranking = ", ".join(f"{k} {exp.selection.oof[k]:.4f}" for k in exp.selection.ranking())
-        sample = (f" on {exp.selection.n_queries:,} of its {exp.train.n_queries:,} queries"
-                  if exp.selection.n_queries < exp.train.n_queries else "")
-        how = "" if exp.selection.nested else ", hyper-parameters searched once on that sample"
-        lines.append(f"- selected on the training split{sample} by {exp.selection.folds}-fold cross-validation "
-                     f"(out-of-fold objective{how}): {ranking}")
-    goal = exp.goal
-    lines.append(f"- objective: {goal.kind}" + (f" (quality within {goal.margin:g} of the best single model's, "
-                                                 f"a saving of at least {goal.min_savings:.0%} to ship)"
-                                                 if goal.kind == "savings" else ""))
-    if exp.gate is not None:
-        g = exp.gate
-        where = ("the held-out split and the training queries cross-fitted" if exp.evidence is not None
-                 else "the held-out split")
-        lines.append(f"- the gate, on {g.n:,} queries ({where}): {'passed' if g.passed else 'failed'}: {g.reason}")
-    if exp.share_line(job):
-        lines.append(f"- {exp.share_line(job)}")
+    lines += _choice_lines(job, exp)
     ci = r.ci.get("quality", (None, None))
     lines += [
         "",

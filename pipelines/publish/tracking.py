@@ -69,7 +69,8 @@ def close_stale_runs(job_name: str) -> list[str]:
         if "mlflow.parentRunId" in tags:
             continue  # children are closed with their parent
         pid = tags.get("job.pid", "")
-        if not (owners.gone(tags.get("job.host", ""), pid) or now_ms - run.info.start_time > STALE_AFTER_SECONDS * 1000):
+        stale = now_ms - run.info.start_time > STALE_AFTER_SECONDS * 1000
+        if not (owners.gone(tags.get("job.host", ""), pid) or stale):
             continue
         reason = f"the job's process {pid or '?'} on {tags.get('job.host', '?')} is gone (killed?)"
         for child in [r for r in running if r.data.tags.get("mlflow.parentRunId") == run.info.run_id] + [run]:
@@ -200,6 +201,24 @@ def log_dataset(path: str, sha256: str) -> None:
     mlflow.log_input(MetaDataset(source=source, name=Path(path).name, digest=sha256[:16]), context="training")
 
 
+def _job_params(job, exp) -> dict:
+    """The job's choices, as the run's params."""
+    return {"routers": [r.label for r in job.candidates()], "export_router": exp.exported, "lam": exp.lam,
+            "objective": exp.goal.kind, "margin": job.margin, "registry.min_savings": job.registry.min_savings,
+            "registry.cross_fit_folds": job.registry.cross_fit_folds, "selection.folds": job.selection.folds,
+            "selection.max_queries": job.selection.max_queries, "registry.min_gain": job.registry.min_gain,
+            "registry.confidence": job.registry.confidence, "budget": job.budget,
+            "task_at_serving": job.task_at_serving, **exp.split.sizes()}
+
+
+def _log_gate(g) -> None:
+    """The gate's evidence as ``gate/*`` metrics (the saving's only under the savings objective)."""
+    log_metrics({"gate/gain": g.gain, "gate/lower_bound": g.lower, "gate/passed": g.passed, "gate/queries": g.n})
+    if g.saving is not None:
+        log_metrics({"gate/saving": g.saving, "gate/saving_lower_bound": g.saving_lower,
+                     "gate/saved_per_1k_queries": g.saved_per_query[0] * 1000})
+
+
 def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = None) -> str:
     """The job's parent run: params, data summary, evaluation report, plots and one child run per router
     (everything but the model); returns the model card's markdown."""
@@ -220,16 +239,10 @@ def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = 
     source = provenance()
     mlflow.set_tags(source)
     log_dataset(job.logs.path, sha)
-    log_params({
-        "logs.path": job.logs.path, "logs.format": job.logs.format, "logs.sha256": sha, **source,
-        "embedder.id": prep.embedder.id, **{f"embedder.{k}": v for k, v in prep.embedder.settings().items()},
-        "routers": [r.label for r in job.candidates()], "export_router": exported, "lam": exp.lam,
-        "objective": exp.goal.kind, "margin": job.margin, "registry.min_savings": job.registry.min_savings,
-        "registry.cross_fit_folds": job.registry.cross_fit_folds,
-        "selection.folds": job.selection.folds, "selection.max_queries": job.selection.max_queries, "registry.min_gain": job.registry.min_gain,
-        "registry.confidence": job.registry.confidence,
-        "budget": job.budget, "task_at_serving": job.task_at_serving, **exp.split.sizes(), **cluster,
-    })
+    log_params({"logs.path": job.logs.path, "logs.format": job.logs.format, "logs.sha256": sha, **source,
+                "embedder.id": prep.embedder.id,
+                **{f"embedder.{k}": v for k, v in prep.embedder.settings().items()},
+                **_job_params(job, exp), **cluster})
     log_json(job.model_dump(mode="json"), "config/resolved_config.json")
     log_json(summary.to_dict(), "data/summary.json")
     log_text(summary.to_markdown(), "data/summary.md")
@@ -243,11 +256,7 @@ def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = 
     for label, fitted in exp.fitted.items():
         log_router_run(label, fitted, exp, plots_dir)
     if exp.gate is not None:
-        g = exp.gate
-        log_metrics({"gate/gain": g.gain, "gate/lower_bound": g.lower, "gate/passed": g.passed, "gate/queries": g.n})
-        if g.saving is not None:
-            log_metrics({"gate/saving": g.saving, "gate/saving_lower_bound": g.saving_lower,
-                         "gate/saved_per_1k_queries": g.saved_per_query[0] * 1000})
+        _log_gate(exp.gate)
     headline = report["routers"][exported]
     log_metrics(flatten("test", {k: headline.get(k) for k in ("quality", "cost", "gap_closed", "aiq")}))
     log_metrics(flatten("test", {"routing_share": headline["routing_share"], "per_task": headline["per_task"]}))

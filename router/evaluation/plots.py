@@ -95,18 +95,7 @@ def plot_cost_quality(
         _draw_router(ax, name, r, *curves[name], color=f"C{i % 10}", log_x=log_x)
     ax.scatter(base.single_cost, base.single_quality, marker="s", s=36, color="0.35", zorder=3,
                label="single models")
-    if budget is not None:
-        ax.axvline(budget, color="crimson", lw=1.2, ls="-.", label=f"budget ${budget:.3g}/query")
-    best = base.best_single
-    ax.scatter([base.single_cost[best]], [base.single_quality[best]], marker="s", s=90, facecolors="none",
-               edgecolors="black", zorder=4, label=f"best single (train): {_short(base.models[best])}")
-    ax.scatter([base.oracle_cost], [base.oracle_quality], marker="*", s=220, color="gold", edgecolors="black",
-               zorder=5, label="oracle")
-    ax.axhline(base.random_quality, color="0.6", lw=1, ls=":", label="random (uniform)")
-    if margin is not None:
-        q = base.single_quality[base.reference]
-        ax.axhspan(q - margin * abs(q), q, color="seagreen", alpha=0.12, lw=0,
-                   label=f"within {margin:g} of {_short(base.models[base.reference])}'s quality")
+    _draw_references(ax, base, budget=budget, margin=margin)
     if shipped is not None and shipped in routers:
         r = routers[shipped]
         ax.scatter([r.cost], [r.quality], marker="P", s=160, color="black", zorder=6, label=f"shipped: {shipped}")
@@ -123,6 +112,23 @@ def plot_cost_quality(
     # outside the axes, so it never hides a model's point or label
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return _save(fig, path)
+
+
+def _draw_references(ax, base: Baselines, *, budget: float | None, margin: float | None) -> None:
+    """What routers are read against: the budget line, the best single model, the oracle, random, and the
+    band of quality within ``margin`` of the reference model."""
+    if budget is not None:
+        ax.axvline(budget, color="crimson", lw=1.2, ls="-.", label=f"budget ${budget:.3g}/query")
+    best = base.best_single
+    ax.scatter([base.single_cost[best]], [base.single_quality[best]], marker="s", s=90, facecolors="none",
+               edgecolors="black", zorder=4, label=f"best single (train): {_short(base.models[best])}")
+    ax.scatter([base.oracle_cost], [base.oracle_quality], marker="*", s=220, color="gold", edgecolors="black",
+               zorder=5, label="oracle")
+    ax.axhline(base.random_quality, color="0.6", lw=1, ls=":", label="random (uniform)")
+    if margin is not None:
+        q = base.single_quality[base.reference]
+        ax.axhspan(q - margin * abs(q), q, color="seagreen", alpha=0.12, lw=0,
+                   label=f"within {margin:g} of {_short(base.models[base.reference])}'s quality")
 
 
 def _draw_router(ax, name: str, r: RouterResult, c: np.ndarray, q: np.ndarray, *, color: str, log_x: bool) -> None:

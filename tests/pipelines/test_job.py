@@ -61,7 +61,8 @@ def test_job_trains_logs_exports_and_registers(first_job, store):
     assert result.champion_path.resolve() == result.export_path.resolve()  # the local link follows the alias
     # model card, provenance, dataset input, a run name of its own
     card = mlflow.artifacts.load_text(f"runs:/{result.run_id}/model_card.md")
-    assert card.startswith(f"# {NAME}: {exp.exported} router") and exp.decision in card and "## Held-out evidence" in card
+    assert card.startswith(f"# {NAME}: {exp.exported} router") and exp.decision in card
+    assert "## Held-out evidence" in card
     version = MlflowClient().get_model_version(NAME, result.promotion.version)
     assert version.description.startswith(card.splitlines()[0]) and "no champion yet" in version.description
     assert run.data.tags["package_version"] and len(run.data.tags["source_commit"]) in (40, 7)  # sha or "unknown"
