@@ -5,7 +5,7 @@ serialises and writes the lines. Files rotate by size and age::
 
     <dir>/decisions-<UTC yyyymmddTHHMMSS>-<pid>-<seq>.jsonl   one line per routing decision
     <dir>/feedback-<UTC yyyymmddTHHMMSS>-<pid>-<seq>.jsonl    outcomes sent through the gateway
-    <dir>/feedback-cli-<pid>.jsonl                            outcomes from ``router feedback``
+    <dir>/feedback-cli-<UTC yyyymmdd>.jsonl                    outcomes from ``router feedback``
 
 Every line is a complete JSON object ending in "\\n"; only the last line of a file being written may
 be incomplete, and the reader (``router.data.readers.decision_logs``) skips it. ``router train <dir>`` joins the
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from router.data.schema import DECISIONS_PREFIX, FEEDBACK_PREFIX, LOG_SUFFIX
+from router.serve.outcomes import Outcomes
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,13 @@ class DecisionLogConfig:
     max_bytes: int = 64 * 1024 * 1024  # rotate once the current file is larger
     max_age_s: float = 3600.0  # rotate once the current file is older
     queue_size: int = 100_000  # records waiting for the writer; beyond it they are dropped (counted)
+    remember: int = 100_000  # feedback is taken for the latest this many decisions (router feedback: any)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "directory", Path(self.directory))
         if self.prompts not in PROMPT_MODES:
             raise ValueError(f"prompts must be one of {', '.join(PROMPT_MODES)}, got {self.prompts!r}")
-        for name in ("max_bytes", "max_age_s", "queue_size"):
+        for name in ("max_bytes", "max_age_s", "queue_size", "remember"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
@@ -145,6 +147,8 @@ class DecisionLog:
             for kind, prefix in (("decision", DECISIONS_PREFIX), ("feedback", FEEDBACK_PREFIX))
         }
         self._warned = (0, -1)  # (dropped count, rotation) of the last drop warning
+        config.directory.mkdir(parents=True, exist_ok=True)
+        self.outcomes = Outcomes.read(config.directory, config.remember)
         self._thread = threading.Thread(target=self._run, name="decision-log-writer", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -160,12 +164,15 @@ class DecisionLog:
         ``scores`` and ``share`` are not copied: do not change them after the call.
         """
         when = timestamp or datetime.now(timezone.utc)
+        self.outcomes.decided(request_id)
         self._put(("decision", (request_id, when, prompt, task, model, scores, lam, budget, share,
                                 router_version, latency_ms, propensity, policy)))
 
     def feedback(self, *, request_id: str, score: float, cost: float | None = None) -> None:
-        """Queue the outcome of a logged request (the latest one per request counts for training)."""
-        self._put(("feedback", (request_id, datetime.now(timezone.utc), score, cost)))
+        """Queue the outcome of a logged request. Raises ``UnknownRequest`` for an id this log has not
+        routed lately, ``ConflictingFeedback`` for a second, different outcome (a repeat is written once)."""
+        if self.outcomes.accept(request_id, score, cost):
+            self._put(("feedback", (request_id, datetime.now(timezone.utc), score, cost)))
 
     def _put(self, item) -> None:
         if self._closed:
@@ -291,10 +298,12 @@ class DecisionLog:
 
 
 def append_feedback(directory: str | Path, request_id: str, score: float, cost: float | None = None,
-                    timestamp: datetime | None = None) -> Path:
-    """Append one feedback line to ``<directory>/feedback-cli-<pid>.jsonl`` (for ``router feedback``).
+                    timestamp: datetime | None = None) -> Path | None:
+    """Append one feedback line to ``<directory>/feedback-cli-<UTC yyyymmdd>.jsonl`` (``router feedback``).
 
-    One ``O_APPEND`` write of a whole line, so concurrent writers never interleave. Returns the file.
+    The request must have a decision in ``directory`` and no other outcome yet (``router.serve.outcomes``:
+    every file is searched); a repeat of its outcome writes nothing. One ``O_APPEND`` write of a whole
+    line, so concurrent writers never interleave. Returns the file, or None for a repeat.
     """
     if not isinstance(request_id, str) or not request_id.strip():
         raise ValueError(f"request_id must be a non-empty string, got {request_id!r}")
@@ -313,9 +322,16 @@ def append_feedback(directory: str | Path, request_id: str, score: float, cost: 
             raise ValueError(f"cost must be >= 0 ($), got {value!r}")
         checked[name] = number
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{FEEDBACK_PREFIX}cli-{os.getpid()}{LOG_SUFFIX}"
-    line = _line({"request_id": request_id, "timestamp": utc_iso(timestamp), **checked})
+    if not directory.is_dir():
+        raise ValueError(f"{directory}: no decision log there (the --decision-log folder of router serve)")
+    try:
+        if not Outcomes.read(directory, capacity=None).accept(request_id, checked["score"], checked["cost"]):
+            return None
+    except LookupError as exc:
+        raise ValueError(f"{exc} in {directory}") from None
+    when = timestamp or datetime.now(timezone.utc)
+    path = directory / f"{FEEDBACK_PREFIX}cli-{utc_iso(when)[:10].replace('-', '')}{LOG_SUFFIX}"
+    line = _line({"request_id": request_id, "timestamp": utc_iso(when), **checked})
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line)

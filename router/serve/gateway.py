@@ -14,11 +14,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import signal
-import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +37,8 @@ from router.serve.prometheus import GatewayMetrics, MetricsMiddleware
 from router.serve.protocol import (ROUTER_MODEL, ApiError, check_chat, is_number, parse_feedback,
                                    parse_route, parse_router_model, read_json, request_id, routing_text)
 from router.serve.reload import LoadedRouter
+from router.serve.auth import RequireKey
+from router.serve.outcomes import ConflictingFeedback, UnknownRequest
 from router.serve.upstreams import UpstreamMap, api_keys
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class ServeConfig:
     threads: int | None = None  # CPU threads of one embedding; None: every core (1: most requests/s)
     exploration: Exploration = Exploration()  # off: the router's pick; epsilon:0.05 / softmax:0.1 draw it
     exploration_seed: int | None = None  # of the exploration draws; None: fresh entropy
+    api_key: str | None = field(default=None, repr=False)  # /v1/ endpoints need "Bearer <key>"; None: open
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, expected: str) -> None:
@@ -74,10 +75,21 @@ class ServeConfig:
         need(self.threads is None or _is_int(self.threads) and self.threads >= 1, "threads", "an integer >= 1")
         need(self.exploration_seed is None or _is_int(self.exploration_seed) and self.exploration_seed >= 0,
              "exploration_seed", "an integer >= 0 or None")
+        need(self.api_key is None or isinstance(self.api_key, str) and bool(self.api_key.strip()), "api_key",
+             "a non-empty string or None")
         object.__setattr__(self, "exploration", Exploration.parse(self.exploration))  # also "epsilon:0.05"
         for name in ("upstreams", "decision_log"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
+
+
+def _reachable(upstreams: UpstreamMap, new: Any, current: Any) -> None:
+    """Refuse a reloaded router that routes to a model with no upstream, unless the router it replaces did
+    too (then the start-up warning already said so): requests routed there would fail or fall back."""
+    unreachable = set(new.models) - set(upstreams.models) - set(current.models)
+    if unreachable:
+        raise ValueError(f"no upstream in {upstreams.source} for {', '.join(sorted(unreachable))} (the new "
+                         f"router's models: {', '.join(new.models)})")
 
 
 def _is_int(value: object) -> bool:
@@ -121,6 +133,8 @@ def create_app(holder: RouterHolder, *, upstreams: UpstreamMap | None = None, de
         if routed - set(upstreams.models):
             log.warning("no upstream for %s: requests routed there go to the next-ranked model",
                         ", ".join(sorted(routed - set(upstreams.models))))
+        if hasattr(holder, "accept"):
+            holder.accept = functools.partial(_reachable, upstreams)
     metrics = GatewayMetrics()
     gw = _Gateway(holder, upstreams, keys, decision_log, config, metrics)
 
@@ -139,6 +153,8 @@ def create_app(holder: RouterHolder, *, upstreams: UpstreamMap | None = None, de
               Route("/metrics", gw.metrics_page, methods=["GET"])]
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _server_error})
+    if config.api_key is not None:
+        app.add_middleware(RequireKey, key=config.api_key)
     app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=frozenset(_PATHS))
     app.state.gateway = gw
     return app
@@ -276,7 +292,13 @@ class _Gateway:
         if self.decision_log is None:
             raise ApiError(404, "decision log not enabled: start router serve with --decision-log DIR")
         got = parse_feedback(await read_json(request, self.config.max_body_bytes))
-        self.decision_log.feedback(request_id=got.request_id, score=got.score, cost=got.cost)
+        try:
+            self.decision_log.feedback(request_id=got.request_id, score=got.score, cost=got.cost)
+        except UnknownRequest as exc:
+            raise ApiError(404, f"{exc}: feedback needs the x-request-id of a routed request", param="request_id",
+                           type="invalid_request_error") from None
+        except ConflictingFeedback as exc:
+            raise ApiError(409, str(exc), param="request_id", type="invalid_request_error") from None
         return Response(status_code=204)
 
     def _model_names(self) -> list[str]:
@@ -296,89 +318,3 @@ class _Gateway:
     async def metrics_page(self, request: Request) -> Response:
         body, content_type = self.metrics.render()
         return Response(body, headers={"content-type": content_type})
-
-
-# ------------------------------------------------------------------ the process: router serve
-
-
-@dataclass
-class GatewayServer:
-    """A built gateway and what it owns: ``run()`` serves until SIGINT/SIGTERM, then closes them."""
-
-    app: Starlette
-    config: ServeConfig
-    holder: Any  # ReloadingRouter
-    decision_log: Any = None
-
-    def run(self) -> None:
-        import copy
-
-        import uvicorn
-
-        # uvicorn's own logging set-up plus this package's logger (reload and upstream warnings); root untouched
-        log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
-        log_config["loggers"]["router"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
-        server = _server_class()(uvicorn.Config(self.app, host=self.config.host, port=self.config.port,
-                                                log_config=log_config,
-                                                timeout_graceful_shutdown=self.config.shutdown_grace_s))
-        if self.config.reload_seconds > 0:
-            self.holder.start()
-        try:
-            server.run()
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self.holder.stop()
-        if self.decision_log is not None:
-            self.decision_log.close()
-
-
-def _server_class():
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn's server, but a SIGTERM/SIGINT ends it with a normal return: uvicorn re-raises the signal
-        after shutdown, which would kill the process before the decision log is flushed."""
-
-        @contextlib.contextmanager
-        def capture_signals(self):
-            if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
-                yield
-                return
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    return Server
-
-
-def build_server(source: str, config: ServeConfig, environ: dict[str, str] | None = None) -> GatewayServer:
-    """Read the upstream map and API keys (cheap checks first), load the router, open the decision log.
-
-    Raises ValueError / OSError / RuntimeError with one clear message for bad input; nothing stays open then.
-    """
-    from router.serve.decision_log import DecisionLog
-    from router.serve.load import load
-    from router.serve.reload import ReloadingRouter
-    from router.serve.upstreams import load_upstreams
-
-    upstreams = load_upstreams(config.upstreams) if config.upstreams is not None else None
-    if upstreams is not None:
-        api_keys(upstreams, environ)  # before the router load, which takes seconds
-    # ReloadingRouter needs a positive period even when it is never started (reload_seconds = 0)
-    holder = ReloadingRouter(source, poll_seconds=config.reload_seconds or 1.0,
-                             loader=functools.partial(load, threads=config.threads))
-    decision_log = None
-    try:
-        if config.decision_log is not None:
-            decision_log = DecisionLog(DecisionLogConfig(config.decision_log, prompts=config.log_prompts))
-        app = create_app(holder, upstreams=upstreams, decision_log=decision_log, config=config, environ=environ)
-    except BaseException:
-        if decision_log is not None:
-            decision_log.close()
-        raise
-    return GatewayServer(app=app, config=config, holder=holder, decision_log=decision_log)

@@ -51,11 +51,30 @@ def load(uri: str | Path, *, threads: int | None = None) -> RouterService:
     except ImportError as exc:
         raise RuntimeError(f"loading {text!r} needs MLflow (pip install 'learned-router[mlflow]'); or pass an "
                            f"exported folder, which needs only the base install") from exc
+    store = existing_store(text, mlflow.get_tracking_uri())
     tmp = tempfile.mkdtemp(prefix="router-load-")
     try:
         service = load_folder(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=tmp), threads)
+    except mlflow.exceptions.MlflowException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise FileNotFoundError(f"{text!r} is not in the MLflow store {store}: {exc.message} (set "
+                                f"MLFLOW_TRACKING_URI to the store the job wrote, or load its models/<name>/champion "
+                                f"folder)") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     weakref.finalize(service, shutil.rmtree, tmp, True)
     return service
+
+
+def existing_store(uri: str, store: str) -> str:
+    """``store`` (the tracking URI MLflow would use), refused when it is an SQLite file that does not exist:
+    opening it would create an empty database beside the caller and then say the model is not found."""
+    if store.startswith("sqlite:///"):
+        path = Path(store.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"cannot load {uri!r}: no MLflow store at {path} (MLflow's default, the job's too: "
+                f"sqlite:///mlflow.db in the folder it ran in). Run from that folder, set MLFLOW_TRACKING_URI to "
+                f"the job's store, or load the job's models/<name>/champion folder")
+    return store

@@ -148,10 +148,15 @@ def parse_route(body: dict) -> RouteRequest:
     prompts = body.get("prompts")
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise ApiError(400, "prompts must be a non-empty list of strings", param="prompts")
+    for i, prompt in enumerate(prompts):
+        check_text(prompt, f"prompts[{i}]", "prompts")
     tasks = body.get("tasks")
     if tasks is not None and (not isinstance(tasks, list) or len(tasks) != len(prompts)
                               or not all(t is None or isinstance(t, str) for t in tasks)):
         raise ApiError(400, f"tasks must be a list of {len(prompts)} strings or nulls, one per prompt", param="tasks")
+    for i, task in enumerate(tasks or ()):
+        if task is not None:
+            check_text(task, f"tasks[{i}]", "tasks")
     return_scores = body.get("return_scores", False)
     if not isinstance(return_scores, bool):
         raise ApiError(400, f"return_scores must be true or false, got {return_scores!r}", param="return_scores")
@@ -184,6 +189,19 @@ def parse_feedback(body: dict) -> FeedbackRequest:
     if cost is not None and not (is_number(cost) and cost >= 0):
         raise ApiError(400, f"cost must be a number >= 0 ($), got {cost!r}", param="cost")
     return FeedbackRequest(request_id=rid, score=float(score), cost=None if cost is None else float(cost))
+
+
+def check_text(text: str, where: str, param: str) -> None:
+    """Refuse text the router cannot keep as sent: a lone UTF-16 surrogate (``\\ud800`` in JSON: not Unicode,
+    and the logs' reader would read it as NUL) or a NUL character (refused in logs too, by row)."""
+    if "\x00" in text:
+        raise ApiError(400, f"{where} holds a NUL character (U+0000) at position {text.index(chr(0))}: not text "
+                            "a prompt can hold", param=param)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(400, f"{where} holds a lone UTF-16 surrogate (U+{ord(text[exc.start]):04X}) at position "
+                            f"{exc.start}: not valid Unicode text", param=param) from None
 
 
 def is_number(value: object) -> bool:
@@ -221,7 +239,10 @@ def routing_text(messages: list[dict], route_on: str) -> str:
     if not users:
         raise ApiError(400, "messages has no user message to route on", param="messages")
     chosen = range(len(messages)) if route_on == "conversation" else [users[-1]]
-    return "\n\n".join(t for t in (_text(messages[i], i) for i in chosen) if t)
+    texts = [(i, _text(messages[i], i)) for i in chosen]
+    for i, t in texts:
+        check_text(t, f"messages[{i}].content", "messages")
+    return "\n\n".join(t for _, t in texts if t)
 
 
 def _text(message: dict, i: int) -> str:

@@ -66,6 +66,8 @@ class ReloadingRouter:
         self._thread: threading.Thread | None = None
         self._failed: tuple | None = None  # identity that failed to load: not retried
         self._failed_reason: str | None = None  # last identity error said, not repeated each poll
+        # accept(new, current) raises to refuse a reloaded router (the gateway: models without an upstream)
+        self.accept: Callable[[Any, Any], None] | None = None
         identity = self._identity()
         self._current = self._load(identity)
         self._identity_loaded = identity
@@ -117,6 +119,8 @@ class ReloadingRouter:
                 return False
             try:
                 loaded = self._load(identity)
+                if self.accept is not None:
+                    self.accept(loaded.service, self._current.service)
             except Exception as exc:
                 log.warning("router reload: refused %s: %s: %s; still serving %s", identity[0],
                             type(exc).__name__, exc, self._current.version)
@@ -133,6 +137,9 @@ class ReloadingRouter:
         if self._alias:
             import mlflow  # only for registry URIs: serving from a folder never imports it
 
+            from router.serve.load import existing_store
+
+            existing_store(self.source, mlflow.get_tracking_uri())  # never create an empty store beside us
             name, alias = self._alias["name"], self._alias["alias"]
             version = mlflow.MlflowClient().get_model_version_by_alias(name, alias).version
             return (f"models:/{name}/{version}", str(version))

@@ -4,9 +4,10 @@ them alone and beside full logs."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -32,19 +33,18 @@ def _served(folder: Path, prompts: str = "text", n: int = 4, feedback: dict | No
     return folder
 
 
-def test_scan_joins_the_latest_feedback_and_drops_decisions_without(tmp_path, caplog):
+def test_scan_joins_the_feedback_and_drops_decisions_without(tmp_path, caplog):
     folder = _served(tmp_path, n=4, feedback={0: 1.0, 1: 0.0, 2: 0.5})
     t0 = datetime.now(timezone.utc)
-    append_feedback(folder, "r1", 0.8, timestamp=t0 + timedelta(seconds=10))  # later: wins
-    append_feedback(folder, "r0", 0.0, timestamp=t0 - timedelta(days=1))  # written last, but older: loses
+    assert append_feedback(folder, "r1", 0.0, cost=0.002, timestamp=t0) is None  # a repeat: written once
     with caplog.at_level(logging.INFO, logger="router.data.readers.decision_logs"):
         lf = scan_logs(folder)
     assert "1 of 4 decisions have no feedback" in caplog.text
     df = lf.collect().sort("query_id")
     assert df["query_id"].to_list() == ["r0", "r1", "r2"]
     assert df["model"].to_list() == ["a", "b", "a"]
-    assert df["score"].to_list() == [1.0, 0.8, 0.5]
-    assert df["cost"].to_list() == [0.001, None, 0.003]
+    assert df["score"].to_list() == [1.0, 0.0, 0.5]
+    assert df["cost"].to_list() == [0.001, 0.002, 0.003]
     assert df["prompt"].to_list() == ["question 0?", "question 1?", "question 2?"]
     assert df["task"].to_list() == ["qa"] * 3 and df["timestamp"].dtype == pl.Datetime("us", "UTC")
     assert df["_source_row"].to_list() == [1, 2, 3] and df["_source_file"].cast(str).str.contains("decisions-").all()
@@ -52,6 +52,36 @@ def test_scan_joins_the_latest_feedback_and_drops_decisions_without(tmp_path, ca
     data = build_routing_data(lf)  # one scored model per query: the others are masked
     assert data.models == ("a", "b") and data.mask.sum(axis=1).tolist() == [1, 1, 1]
     assert scan_logs(folder, format="decisions").collect().height == 3
+
+
+def test_feedback_is_checked_where_it_is_written_and_where_it_is_read(tmp_path):
+    """An unknown request id (a typo, a forged path) or a second, different outcome is refused by the gateway's
+    log and by `router feedback`; a log that holds two outcomes anyway (written by hand, or by an older release)
+    is refused at training with the lines named, as ordinary logs refuse two scores of one cell."""
+    from router.serve.outcomes import ConflictingFeedback, UnknownRequest
+
+    folder = _served(tmp_path / "log", n=2, feedback={0: 1.0})
+    with pytest.raises(ValueError, match=r"no routed request with id '\.\./\.\./etc/passwd' in "):
+        append_feedback(folder, "../../etc/passwd", 1.0)
+    with pytest.raises(ValueError, match=r"request 'r0' already has feedback score 1.0, cost 0.001"):
+        append_feedback(folder, "r0", 0.0)
+    with pytest.raises(ValueError, match="no decision log there"):
+        append_feedback(tmp_path / "nowhere", "r0", 1.0)
+    path = append_feedback(folder, "r1", 0.5)
+    assert path.name == f"feedback-cli-{datetime.now(timezone.utc):%Y%m%d}.jsonl"
+    assert append_feedback(folder, "r1", 0.5) is None and len(path.read_text().splitlines()) == 1
+    with DecisionLog(DecisionLogConfig(folder, prompts="text")) as log:  # a restarted gateway knows them too
+        with pytest.raises(UnknownRequest):
+            log.feedback(request_id="nope", score=1.0)
+        with pytest.raises(ConflictingFeedback):
+            log.feedback(request_id="r1", score=1.0)
+        log.feedback(request_id="r1", score=0.5)  # the same outcome again: accepted, not written
+    with open(path, "a") as f:  # two outcomes for r1 in the files anyway
+        f.write(json.dumps({"request_id": "r1", "timestamp": "2025-01-01T00:00:00Z", "score": 0.0}) + "\n")
+    with pytest.raises(LogValidationError, match=r"(?s)a request has feedback with different outcomes \(1 request\)"
+                                                 r".*request_id.*r1"):
+        scan_logs(folder).collect()
+    assert len(list(folder.glob("feedback-*.jsonl"))) == 2  # the gateway's file and one CLI file per day
 
 
 def test_scan_refuses_decisions_logged_without_prompts(tmp_path):

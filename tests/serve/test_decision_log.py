@@ -136,20 +136,21 @@ def test_interpreter_exit_without_close_drains(tmp_path):
 
 def test_feedback_through_the_log_and_the_cli_helper(tmp_path):
     with DecisionLog(DecisionLogConfig(tmp_path)) as log:
+        for i in range(1, 5):
+            record_decision(log, i)
         log.feedback(request_id="r1", score=1.0, cost=0.002)
     (rec,) = _lines(tmp_path, "feedback-")
     assert {k: rec[k] for k in ("request_id", "score", "cost")} == {"request_id": "r1", "score": 1.0, "cost": 0.002}
 
-    cli = tmp_path / "cli"
-    path = append_feedback(cli, "r2", 1)
-    append_feedback(cli, "r3", 0.5, cost=0.01, timestamp=datetime(2025, 1, 1))
-    assert path == cli / f"feedback-cli-{os.getpid()}.jsonl"
-    recs = _lines(cli, "feedback-")
+    path = append_feedback(tmp_path, "r2", 1)
+    append_feedback(tmp_path, "r3", 0.5, cost=0.01, timestamp=datetime(2025, 1, 1))
+    assert path == tmp_path / f"feedback-cli-{datetime.now(timezone.utc):%Y%m%d}.jsonl"  # one file per UTC day
+    recs = sorted(_lines(tmp_path, "feedback-cli-"), key=lambda r: r["request_id"])
     assert [(r["request_id"], r["score"], r["cost"]) for r in recs] == [("r2", 1.0, None), ("r3", 0.5, 0.01)]
     assert recs[1]["timestamp"] == "2025-01-01T00:00:00.000000Z"
     for bad, match in [(dict(request_id=""), "request_id"), (dict(score=float("nan")), "finite"),
                        (dict(score="high"), "score must be a number"), (dict(cost=-1.0), "cost must be >= 0")]:
         args = {"request_id": "r4", "score": 1.0, **bad}
         with pytest.raises(ValueError, match=match):
-            append_feedback(cli, **args)
-    assert len(_lines(cli, "feedback-")) == 2
+            append_feedback(tmp_path, **args)
+    assert len(_lines(tmp_path, "feedback-cli-")) == 2

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from router.serve.decision_log import DecisionLog, DecisionLogConfig
+from tests.conftest import record_decision
 from tests.serve.conftest import ENV, PROMPTS, QUESTION, chat, free_port, gateway
 
 
@@ -136,9 +138,18 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path, nq_export):
     assert result.exit_code == 2 and "SURELY_UNSET_ROUTER_KEY_9" in result.output
     result = runner.invoke(app, ["feedback", "--decision-log", str(tmp_path / "log"), "", "1"])
     assert result.exit_code == 2 and "request_id must be a non-empty string" in result.output
-    result = runner.invoke(app, ["feedback", "--decision-log", str(tmp_path / "log"), "abc", "0.5", "--cost", "0.01"])
+    feedback = ["feedback", "--decision-log", str(tmp_path / "log"), "abc", "0.5", "--cost", "0.01"]
+    result = runner.invoke(app, feedback)
+    assert result.exit_code == 2 and "no decision log there" in result.output
+    with DecisionLog(DecisionLogConfig(tmp_path / "log")) as log:
+        record_decision(log, 1)
+    result = runner.invoke(app, feedback)  # a request id the gateway never routed
+    assert result.exit_code == 2 and "error: no routed request with id 'abc' in " in result.output
+    result = runner.invoke(app, [*feedback[:3], "r1", *feedback[4:]])
     assert result.exit_code == 0, result.output
     assert json.loads(next((tmp_path / "log").glob("feedback-cli-*.jsonl")).read_text())["score"] == 0.5
+    result = runner.invoke(app, [*feedback[:3], "r1", "0.9"])
+    assert result.exit_code == 2 and "already has feedback score 0.5, cost 0.01" in result.output
 
 
 @pytest.mark.slow

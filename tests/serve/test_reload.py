@@ -141,7 +141,8 @@ def test_a_registry_alias_is_followed_by_its_version(monkeypatch):
             assert (name, which) == ("nq-router", "champion")
             return types.SimpleNamespace(version=alias["version"])
 
-    monkeypatch.setitem(sys.modules, "mlflow", types.SimpleNamespace(MlflowClient=Client))
+    monkeypatch.setitem(sys.modules, "mlflow", types.SimpleNamespace(MlflowClient=Client,
+                                                                     get_tracking_uri=lambda: "http://mlflow:5000"))
     loaded = []
     reloading = ReloadingRouter("models:/nq-router@champion", loader=lambda uri: loaded.append(uri) or uri)
     assert reloading.current() == LoadedRouter(service="models:/nq-router/3", version="v3",
@@ -198,3 +199,29 @@ def test_gateway_requests_never_fail_while_the_champion_moves(root, answers):
         reloading.stop()
     assert statuses and set(statuses) == {200} and not wrong
     assert versions == {"v1", "v2"}  # both served; the broken v3 never was
+
+
+def test_the_gateway_refuses_a_router_over_models_it_has_no_upstream_for(root, answers, upstream_map, caplog):
+    """A job that replaced the champion with a router over other models (issue 24, B1): the gateway keeps
+    the router it serves, and says which models lack an upstream, instead of answering every request 502."""
+    from router.serve.gateway import create_app
+    from router.serve.upstreams import parse_upstreams
+    from tests.serve.conftest import ENV
+
+    other = _version(root, "v9", root / "v1")
+    meta = other / "artifacts" / "head" / "router_meta.json"
+    raw = json.loads(meta.read_text())
+    raw["models"] = [f"other/model-{i}" for i in range(len(raw["models"]))]
+    meta.write_text(json.dumps(raw))
+    _point(root, "v1")
+    reloading = ReloadingRouter(root / "champion", poll_seconds=60)
+    create_app(reloading, upstreams=parse_upstreams(upstream_map, "upstreams.yaml"), environ=ENV)
+    _point(root, "v9")
+    with caplog.at_level(logging.WARNING, logger="router.serve.reload"):
+        assert not reloading.check_now()
+    assert reloading.current().version.startswith("v1-")
+    assert reloading.current().service.route(PROMPTS) == answers["v1"]
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "refused" in line and "no upstream" in line and "other/model-0" in line and "still serving v1-" in line
+    _point(root, "v2")  # a router over the served models is still taken
+    assert reloading.check_now() and reloading.current().version.startswith("v2-")

@@ -97,7 +97,8 @@ def test_the_gateway_runs_on_the_serve_extra_alone(nq_export, tmp_path_factory, 
 import importlib.util, json, sys
 from starlette.testclient import TestClient
 from pipelines.cli import app as cli  # the `router` command's module
-from router.serve.gateway import ServeConfig, build_server
+from router.serve.gateway import ServeConfig
+from router.serve.server import build_server
 server = build_server({str(nq_export)!r}, ServeConfig(decision_log={str(tmp_path / "decisions")!r}))
 with TestClient(server.app) as client:
     health = client.get("/healthz").json()

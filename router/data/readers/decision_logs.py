@@ -92,21 +92,31 @@ def _log_files(source: str | Path | Sequence[str | Path]) -> tuple[list[Path], l
     return decisions, list(feedback.values())
 
 
-def _latest_feedback(files: dict[Path, int]) -> pl.LazyFrame:
-    """One row per request_id: its latest feedback (by timestamp, then file and line order)."""
+def _feedback_rows(files: dict[Path, int]) -> pl.LazyFrame:
+    """Every feedback line: request_id, score, cost, and where and when it was written."""
     if not files:
         return pl.LazyFrame(schema={"request_id": pl.String, S.SCORE: pl.String, S.COST: pl.String,
-                                    "_feedback": pl.Boolean})
-    frames = [_scan_lines(p, _FEEDBACK_FIELDS, n).with_columns(pl.lit(i).alias("_file"))
+                                    "_file": pl.Int32, "_line": pl.Int64, "_when": pl.Datetime("us", "UTC")})
+    frames = [_scan_lines(p, _FEEDBACK_FIELDS, n).with_columns(pl.lit(i, dtype=pl.Int32).alias("_file"))
               for i, (p, n) in enumerate(files.items())]
     when = pl.col(S.TIMESTAMP).str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+    return pl.concat(frames).with_columns(when.alias("_when"))
+
+
+def _latest_feedback(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """One row per request_id: its latest feedback (by timestamp, then file and line order); repeats of one
+    outcome (a client's retry) are one outcome, and two different outcomes are refused by ``_check``."""
     return (
-        pl.concat(frames)
-        .with_columns(when.alias("_when"))
-        .sort("_when", "_file", "_line", nulls_last=False)
+        rows.sort("_when", "_file", "_line", nulls_last=False)
         .unique(subset="request_id", keep="last", maintain_order=True)
         .select("request_id", S.SCORE, S.COST, pl.lit(True).alias("_feedback"))
     )
+
+
+def _conflicts(rows: pl.LazyFrame) -> pl.LazyFrame:
+    """Feedback lines of the request ids that got two different outcomes (score or cost)."""
+    outcome = pl.struct(pl.col(S.SCORE).cast(pl.Float64, strict=False), pl.col(S.COST).cast(pl.Float64, strict=False))
+    return rows.filter(outcome.n_unique().over("request_id") > 1).sort("request_id", "_file", "_line")
 
 
 def scan_decisions(source: str | Path | Sequence[str | Path], *, require_feedback: bool = True,
@@ -121,9 +131,11 @@ def scan_decisions(source: str | Path | Sequence[str | Path], *, require_feedbac
     decision_paths, feedback_paths = _log_files(source)
     lines = {p: complete_lines(p) for p in [*decision_paths, *feedback_paths]}
     file_dtype = file_dtype or source_file_dtype([*decision_paths, *feedback_paths])
-    feedback = _latest_feedback({p: lines[p] for p in feedback_paths})
+    rows = _feedback_rows({p: lines[p] for p in feedback_paths})
+    feedback = _latest_feedback(rows)
     decisions = {p: _scan_lines(p, _DECISION_FIELDS, lines[p]) for p in decision_paths}
     _check(decisions, feedback, lines, source, require_feedback)
+    _check_conflicts(rows, feedback_paths)
 
     frames = []
     for path, lf in decisions.items():
@@ -171,6 +183,23 @@ def _check(decisions: dict[Path, pl.LazyFrame], feedback: pl.LazyFrame, lines: d
             file=rows[S.SOURCE_FILE][0], column=S.PROMPT, rows=rows, n_bad=no_prompt_n,
             expected=f"the prompt of every decision with feedback: {_NO_PROMPT}",
         )
+
+
+def _check_conflicts(rows: pl.LazyFrame, files: list[Path]) -> None:
+    """Refuse a request with two different outcomes, as ordinary logs refuse two scores of one cell: which
+    one is true is the user's call, not the file order's."""
+    if not files:
+        return
+    bad = _conflicts(rows).collect()
+    if bad.height:
+        names = [str(p) for p in files]
+        sample = bad.head(6).select(
+            pl.col("_file").replace_strict(list(range(len(names))), names, return_dtype=pl.String)
+            .alias(S.SOURCE_FILE), pl.col("_line").alias(S.SOURCE_ROW), "request_id", S.SCORE, S.COST)
+        raise LogValidationError(
+            "a request has feedback with different outcomes", file=sample[S.SOURCE_FILE][0], column=S.SCORE,
+            rows=sample, n_bad=bad["request_id"].n_unique(), unit="request",
+            expected="one outcome (score and cost) per request_id: remove the wrong feedback lines")
 
 
 def _bad_line(lines: dict[Path, int]) -> LogValidationError | None:
