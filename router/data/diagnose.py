@@ -12,7 +12,9 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -37,8 +39,17 @@ def _separator(path: Path) -> str:
     return "\t" if base_suffix(path) == ".tsv" else ","
 
 
-def open_bytes(path: Path):
-    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+@contextmanager
+def open_bytes(path: Path) -> Iterator:
+    """``path`` opened for reading bytes, gunzipped if it ends in ``.gz``; a truncated or corrupt gzip file
+    is a ``LogValidationError`` naming it (not a bare EOFError, which a CLI would print as "Aborted.")."""
+    try:
+        with gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb") as f:
+            yield f
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise LogValidationError(f"is not a whole gzip file ({exc})", file=str(path),
+                                 expected="a gzip file that decompresses to its end: copy or compress it again") \
+            from None
 
 
 def source_paths(schema: pl.Schema) -> list[Path]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import glob as globlib
 import io
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
@@ -112,6 +112,28 @@ def schema_of(lf: pl.LazyFrame, path: Path) -> pl.Schema:
         return lf.collect_schema()
     except pl.exceptions.PolarsError as exc:
         raise diagnose(path, exc) from exc
+
+
+def rename_columns(lf: pl.LazyFrame, schema: pl.Schema, columns: Mapping[str, str] | None, path: Path, *,
+                   strict: bool = True) -> tuple[pl.LazyFrame, pl.Schema]:
+    """The file's own column names -> canonical ones; ``columns`` maps canonical -> the file's (``{"score":
+    "correct"}``). ``strict``: a mapped column the file lacks is an error (else: another file may hold it)."""
+    if not columns:
+        return lf, schema
+    names = schema.names()
+    for canonical, own in columns.items():
+        if own not in names and strict:
+            raise LogValidationError(f"no column {own!r} (given as the {canonical} column)", file=str(path),
+                                     column=own, expected=f"one of its columns: {', '.join(names)}")
+        if own in names and canonical in names and own != canonical:
+            raise LogValidationError(f"has both {own!r} (given as the {canonical} column) and a {canonical!r} "
+                                     "column", file=str(path), column=canonical,
+                                     expected="one column per meaning: map the other one, or drop it")
+    rename = {own: canonical for canonical, own in columns.items() if own in names and own != canonical}
+    if not rename:
+        return lf, schema
+    lf = lf.rename(rename)
+    return lf, pl.Schema({rename.get(n, n): t for n, t in schema.items()})
 
 
 def match_case(lf: pl.LazyFrame, schema: pl.Schema, names: Iterable[str]) -> tuple[pl.LazyFrame, pl.Schema]:

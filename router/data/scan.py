@@ -6,7 +6,7 @@ Every step is lazy: no data is read until validation or ``build_routing_data`` c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -24,12 +24,14 @@ from router.data.readers.wide import WideSpec, scan_wide
 from router.data.schema import LogValidationError
 
 LogFormat = Literal["auto", "long", "wide", "pairwise", "decisions"]
+WIDE_COLUMNS = (S.QUERY_ID, S.PROMPT, S.TASK)  # the columns a wide file's WideSpec names
 
 
-def detect_format(path: Path) -> LogFormat:
-    """The format of one file, from its column names (any case)."""
+def detect_format(path: Path, columns: Mapping[str, str] | None = None) -> LogFormat:
+    """The format of one file, from its column names (any case) as ``columns`` maps them (canonical -> own)."""
     names = gz_column_names(path) or schema_of(read_table(path), path).names()  # gzip: not read twice
-    names = {n.lower() for n in names}
+    own = {v: k for k, v in (columns or {}).items()}
+    names = {own.get(n, n).lower() for n in names}
     if set(PAIRWISE_COLUMNS) <= names:
         return "pairwise"
     # A 'model' or 'score' column means long format, so a missing one is reported as missing.
@@ -41,11 +43,11 @@ def detect_format(path: Path) -> LogFormat:
     return "wide"
 
 
-def _detect_all(paths: list[Path]) -> LogFormat:
+def _detect_all(paths: list[Path], columns: Mapping[str, str] | None = None) -> LogFormat:
     """The one format of all ``paths``; a file in another format than the first is named."""
-    first = detect_format(paths[0])
+    first = detect_format(paths[0], columns)
     for path in paths[1:]:
-        fmt = detect_format(path)
+        fmt = detect_format(path, columns)
         if fmt != first:
             raise LogValidationError(
                 f"looks like the {fmt} format, but {paths[0]} looks like {first}", file=str(path),
@@ -61,27 +63,44 @@ def scan_logs(
     format: LogFormat = "auto",
     wide: WideSpec | None = None,
     prices: dict[str, tuple[float, float]] | None = None,
+    columns: Mapping[str, str] | None = None,
 ) -> pl.LazyFrame:
     """Any supported log source -> canonical LazyFrame (not yet validated; see ``validate``).
 
     With ``auto``, the gateway's decision logs (``decisions-*.jsonl`` + ``feedback-*.jsonl``, known
     by their names) are read as the ``decisions`` format, also beside long-format logs in one source.
+    ``columns`` maps canonical names to the files' own (``{"query_id": "id", "score": "correct"}``); the
+    wide format takes its id, prompt and task columns from ``wide`` instead (``LogsConfig.wide_spec``).
     """
     if format == "auto":
         source = resolve_paths(source)
         served = [p for p in source if is_decision_log(p)]
         if served:
             rest = [p for p in source if not is_decision_log(p)]
+            if columns:
+                raise ValueError(f"decision logs ({served[0]}) have the gateway's own column names: a column "
+                                 f"mapping ({', '.join(f'{k}={v}' for k, v in columns.items())}) does not apply")
             lf = _with_long(served, rest) if rest else scan_decisions(served)
             return apply_prices(lf, prices) if prices else lf
-        format = _detect_all(source)
+        format = _detect_all(source, columns)
+    if format != "wide" and wide is not None and wide.prompts_file:
+        raise ValueError(f"a prompts file ({wide.prompts_file}) joins prompts to wide-format logs; these are "
+                         f"{format}-format logs, whose rows hold their prompt: drop the prompts file")
     if format == "long":
-        lf = scan_long(source)
+        lf = scan_long(source, columns)
     elif format == "wide":
+        per_model = sorted(set(columns or {}) - set(WIDE_COLUMNS))  # id, prompt, task: through ``wide``
+        if per_model:
+            suffix = (wide or WideSpec()).cost_suffix
+            raise ValueError(f"the wide format has one score column per model (and <model>{suffix} cost columns): "
+                             f"a {', '.join(per_model)} column mapping does not apply; map only "
+                             f"{', '.join(WIDE_COLUMNS)}")
         lf = scan_wide(source, wide)
     elif format == "pairwise":
-        lf = scan_pairwise(source)
+        lf = scan_pairwise(source, columns)
     elif format == "decisions":
+        if columns:
+            raise ValueError("decision logs have the gateway's own column names: a column mapping does not apply")
         lf = scan_decisions(source)
     else:
         raise ValueError(f"unknown log format {format!r}; expected one of auto, long, wide, pairwise, decisions")

@@ -31,7 +31,7 @@ class DataSummary:
     scope: str  # which models the headline figures use
     best_single: str
     best_single_score: float
-    oracle_score: float
+    oracle_score: float | None  # None: no query has two scored models (partial feedback alone)
     per_model: list[ModelRow] = field(default_factory=list)
     tasks: dict[str, int] | None = None
     splits: dict[str, int] | None = None
@@ -50,7 +50,10 @@ class DataSummary:
         lines += [
             f"- headline figures on {self.scope}",
             f"- best single model: {self.best_single} ({self.best_single_score:.3f})",
-            f"- oracle: {self.oracle_score:.3f} (gap +{self.oracle_score - self.best_single_score:.3f})",
+            f"- oracle: {self.oracle_score:.3f} (gap +{self.oracle_score - self.best_single_score:.3f})"
+            if self.oracle_score is not None else
+            "- oracle: not measurable (no query has two scored models: the logs hold one answer per query, as "
+            "a router's own traffic does)",
         ]
         if self.splits:
             lines.append("- splits: " + ", ".join(f"{k} {v:,}" for k, v in self.splits.items()))
@@ -100,8 +103,17 @@ def summarize(data: RoutingData, stats: LogStats | None = None) -> DataSummary:
         scope=scope,
         best_single=scoped.models[best],
         best_single_score=float(scoped_means[best]),
-        oracle_score=float(np.nanmean(oracle_scores(scoped.scores, scoped.mask))),
+        oracle_score=_oracle(scoped),
         per_model=rows,
         tasks={k: int(v) for k, v in count(data.tasks).items()} if data.tasks is not None else None,
         splits={k: int(v) for k, v in count(data.splits).items()} if data.splits is not None else None,
     )
+
+
+def _oracle(data: RoutingData) -> float | None:
+    """Mean best observed score over the queries with at least two scored models (a query with one has no
+    choice to make: its 'best' would be whatever the logging router picked)."""
+    rows = data.mask.sum(axis=1) >= 2
+    if not rows.any():
+        return None
+    return float(np.nanmean(oracle_scores(data.scores[rows], data.mask[rows])))

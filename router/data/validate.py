@@ -95,6 +95,7 @@ def _unscored_models(lf: pl.LazyFrame, unscored: pl.DataFrame) -> None:
 
 
 _MAX_SCORE = 1e12  # any real rating scale is far below; 1e308 overflowed later in training
+_MAX_COST = 1e6  # $ per call: a million dollars is a unit mistake, not a price
 
 
 def validate_logs(lf: pl.LazyFrame, source: str | None = None) -> LogStats:
@@ -163,6 +164,10 @@ def _row_checks(has: set[str]) -> list[_RowCheck]:
                   "a non-empty model name", ids),
         _RowCheck("empty prompt", pl.col(S.PROMPT).is_null() | (pl.col(S.PROMPT).str.strip_chars() == ""), S.PROMPT,
                   "the query text (not empty, not only whitespace)", ids),
+        # A lone UTF-16 surrogate (\ud800) in JSON is read as NUL: refused here as /v1/route refuses both.
+        _RowCheck("NUL character in prompt", pl.col(S.PROMPT).str.contains("\x00", literal=True), S.PROMPT,
+                  "text without NUL (U+0000) characters; a lone UTF-16 surrogate such as \\ud800 in JSON reads as "
+                  "one: fix the text that wrote it", ids),
         _RowCheck("NaN score", pl.col(S.SCORE).is_nan(), S.SCORE,
                   "a finite number (leave the cell empty if the model did not answer)", (*ids, S.SCORE)),
         _RowCheck("infinite score", pl.col(S.SCORE).is_infinite(), S.SCORE, "a finite number", (*ids, S.SCORE)),
@@ -177,7 +182,10 @@ def _row_checks(has: set[str]) -> list[_RowCheck]:
     if S.COST in has:
         checks += [_RowCheck("negative cost", pl.col(S.COST) < 0, S.COST, "a cost >= 0 in $", (*ids, S.COST)),
                    _RowCheck("NaN cost", pl.col(S.COST).is_nan(), S.COST, "a number, or an empty cell when unknown",
-                             (*ids, S.COST))]
+                             (*ids, S.COST)),
+                   # 1e308 or inf: sums, means and lam x cost overflow to inf in summaries and decisions
+                   _RowCheck("cost out of range", pl.col(S.COST) > _MAX_COST, S.COST,
+                             f"a cost in $ per call of plausible size (<= {_MAX_COST:g})", (*ids, S.COST))]
     if "_bad_cost" in has:
         checks.append(_RowCheck("non-numeric cost", pl.col("_bad_cost").is_not_null(), S.COST, "a number in $",
                                 (*ids, "_bad_cost")))

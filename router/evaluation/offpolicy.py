@@ -49,6 +49,7 @@ import numpy as np
 from router.data.labels import RoutingData
 from router.policy.propensity import IPS_CLIP, importance_weights, one_hot
 from router.routers import RidgeRouter
+from router.routers.unscored import fit_scored
 
 _ROW_SUM_TOL = 1e-6
 _BOOT_CELLS = 2_000_000  # resampled (query, term) cells per bootstrap batch: ~16 MB
@@ -219,7 +220,7 @@ def off_policy_estimates(actions, rewards, propensities, target_probs, q_hat=Non
 def reward_model(X: np.ndarray, data: RoutingData):
     """``q_hat``: a ridge reward model of every model's score fitted on ``data`` (bandit rows count as the
     logged model's score; alpha chosen by its CV on the IPS value of the routing)."""
-    return RidgeRouter().fit(X, data.scores, data.costs, data.mask, propensities=data.propensities)
+    return fit_scored(RidgeRouter(), X, data.scores, data.costs, data.mask, propensities=data.propensities)
 
 
 def dr_pseudo_outcomes(data: RoutingData, q_hat: np.ndarray, clip: float = IPS_CLIP) -> RoutingData:

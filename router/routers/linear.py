@@ -102,8 +102,14 @@ def ridge_path(X, Y, mask, alphas, weights=None) -> tuple[np.ndarray, np.ndarray
         key = np.packbits(mask[:, j]).tobytes() + (b"" if weights is None else weights[:, j].tobytes())
         patterns.setdefault(key, []).append(j)
     every = None
+    prior = Yz[mask].mean() if mask.any() else 0.0
     for cols in patterns.values():
         rows = mask[:, cols[0]]
+        if not rows.any() or (weights is not None and not (weights[rows, cols[0]] > 0).any()):
+            # No scored row for these models here (a CV fold of a little-explored log): no evidence, so the
+            # mean observed score of every model, never NaN (coef stays 0).
+            icpt[:, cols] = prior
+            continue
         if weights is not None:
             w, sx, Sxx, Sxy = _moments(X, rows, Yz[:, cols], weights[:, cols[0]])
         elif 2 * rows.sum() >= n:  # few missing rows: all rows' moments minus theirs

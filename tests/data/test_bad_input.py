@@ -141,7 +141,22 @@ MALFORMED = [
          ("one query_id has different prompts (1 query)",)),
     Case("conflicting_duplicates", _file("dup.csv", HEADER + "q1,hi,a,1,\nq1,hi,b,0,\nq1,hi,a,0,\n"),
          ("different scores (1 query-model pair)",)),
+    # issue 24, C: a truncated gzip file; a prompt that is not what the user sent; numbers that overflow
+    Case("gz_truncated", lambda folder: _cut_gzip(folder / "cut.jsonl.gz"),
+         ("is not a whole gzip file", "ended before the end-of-stream marker")),
+    Case("jsonl_lone_surrogate",
+         _file("sur.jsonl", '{"query_id":"q1","prompt":"x\\ud800y","model":"a","score":1}\n'
+                            '{"query_id":"q1","prompt":"x\\ud800y","model":"b","score":0}\n'),
+         ("column 'prompt'", "NUL character in prompt (2 rows)", "row=1", "\\ud800")),
+    Case("cost_overflow", _file("big.csv", HEADER + "q1,hi,a,1,1e308\nq1,hi,b,0,0.1\n"),
+         ("column 'cost'", "cost out of range (1 row)", "row=1", "<= 1e+06")),
 ]
+
+
+def _cut_gzip(path: Path) -> Path:
+    data = gzip.compress(_jsonl(_long_rows(3000)).encode())
+    path.write_bytes(data[: len(data) // 2])
+    return path
 
 
 def _named(case: Case, source: Path, message: str) -> None:

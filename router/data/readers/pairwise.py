@@ -3,20 +3,21 @@ per-model win scores per query (win 1, tie 0.5, loss or a both-bad tie 0)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
 
 from router.data import schema as S
 from router.data.diagnose import base_suffix, check_csv_fields, diagnose
-from router.data.read import match_case, read_table, resolve_paths, schema_of
+from router.data.read import match_case, read_table, rename_columns, resolve_paths, schema_of
 from router.data.schema import LogValidationError
 
 PAIRWISE_COLUMNS = ("model_a", "model_b", "winner")
 
 
-def scan_pairwise_pairs(source: str | Path | Sequence[str | Path]) -> pl.DataFrame:
+def scan_pairwise_pairs(source: str | Path | Sequence[str | Path],
+                        columns: Mapping[str, str] | None = None) -> pl.DataFrame:
     """Pairwise preferences ``prompt, model_a, model_b, winner`` (optional ``query_id``), checked.
 
     ``winner`` is ``model_a``, ``model_b``, ``tie``, ``tie (bothbad)`` or one of the two model names.
@@ -24,9 +25,8 @@ def scan_pairwise_pairs(source: str | Path | Sequence[str | Path]) -> pl.DataFra
     """
     frames = []
     for path in resolve_paths(source):
-        lf = read_table(path)
-        need = [S.PROMPT, *PAIRWISE_COLUMNS]
-        lf, schema = match_case(lf, schema_of(lf, path), [*need, S.QUERY_ID])
+        lf, need = read_table(path), [S.PROMPT, *PAIRWISE_COLUMNS]
+        lf, schema = match_case(*rename_columns(lf, schema_of(lf, path), columns, path), [*need, S.QUERY_ID])
         miss = [c for c in need if c not in schema]
         if miss:
             raise LogValidationError(
@@ -101,6 +101,7 @@ def pairwise_to_long(pairs: pl.DataFrame) -> pl.LazyFrame:
     )
 
 
-def scan_pairwise(source: str | Path | Sequence[str | Path]) -> pl.LazyFrame:
+def scan_pairwise(source: str | Path | Sequence[str | Path], columns: Mapping[str, str] | None = None
+                  ) -> pl.LazyFrame:
     """Pairwise preference files -> canonical long rows of per-model win scores."""
-    return pairwise_to_long(scan_pairwise_pairs(source))
+    return pairwise_to_long(scan_pairwise_pairs(source, columns))

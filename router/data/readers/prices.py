@@ -12,20 +12,27 @@ from router.data import schema as S
 from router.data.schema import LogValidationError
 
 
+_EXPECTED = "a YAML or JSON file of model -> {input, output} $ per million tokens"
+MAX_PRICE = 1e6  # $ per million tokens: a dollar a token; anything above is a unit mistake or an overflow
+
+
 def load_prices(path: str | Path) -> dict[str, tuple[float, float]]:
     """A token-price table: ``{model: {input: $/M, output: $/M}}`` as YAML or JSON.
 
     LLMRouter's ``default_llm.json`` shape (``input_price``/``output_price``, full name under
     ``model``) is read too; such entries answer to both their key and their ``model`` name.
     """
-    path = Path(path)
-    text = path.read_text()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
+    import yaml
 
-        raw = yaml.safe_load(text)
-    else:
-        raw = json.loads(text)
+    path = Path(path)
+    try:
+        text = path.read_text()
+        raw = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+    except FileNotFoundError:
+        raise LogValidationError("no such price table", file=str(path), expected=_EXPECTED) from None
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise LogValidationError(f"cannot be read ({type(exc).__name__}: {exc})", file=str(path),
+                                 expected=_EXPECTED) from None
     if not isinstance(raw, dict) or not raw:
         raise LogValidationError("price table must be a non-empty mapping of model -> prices", file=str(path))
     prices: dict[str, tuple[float, float]] = {}
@@ -41,8 +48,9 @@ def load_prices(path: str | Path) -> dict[str, tuple[float, float]]:
                 f"model '{key}' has no numeric input/output price", file=str(path),
                 expected="'input' and 'output' in $ per million tokens",
             ) from None
-        if pin < 0 or pout < 0:
-            raise LogValidationError(f"model '{key}' has a negative price", file=str(path))
+        if not (0 <= pin <= MAX_PRICE and 0 <= pout <= MAX_PRICE):
+            raise LogValidationError(f"model '{key}' has price {pin!r} / {pout!r}", file=str(path),
+                                     expected=f"prices between 0 and {MAX_PRICE:,.0f} $ per million tokens")
         prices[str(key)] = (pin, pout)
         if isinstance(entry.get("model"), str):
             prices[entry["model"]] = (pin, pout)
