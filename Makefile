@@ -10,14 +10,21 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[train,serve,cluster,dev]"
-	touch $(STAMP)
+# Each step says what it does; pip's own progress bars show on a terminal only (a CI log gets the step lines).
+PIP = $(BIN)/pip install $$([ -t 1 ] || echo --quiet)
 
-# Train, evaluate and export a router on the bundled sample (pipelines/sample/mmlu_pro_sample.jsonl.gz).
+$(STAMP): pyproject.toml constraints.txt
+	@echo "[install 1/3] virtual environment $(VENV), latest pip"
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	@echo "[install 2/3] torch 2.13.0, CPU build (about 200 MB: a few minutes on a first install)"
+	$(PIP) -c constraints.txt torch==2.13.0
+	@echo "[install 3/3] learned-router and its extras (train, serve, cluster, dev)"
+	$(PIP) -c constraints.txt -e ".[train,serve,cluster,dev]"
+	touch $(STAMP)
+	@echo "[install] done: $(VENV)"
+
+# Train, evaluate and export a router on the bundled sample (data/mmlu_pro_sample.jsonl.gz).
 train: $(STAMP)
 	$(BIN)/router train $(if $(CONFIG),--config $(CONFIG))
 
@@ -28,4 +35,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_embed.py
 
 clean:
-	rm -rf $(VENV) .cache mlruns mlruns.db
+	rm -rf $(VENV) .cache mlruns mlflow.db

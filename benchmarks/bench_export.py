@@ -48,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     folder = Path(args.model)
     if not (folder / "MLmodel").exists():
-        subprocess.run([str(Path(sys.executable).with_name("router")), "train", str(ROOT / "pipelines" / "sample" /
+        subprocess.run([str(Path(sys.executable).with_name("router")), "train", str(ROOT / "data" /
                         "nq_sample.jsonl"), "--config", str(ROOT / "pipelines" / "configs" / "nq_sample.yaml"),
                         "--quiet"], check=True, cwd=ROOT)
 

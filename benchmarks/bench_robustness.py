@@ -55,7 +55,7 @@ def train_with_a_huge_prompt(huge: str) -> tuple[float, float, float]:
     replaced by ``huge`` (on each of its model rows), in a fresh process and folder."""
     import polars as pl
 
-    sample = ROOT / "pipelines" / "sample" / "nq_sample.jsonl"
+    sample = ROOT / "data" / "nq_sample.jsonl"
     with tempfile.TemporaryDirectory() as tmp:
         df = pl.read_ndjson(sample)
         first = pl.col("query_id") == df["query_id"][0]
@@ -93,7 +93,7 @@ def main() -> None:
     print(f"malformed logs: {cases} cases, {named} with a named one-line error and no traceback {other or ''}")
 
     if not (Path(args.model) / "MLmodel").exists():
-        subprocess.run([str(Path(sys.executable).with_name("router")), "train", str(ROOT / "pipelines" / "sample" /
+        subprocess.run([str(Path(sys.executable).with_name("router")), "train", str(ROOT / "data" /
                         "nq_sample.jsonl"), "--config", str(ROOT / "pipelines" / "configs" / "nq_sample.yaml"),
                         "--quiet"], check=True, cwd=ROOT)
     import router

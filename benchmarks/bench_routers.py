@@ -45,7 +45,7 @@ def load(name: str) -> RoutingData:
         return build_routing_data(scan_logs(shared_data("routerbench_subset", "routerbench_zs"),
                                                     wide=WideSpec(id_column="")))
     if name == "nq":
-        return build_routing_data(scan_logs(ROOT / "pipelines" / "sample" / "nq_sample.jsonl"))
+        return build_routing_data(scan_logs(ROOT / "data" / "nq_sample.jsonl"))
     if name == "routellm_mmlu":
         lf = scan_wide(str(shared_data("routellm", "mmlu") / "mmlu_*.csv"),
                                WideSpec(id_column="prompt", task_column=None))

@@ -207,7 +207,7 @@ def train(workdir: Path | None, tmp: Path) -> Path:
         workdir.mkdir()
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlruns.db"}
         t = time.perf_counter()
-        subprocess.run([str(VENV_BIN / "router"), "train", str(ROOT / "pipelines" / "sample" / "nq_sample.jsonl"),
+        subprocess.run([str(VENV_BIN / "router"), "train", str(ROOT / "data" / "nq_sample.jsonl"),
                         "--config", str(ROOT / "pipelines" / "configs" / "nq_sample.yaml"), "--quiet"],
                        cwd=workdir, env=env, check=True, timeout=1800)
         print(f"trained in {workdir} in {time.perf_counter() - t:.0f} s")
@@ -256,7 +256,8 @@ def part_slim(folder: Path, tmp: Path, repeat: int, prompts_file: Path) -> tuple
               f"calling thread already keeps the cores busy. All runs (prompts/s): 1 thread "
               f"{', '.join(f'{x:.0f}' for x in speed['all']['1'])}; 8 threads "
               f"{', '.join(f'{x:.0f}' for x in speed['all']['8'])}. With `router.load(folder, threads=1)` "
-              f"(`router serve --threads 1`), one intra-op thread per embedding: 1 thread {s1['rate']:.0f} prompts/s ({s1['cores']:.2f} cores busy), 8 threads "
+              f"(`router serve --threads 1`), one intra-op thread per embedding: 1 thread {s1['rate']:.0f} "
+              f"prompts/s ({s1['cores']:.2f} cores busy), 8 threads "
               f"{s8['rate']:.0f} ({s8['cores']:.2f} cores busy), {s8['rate'] / s1['rate']:.2f}x."]
     return lines, {"one": one, "eight": eight, "scaling": scaling, "p50": float(np.percentile(lat, 50))}
 
@@ -353,7 +354,7 @@ def main() -> None:
     command = "OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_serve.py" + "".join(
         f" {a}" for a in sys.argv[1:])
     seen, prompts = set(), []
-    for line in (ROOT / "pipelines" / "sample" / "nq_sample.jsonl").read_text().splitlines():
+    for line in (ROOT / "data" / "nq_sample.jsonl").read_text().splitlines():
         p = json.loads(line)["prompt"]
         if p not in seen:
             seen.add(p)

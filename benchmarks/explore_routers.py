@@ -44,7 +44,7 @@ def load(name: str, seed: int = 0):
         d = labels.build_routing_data(scan_logs(shared_data("routerbench_subset", "routerbench_zs"),
                                                         wide=WideSpec(id_column="")))
     elif name == "nq":
-        d = labels.build_routing_data(scan_logs(ROOT / "pipelines" / "sample" / "nq_sample.jsonl"))
+        d = labels.build_routing_data(scan_logs(ROOT / "data" / "nq_sample.jsonl"))
     else:
         raise ValueError(f"unknown dataset {name!r}")
     X, _ = embed_with_cache(Embedder(), d.prompts, EmbeddingCache(CACHE))

@@ -73,7 +73,7 @@ def text_pool() -> tuple[pl.Series, pl.Series, pl.Series]:
     so the generator (and the tests that use it) need nothing beside the checkout."""
     mmlu = pl.read_csv(ROOT / "tests" / "fixtures" / "mmlu_pro" / "questions.csv",
                        columns=["question", "category"]).filter(pl.col("question").str.len_chars() >= 20)
-    nq = pl.read_ndjson(ROOT / "pipelines" / "sample" / "nq_sample.jsonl").select("prompt").unique(
+    nq = pl.read_ndjson(ROOT / "data" / "nq_sample.jsonl").select("prompt").unique(
         maintain_order=True)["prompt"].rename("q")
     nq = nq.str.strip_chars().str.slice(0, 1).str.to_uppercase() + nq.str.strip_chars().str.slice(1)
     nq = nq + "?"

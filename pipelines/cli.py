@@ -20,9 +20,12 @@ LOGS_OPTIONS = {
     "logs": Annotated[Optional[str], typer.Argument(help="log file, glob or directory (default: the config's, "
                                                          "else the bundled sample)")],
     "fmt": Annotated[Optional[str], typer.Option("--format", help="auto | long | wide | pairwise | decisions")],
-    "id_column": Annotated[Optional[str], typer.Option("--id-column", help="wide format: query id column")],
-    "prompt_column": Annotated[Optional[str], typer.Option("--prompt-column", help="wide format: prompt column")],
-    "task_column": Annotated[Optional[str], typer.Option("--task-column", help="wide format: task column")],
+    "id_column": Annotated[Optional[str], typer.Option("--id-column", help="the query id column (any format)")],
+    "prompt_column": Annotated[Optional[str], typer.Option("--prompt-column", help="the prompt column")],
+    "task_column": Annotated[Optional[str], typer.Option("--task-column", help="the task column")],
+    "model_column": Annotated[Optional[str], typer.Option("--model-column", help="long format: the model column")],
+    "score_column": Annotated[Optional[str], typer.Option("--score-column", help="long format: the score column")],
+    "cost_column": Annotated[Optional[str], typer.Option("--cost-column", help="long format: the $ cost column")],
     "prompts_file": Annotated[Optional[str], typer.Option("--prompts-file", help="wide format: id -> prompt table")],
     "prices": Annotated[Optional[str], typer.Option("--prices", help="price table ($/M tokens), YAML or JSON")],
     "since": Annotated[Optional[str], typer.Option(
@@ -63,9 +66,8 @@ def with_job(func):
 def _job_config(given: dict):
     from pipelines.config import load_config
 
-    job = load_config(given.pop("config"))
-    overrides = {_CONFIG_FIELDS.get(k, k): v for k, v in given.items() if v is not None}
-    return _override(job, {"logs": {**job.logs.model_dump(), **overrides}}) if overrides else job
+    path = given.pop("config")
+    return load_config(path, {_CONFIG_FIELDS.get(k, k): v for k, v in given.items() if v is not None})
 
 
 def _override(job, update: dict):
@@ -85,6 +87,17 @@ ObjectiveOpt = Annotated[Optional[str], typer.Option(
 MarginOpt = Annotated[Optional[float], typer.Option(
     "--margin", help="savings: the quality the router may lose, as a fraction of the best single model's (0.01)")]
 BudgetOpt = Annotated[Optional[float], typer.Option("--budget", help="$ per query; calibrates lam")]
+
+
+RoutersOpt = Annotated[Optional[str], typer.Option("--routers", help="comma-separated candidate families, "
+                                                                  "e.g. knn,ridge (default: every family)")]
+
+
+def _routers(routers: str | None) -> dict:
+    """The config update ``--routers knn,ridge`` gives: those candidates, the best chosen by selection."""
+    if not routers:
+        return {}
+    return {"routers": [{"family": r.strip()} for r in routers.split(",") if r.strip()], "export_router": "auto"}
 
 
 def _targets(objective: str | None, margin: float | None, budget: float | None, share: str | None) -> dict:
@@ -176,7 +189,7 @@ def embed(job) -> None:
 @with_job
 def evaluate(
     job,
-    routers: Annotated[Optional[str], typer.Option("--routers", help="comma-separated families, e.g. knn,ridge")] = None,
+    routers: RoutersOpt = None,
     split_by: Annotated[Optional[str], typer.Option("--split-by", help="query | task (out-of-distribution)")] = None,
     lam: Annotated[Optional[float], typer.Option("--lam", help="cost weight of the decision rule")] = None,
     objective: ObjectiveOpt = None,
@@ -194,10 +207,7 @@ def evaluate(
     from pipelines.prepare import prepare
 
     try:
-        update: dict = {}
-        if routers:
-            update["routers"] = [{"family": r.strip()} for r in routers.split(",") if r.strip()]
-            update["export_router"] = "auto"
+        update: dict = _routers(routers)
         if split_by:
             update["split"] = {**job.split.model_dump(), "by": split_by}
         if lam is not None:
@@ -228,23 +238,33 @@ def evaluate(
 @app.command()
 @with_job
 def train(job, quiet: Annotated[bool, typer.Option("--quiet", "-q", help="print only the final line")] = False,
-          objective: ObjectiveOpt = None, margin: MarginOpt = None, budget: BudgetOpt = None,
-          share: ShareOpt = None) -> None:
+          name: Annotated[Optional[str], typer.Option("--name", help="registered name and export folder (default: "
+                                                      "from the logs' name, e.g. mylogs.csv -> mylogs-router)")]
+          = None,
+          routers: RoutersOpt = None, objective: ObjectiveOpt = None, margin: MarginOpt = None,
+          budget: BudgetOpt = None, share: ShareOpt = None,
+          allow_model_change: Annotated[bool, typer.Option(
+              "--allow-model-change", help="let a router over other models replace the champion")] = False) -> None:
     """Run the job: ingest -> labels -> embed (cached) -> fit -> evaluate -> MLflow -> export -> register."""
-    from pipelines.job import run_job
+    # This process is the job: MLflow's per-file download bars would flood a cron mail or CI log; with
+    # --quiet its INFO lines too (read when mlflow is first imported; warnings still show).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if quiet:
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    from pipelines.job import Terminated, run_job
 
-    update = _targets(objective, margin, budget, share)
+    update = {**_routers(routers), **_targets(objective, margin, budget, share)}
+    if name is not None:
+        update["name"] = name
+    if allow_model_change:
+        update["registry"] = {**job.registry.model_dump(), "allow_model_change": True}
     if update:
         try:
             job = _override(job, update)
         except ValueError as exc:
             _fail(exc)
-    from pipelines.job import Terminated
 
-    # This process is the job: MLflow's per-file download bars would flood a cron mail or CI log,
-    # and a scheduler's SIGTERM should end it cleanly (run KILLED, alias untouched), not silently.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
+    # A scheduler's SIGTERM should end the job cleanly (run KILLED, alias untouched), not silently.
     def stop(signum, frame):
         raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
 
@@ -282,13 +302,18 @@ def serve(
                               "probabilities and log the propensity, for off-policy evaluation (default off)")] = None,
     exploration_seed: Annotated[Optional[int], typer.Option("--exploration-seed", help="seed of the "
                                                             "exploration draws (default: fresh)")] = None,
+    api_key: Annotated[Optional[str], typer.Option(
+        "--api-key", envvar="ROUTER_API_KEY", show_envvar=True,
+        help="clients of /v1/ must send Authorization: Bearer <key> (prefer the variable: arguments show in ps)")]
+        = None,
 ) -> None:
     """Serve the router behind an OpenAI-compatible gateway: /v1/chat/completions with model "router"."""
-    from router.serve.gateway import ServeConfig, build_server
+    from router.serve.gateway import ServeConfig
+    from router.serve.server import build_server
 
     given = {"upstreams": upstreams, "host": host, "port": port, "decision_log": decision_log,
              "log_prompts": log_prompts, "reload_seconds": reload_seconds, "max_body_bytes": max_body_bytes,
-             "threads": threads, "exploration": exploration, "exploration_seed": exploration_seed}
+             "threads": threads, "exploration": exploration, "exploration_seed": exploration_seed, "api_key": api_key}
     try:  # defaults live in ServeConfig: pass only what was given
         server = build_server(source, ServeConfig(**{k: v for k, v in given.items() if v is not None}))
     except (ValueError, OSError, RuntimeError) as exc:
@@ -310,7 +335,8 @@ def feedback(
         path = append_feedback(decision_log, request_id, score, cost)
     except (ValueError, OSError) as exc:
         _fail(exc)
-    typer.echo(f"feedback for {request_id} written to {path}")
+    typer.echo(f"feedback for {request_id} written to {path}" if path is not None
+               else f"feedback for {request_id} was already recorded with this outcome")
 
 
 def main() -> None:  # pragma: no cover

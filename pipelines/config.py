@@ -35,19 +35,35 @@ class LogsConfig(_Strict):
     path: str = Field(str(SAMPLE_LOGS), description="file, glob or directory of logs (default: the bundled sample)")
     format: Literal["auto", "long", "wide", "pairwise", "decisions"] = Field(
         "auto", description="auto: from the columns (decision logs of `router serve`: from the file names)")
-    id_column: str = Field(_WIDE.id_column, description="wide format: query id column")
-    prompt_column: str = Field(_WIDE.prompt_column, description="wide format: prompt column")
-    task_column: str | None = Field(_WIDE.task_column, description="wide format: task column (optional)")
+    id_column: str | None = Field(None, description=f"the query id column (default: query_id; wide format: "
+                                                    f"{_WIDE.id_column})")
+    prompt_column: str | None = Field(None, description="the prompt column (default: prompt)")
+    task_column: str | None = Field(None, description=f"the task column, optional (default: task; wide format: "
+                                                      f"{_WIDE.task_column})")
+    model_column: str | None = Field(None, description="long format: the model column (default: model)")
+    score_column: str | None = Field(None, description="long format: the score column (default: score)")
+    cost_column: str | None = Field(None, description="long format: the $ cost column (default: cost; wide "
+                                                      "format: see cost_suffix)")
     cost_suffix: str = Field(_WIDE.cost_suffix, description="wide format: suffix of <model> cost columns")
     prompts_file: str | None = Field(None, description="wide format: separate table of id -> prompt/task")
     prices: str | None = Field(None, description="YAML/JSON price table ($/M tokens) to cost token counts")
-    since: datetime | None = Field(None, description="keep queries last logged at/after this time (ISO; UTC if no zone)")
+    since: datetime | None = Field(
+        None, description="keep queries last logged at/after this time (ISO; UTC if no zone)")
     max_queries: int | None = Field(None, ge=1, description="use at most this many queries (seeded random sample)")
     sample_seed: int = Field(0, description="seed of the max_queries sample")
 
     def wide_spec(self) -> WideSpec:
-        return WideSpec(id_column=self.id_column, prompt_column=self.prompt_column, task_column=self.task_column,
-                        cost_suffix=self.cost_suffix, prompts_file=self.prompts_file)
+        given = lambda value, default: default if value is None else value  # noqa: E731 ("" is a choice)
+        return WideSpec(id_column=given(self.id_column, _WIDE.id_column),
+                        prompt_column=given(self.prompt_column, _WIDE.prompt_column),
+                        task_column=given(self.task_column, _WIDE.task_column), cost_suffix=self.cost_suffix,
+                        prompts_file=self.prompts_file)
+
+    def columns(self) -> dict[str, str]:
+        """The columns given, as canonical name -> the logs' own (long and pairwise formats)."""
+        given = {"query_id": self.id_column, "prompt": self.prompt_column, "task": self.task_column,
+                 "model": self.model_column, "score": self.score_column, "cost": self.cost_column}
+        return {k: v for k, v in given.items() if v is not None}
 
 
 class EmbedderConfig(_Strict):
@@ -108,6 +124,17 @@ DEFAULT_FAMILIES = ("best_single", "knn", "ridge", "logistic", "lgbm", "classifi
                     "ensemble")
 
 
+def default_name(logs: str) -> str:
+    """The registered name a job on ``logs`` gets when it is not given one: the file's name without its
+    extensions (a folder's or a glob's folder's name), plus ``-router``; ``mylogs.csv`` -> ``mylogs-router``.
+    Other logs get another name, so a job on them never replaces the champion of another model pool."""
+    path = Path(logs)
+    while any(c in path.name for c in "*?[") and path.parent != path:
+        path = path.parent
+    stem = re.sub(r"[^A-Za-z0-9.-]+", "-", path.name.split(".")[0]).strip("-.")
+    return f"{stem[:90] or 'logs'}-router"
+
+
 def _default_routers() -> list[RouterSpec]:
     return [RouterSpec(family=f) for f in DEFAULT_FAMILIES]
 
@@ -134,14 +161,14 @@ class TrackingConfig(_Strict):
     """Where MLflow runs and registered models go."""
 
     uri: str | None = Field(
-        None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db here")
+        None, description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here")
     experiment: str = Field("learned-router", description="MLflow experiment name")
     artifact_root: str | None = Field(
         None, description="artifact folder of a new experiment; default ./mlruns on a local sqlite store, "
                           "the server's own default otherwise")
 
     def resolved_uri(self) -> str:
-        return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns.db"
+        return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
     def resolved_artifact_root(self) -> str | None:
         if self.artifact_root is None and self.resolved_uri().startswith("sqlite:"):
@@ -165,6 +192,10 @@ class RegistryConfig(_Strict):
     cross_fit_folds: int = Field(2, ge=0, description="the gate also counts the training queries, each routed by "
                                                       "the job's procedure run on the other of this many folds "
                                                       "(pipelines.evidence); 0: the held-out split alone")
+    allow_model_change: bool = Field(False, description="let a router over other models than the champion's "
+                                                        "replace it (else the job refuses: a service would route to "
+                                                        "models it has no upstream for)")
+
     @field_validator("cross_fit_folds")
     @classmethod
     def _folds_or_off(cls, folds: int) -> int:
@@ -185,7 +216,8 @@ class RegistryConfig(_Strict):
 
 
 class ClusterConfig(_Strict):
-    """A running Dask cluster for the heavy steps (see ``pipelines.dask_cluster``); the exported router never needs it."""
+    """A running Dask cluster for the heavy steps (see ``pipelines.dask_cluster``); the exported router never
+    needs it."""
 
     address: str = Field(description="Dask scheduler address, e.g. tcp://10.0.0.5:8786")
     partition_size: int = Field(1024, ge=1, description="at most this many prompts per embedding task")
@@ -195,9 +227,10 @@ class ClusterConfig(_Strict):
 class JobConfig(_Strict):
     """A scheduled training job."""
 
-    name: str = Field("mmlu-pro-sample-router", pattern=NAME_PATTERN, description=(
+    name: str = Field(None, pattern=NAME_PATTERN, description=(
         "registered model name, also the export folder <export_dir>/<name>: letters, digits, '.', '_', '-', "
-        "starting with a letter or digit, at most 100 characters (no path separators, never '.' or '..')"))
+        "starting with a letter or digit, at most 100 characters (no path separators, never '.' or '..'). "
+        "Default: from the logs' file or folder name, e.g. mylogs.csv -> mylogs-router"))
     logs: LogsConfig = LogsConfig()
     embedder: EmbedderConfig = EmbedderConfig()
     split: SplitConfig = SplitConfig()
@@ -231,6 +264,15 @@ class JobConfig(_Strict):
     cluster: ClusterConfig | None = Field(
         None, description="Dask cluster: embed and fit LightGBM heads on its workers (None: all local)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _name_from_logs(cls, raw):
+        if isinstance(raw, dict) and raw.get("name") is None:
+            logs = raw.get("logs")
+            path = logs.get("path") if isinstance(logs, dict) else getattr(logs, "path", None)
+            raw = {**raw, "name": default_name(path if isinstance(path, str) else str(SAMPLE_LOGS))}
+        return raw
+
     @model_validator(mode="after")
     def _check_labels(self) -> JobConfig:
         labels = [r.label for r in self.routers]
@@ -257,16 +299,21 @@ class JobConfig(_Strict):
         return [RouterSpec(family="best_single"), *self.routers]
 
 
-def load_config(path: str | Path | None) -> JobConfig:
-    """Read and validate a YAML job config (None: all defaults)."""
-    if path is None:
-        return JobConfig()
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"config {path}: cannot be read: {exc}") from exc
-    return parse_config(raw, f"config {path}")
+def load_config(path: str | Path | None, logs: dict | None = None) -> JobConfig:
+    """Read and validate a YAML job config (None: all defaults), its ``logs`` section updated with ``logs``
+    (the command line's) before validation: a job's default name follows the logs it runs on."""
+    raw: dict = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"config {path}: cannot be read: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ValueError(f"config {path}: expected a mapping of settings, got {type(raw).__name__}")
+    if logs:
+        section = raw.get("logs") if isinstance(raw.get("logs"), dict) else {}
+        raw = {**raw, "logs": {**section, **logs}}
+    return parse_config(raw, f"config {path}" if path is not None else "command line")
 
 
 def parse_config(raw: dict, source: str) -> JobConfig:

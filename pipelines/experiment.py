@@ -40,11 +40,26 @@ from router.routers import ROUTERS, BaseRouter, make_router
 from router.routers.base import predict_with_tasks
 
 
+MIN_SIDE = 10  # queries on each side of the split: fewer make a report (and a gate) of noise
+
+
 def split_data(data: RoutingData, job: JobConfig) -> Split:
+    """The job's split (a ``split`` column in the logs wins); refused when a side has under ``MIN_SIDE`` queries."""
     s = job.split
     if has_given_split(data):  # a user's fixed split wins over every split setting
-        return given_split(data)
-    return split_queries(data, test_size=s.test_size, seed=s.seed, by=s.by, test_tasks=s.test_tasks)
+        split, fix = given_split(data), "give more queries the split value"
+    else:
+        split = split_queries(data, test_size=s.test_size, seed=s.seed, by=s.by, test_tasks=s.test_tasks)
+        fix = f"change split.test_size ({s.test_size:g})" + (" or split.test_tasks" if s.by == "task" else "")
+    for side, rows in (("held-out", split.test), ("training", split.train)):
+        if len(rows) < MIN_SIDE:
+            raise ValueError(f"the split leaves {len(rows)} {side} quer{'y' if len(rows) == 1 else 'ies'} of "
+                             f"{data.n_queries:,} ({split.how}); a report needs at least {MIN_SIDE}: {fix}")
+    unlearned = [m for m, seen in zip(data.models, data.mask[split.train].any(axis=0)) if not seen]
+    if unlearned:
+        raise ValueError(f"no training query has an answer of {', '.join(unlearned)} (all of it is held out: "
+                         f"{split.how}); a router cannot learn a model from nothing: {fix}, or log more of its answers")
+    return split
 
 
 def calibrate_router(pred: np.ndarray, costs: np.ndarray, train: RoutingData, job: JobConfig, goal: Goal,

@@ -59,6 +59,13 @@ class JobResult:
         return (f"{where}; registered {job.name} v{p.version}: promoted to @{job.registry.alias} ({p.reason}); "
                 f"{verdict}")
 
+    def next_steps(self, job: JobConfig) -> str:
+        """How to use what the job made: load the champion in Python, or serve it."""
+        if not self.champion_path.exists():
+            return ""
+        return (f"use it: router.load(\"{self.champion_path}\") in Python, or `router serve {self.champion_path} "
+                f"--upstreams upstreams.yaml` (docs/serving.md)")
+
 
 class Terminated(Exception):
     """The job was asked to stop (SIGTERM from cron, Airflow or Kubernetes); its run is marked KILLED."""
@@ -111,7 +118,9 @@ def run_job(config: str | Path | JobConfig | None = None, *, echo: Callable[[str
     finally:
         if client is not None:
             client.close()
-    echo(result.outcome(job))
+    if not quiet and result.next_steps(job):
+        echo(result.next_steps(job))
+    echo(result.outcome(job))  # the last line: what a cron mail shows first
     return result
 
 

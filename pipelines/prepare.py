@@ -35,7 +35,7 @@ def scan_configured(cfg: LogsConfig) -> pl.LazyFrame:
     before validation, so a huge log is only validated where it is used.
     """
     prices = load_prices(cfg.prices) if cfg.prices else None
-    lf = scan_logs(cfg.path, format=cfg.format, wide=cfg.wide_spec(), prices=prices)
+    lf = scan_logs(cfg.path, format=cfg.format, wide=cfg.wide_spec(), prices=prices, columns=cfg.columns())
     lf = filter_since(lf, cfg.since)
     return cap_queries(lf, cfg.max_queries, seed=cfg.sample_seed)
 

@@ -12,7 +12,7 @@ from pipelines.config import JobConfig, RouterSpec
 from pipelines.gate import BASELINE, Gate, Goal, Outcomes, objective, realised_cost
 from pipelines.selection import Selection
 from router.data.labels import RoutingData
-from router.evaluation.metrics import RouterResult, complete_rows, json_number
+from router.evaluation.metrics import RouterResult, complete_rows, json_number, mean_model_costs
 from router.evaluation.report import EvaluationReport
 from router.evaluation.splits import Split
 from router.policy.operating_point import Calibration, OperatingPoint
@@ -121,7 +121,18 @@ class Experiment:
                          + (f"; quality not within the margin: {', '.join(sel.excluded)}" if sel.excluded else ""))
         lines.append("time per family (its searches, final fit, selection and operating-point folds, cross-fit): "
                      + ", ".join(f"{k} {f.seconds:.1f}s" for k, f in self.fitted.items()))
-        return lines + [self.decision] + ([self.share_line(job)] if job.share is not None else [])
+        budget = [self.budget_line(job)] if job.budget is not None and self.budget_line(job) else []
+        return lines + budget + [self.decision] + ([self.share_line(job)] if job.share is not None else [])
+
+    def budget_line(self, job: JobConfig) -> str | None:
+        """A word when the budget does not bind (at or above every model's mean cost); one below every routing's
+        spend is refused by the resolver."""
+        costs = mean_model_costs(self.train)
+        top = int(np.nanargmax(costs))
+        if job.budget >= costs[top]:
+            return (f"note: the budget ${job.budget:g} per query is at or above the dearest model's mean cost "
+                    f"(${costs[top]:.3g}, {self.train.models[top]}): it does not limit the routers")
+        return None
 
     def share_line(self, job: JobConfig) -> str | None:
         """The share target against the share the exported router realised on the held-out queries."""

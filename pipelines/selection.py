@@ -27,6 +27,7 @@ from router.evaluation.offpolicy import with_dr_values
 from router.policy.rule import choose
 from router.routers import BaseRouter, make_router
 from router.routers.base import predict_with_tasks
+from router.routers.unscored import fit_scored
 from router.routers.search import folds as kfolds
 
 # Families whose fit can run on a Dask cluster (they take ``fit(..., client=)``).
@@ -67,7 +68,7 @@ def fit_on(router, X: np.ndarray, data: RoutingData, **fit_params):
             X, data = X[~bandit], data.subset(~bandit)
     if getattr(router, "needs_tasks", False):
         fit_params["tasks"] = data.tasks
-    return router.fit(X, data.scores, data.costs, data.mask, **fit_params)
+    return fit_scored(router, X, data.scores, data.costs, data.mask, **fit_params)
 
 
 def fit_router(spec: RouterSpec, X: np.ndarray, data: RoutingData, client=None) -> tuple[BaseRouter, float]:
@@ -75,8 +76,8 @@ def fit_router(spec: RouterSpec, X: np.ndarray, data: RoutingData, client=None) 
     router = make_router(spec.family, **spec.params)
     fit_params = {"client": client} if client is not None and spec.family in CLUSTER_FAMILIES else {}
     t = time.perf_counter()
-    fit_on(router, X, data, **fit_params)
-    return router, time.perf_counter() - t
+    fitted = fit_on(router, X, data, **fit_params)
+    return fitted, time.perf_counter() - t
 
 
 def frozen_params(spec: RouterSpec, fitted: BaseRouter) -> dict:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
-NQ_SAMPLE = ROOT / "pipelines" / "sample" / "nq_sample.jsonl"
+NQ_SAMPLE = ROOT / "data" / "nq_sample.jsonl"
 MMLU_SPEC = WideSpec(
     id_column="question_id", prompt_column="question", task_column="category",
     prompts_file=str(FIXTURES / "mmlu_pro" / "questions.csv"),
@@ -28,6 +28,35 @@ MMLU_SPEC = WideSpec(
 # The tests embed a few hundred prompts; a cache under the repo keeps re-runs fast and is
 # itself what the cache tests exercise. Override with ROUTER_TEST_CACHE.
 TEST_CACHE = Path(os.environ.get("ROUTER_TEST_CACHE", ROOT / ".cache" / "test-embeddings"))
+# ROUTER_TEST_PERTURB=1e-3: every embedding in this process moves by that much noise (fixed per prompt text), as
+# on another CPU, whose int8 kernels give slightly other vectors. A suite that passes with it asserts behaviour,
+# not one machine's fit outcome. The perturbed vectors go to their own cache, never to TEST_CACHE.
+PERTURB = float(os.environ.get("ROUTER_TEST_PERTURB") or 0.0)
+if PERTURB:
+    import tempfile
+
+    TEST_CACHE = Path(tempfile.mkdtemp(prefix="router-test-perturbed-"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _perturbed_embeddings():
+    if not PERTURB:
+        yield
+        return
+    import hashlib
+
+    original = Embedder.encode
+
+    def encode(self, texts):
+        X = original(self, texts)
+        seeds = [int.from_bytes(hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
+                 for t in texts]
+        noise = np.stack([np.random.default_rng(s).standard_normal(X.shape[1]) for s in seeds]) if seeds else 0.0
+        return (X + PERTURB * noise).astype(X.dtype)
+
+    Embedder.encode = encode
+    yield
+    Embedder.encode = original
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,11 @@ def champion_value(uri: str, job: JobConfig, exp: Experiment, X: np.ndarray | No
     from router.serve.load import load
 
     service = load(uri)
+    if set(service.models) != set(exp.test.models) and not job.registry.allow_model_change:
+        raise ValueError(
+            f"refused: {uri} ({job.name}'s champion) routes to {sorted(service.models)}, these logs have "
+            f"{sorted(exp.test.models)}; its services have no upstream for other models. Give this router "
+            f"its own name (--name), or replace the champion with --allow-model-change")
     missing = [m for m in service.models if m not in exp.test.models]
     if missing:
         log.warning("champion routes to models absent from these logs: %s", missing)

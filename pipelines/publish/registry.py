@@ -2,8 +2,9 @@
 
 ``decide`` scores the champion first: a challenger that loses is never logged nor registered (a
 nightly job would otherwise store a ~36 MB model per run that nothing serves). ``register`` then
-registers the winner and moves the alias last, so a failed or killed job never leaves the alias
-on a half-written model. The move is a compare-and-set: the alias is re-read just before it moves,
+registers the winner, writes its local copy, and moves the alias last, so a failed or killed job never
+leaves the alias on a half-written model nor on a version the local champion folder lacks. The move
+is a compare-and-set: the alias is re-read just before it moves,
 and if another job moved it meanwhile, the decision is made again against the new champion, so
 two racing jobs cannot leave the alias on the worse router. Scoring the current champion is part
 of the decision: if that fails, the job fails and the alias stays where it is. The one exception
@@ -17,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from router.serve.artifact import ArtifactVersionError
+
+PENDING = "pending: the job has not decided (a job stopped here never promoted it)"
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ def decide(name: str, alias: str, challenger_value: float, champion_value: Champ
 
     ``champion_value(uri)`` scores the current champion on this job's held-out split (same metric
     as ``challenger_value``); it returns None when the champion cannot be compared on these logs
-    (it routes to models they do not have), which lets the challenger in. Any exception it raises
+    (it routes to models they do not have, and the job allows a model change), which lets the challenger in.
+    Any exception it raises
     other than ``ArtifactVersionError`` propagates: the job fails and nothing moves.
     """
     previous = current_champion(name, alias)
@@ -64,18 +68,21 @@ def decide(name: str, alias: str, challenger_value: float, champion_value: Champ
 
 
 def register(model_uri: str, name: str, decision: Promotion, champion_value: ChampionScore, *, alias: str,
-             min_improvement: float) -> Promotion:
+             min_improvement: float, stage: Callable[[str], object] | None = None) -> Promotion:
     """Register ``model_uri`` (a challenger ``decide`` promoted) and move ``alias`` to it, as a compare-and-set.
 
     Another job may have moved the alias since ``decide`` read it: it is re-read just before it
     moves, and the decision made again against whatever it points at now. The version's
-    ``promotion`` tag says why it was (or, after a lost race, was not) promoted.
+    ``promotion`` tag says why it was (or, after a lost race, was not) promoted; until then it says the
+    job has not decided (``PENDING``: a job killed meanwhile leaves a version that never served).
+    ``stage(version)`` runs before the alias moves (the job writes the local copy there): if it fails,
+    the alias stays where it was, the tag says why, and the error names both versions.
     """
     import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    version = str(mlflow.register_model(model_uri, name).version)
+    version = str(mlflow.register_model(model_uri, name, tags={"promotion": PENDING}).version)
     previous, promoted, reason, value = (decision.champion_version, decision.promoted, decision.reason,
                                          decision.champion_value)
     for _ in range(_MAX_RACES):
@@ -85,13 +92,39 @@ def register(model_uri: str, name: str, decision: Promotion, champion_value: Cha
         previous = now
         promoted, reason, value = _decide(name, previous, decision.challenger_value, champion_value, min_improvement)
     else:
+        client.set_model_version_tag(name, version, "promotion", "not promoted: the alias kept moving")
         raise RuntimeError(f"the alias {alias!r} of {name} kept moving while this job decided; not promoted")
+    if promoted and stage is not None:
+        try:
+            stage(version)
+        except Exception as exc:
+            client.set_model_version_tag(name, version, "promotion", f"not promoted: its local copy could not be "
+                                                                     f"written ({type(exc).__name__}: {exc})")
+            kept = f"@{alias} still names v{previous}" if previous else f"{name} has no @{alias} yet"
+            raise RuntimeError(f"registered {name} v{version} but did not promote it: its local copy could not be "
+                               f"written ({exc}); {kept}, and the local champion is unchanged") from exc
     if promoted:
         client.set_registered_model_alias(name, alias, version)
     client.set_model_version_tag(name, version, "promotion", reason)
     return Promotion(promoted=promoted, reason=reason, challenger_value=decision.challenger_value, version=version,
                      champion_version=previous, champion_value=value)
 
+
+def restore_alias(name: str, alias: str, promotion: Promotion, why: Exception) -> RuntimeError:
+    """Move ``alias`` back to the champion ``promotion`` replaced (the local link could not follow it); the
+    error to raise says which state was left."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    if promotion.champion_version:
+        client.set_registered_model_alias(name, alias, promotion.champion_version)
+    else:
+        client.delete_registered_model_alias(name, alias)
+    client.set_model_version_tag(name, promotion.version, "promotion", f"not promoted: the local champion link "
+                                                                       f"could not follow it ({why})")
+    back = f"moved back to v{promotion.champion_version}" if promotion.champion_version else "removed"
+    return RuntimeError(f"{name} v{promotion.version} was promoted but the local champion link could not follow it "
+                        f"({why}); @{alias} was {back}, so the registry and the local folder agree")
 
 _MAX_RACES = 5  # re-decisions when other jobs move the alias meanwhile
 

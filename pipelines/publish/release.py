@@ -11,7 +11,7 @@ from pipelines.result import Experiment
 from pipelines.prepare import Prepared
 from pipelines.publish.champion import champion_value
 from pipelines.publish.local_export import mirror_champion, point_champion, prune, versions, write_version
-from pipelines.publish.registry import Promotion, decide, prune_versions, register
+from pipelines.publish.registry import Promotion, decide, prune_versions, register, restore_alias
 from pipelines.steps import Steps
 
 
@@ -44,7 +44,7 @@ def release(job: JobConfig, prep: Prepared, exp: Experiment, card: str, run_labe
             return promotion, None, None
     with steps.step("export") as info:
         model_info = log_router(exp.fitted[exp.exported].router, prep.embedder, router_meta(prep, exp))
-        info["detail"] = model_info.model_uri
+        info["detail"] = f"{exp.exported} router logged to this run's MLflow model"
     if not job.registry.enabled:
         folder = write_version(root, run_label, model_info.model_uri)
         point_champion(root, run_label)
@@ -52,8 +52,9 @@ def release(job: JobConfig, prep: Prepared, exp: Experiment, card: str, run_labe
         prune(root, set(versions(root)[-keep - 1:]) if keep is not None else set(versions(root)))
         return None, model_info.model_uri, folder
     with steps.step("register") as info:
-        promotion = register(model_info.model_uri, job.name, promotion, _scorer(job, prep, exp), alias=job.registry.alias,
-                             min_improvement=job.registry.min_improvement)
+        promotion = register(model_info.model_uri, job.name, promotion, _scorer(job, prep, exp),
+                             alias=job.registry.alias, min_improvement=job.registry.min_improvement,
+                             stage=lambda version: write_version(root, f"v{version}", model_info.model_uri))
         _tag(promotion)
         MlflowClient().update_model_version(job.name, promotion.version,
                                             description=f"{card}\n## Registry\n- {promotion.reason}\n")
@@ -61,8 +62,13 @@ def release(job: JobConfig, prep: Prepared, exp: Experiment, card: str, run_labe
             deleted = prune_versions(job.name, job.registry.alias, job.registry.keep_versions)
             if deleted:
                 mlflow.set_tag("registry.pruned_versions", ",".join(deleted))
-        mirror_champion(root, job.name, job.registry.alias, job.registry.keep_versions)
-        info["detail"] = promotion.reason
+        try:
+            mirror_champion(root, job.name, job.registry.alias, job.registry.keep_versions)
+        except Exception as exc:
+            if promotion.promoted:
+                raise restore_alias(job.name, job.registry.alias, promotion, exc) from exc
+            raise
+        info["detail"] = f"{job.name} v{promotion.version}: {promotion.reason}"
     folder = root / f"v{promotion.version}"
     return promotion, model_info.model_uri, folder if folder.is_dir() else None
 

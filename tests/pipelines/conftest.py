@@ -10,7 +10,7 @@ The job's test files run in name order and build on each other's registry state:
   champion (a worse challenger, the gate, ``--quiet``) and expect it to still be v1;
 - ``test_job_export.py``: the first job's exported folder, its pyfunc and serving (the folder is
   pruned by the retention test in ``test_job_registry.py``);
-- ``test_job_failures.py``: bad input, killed and terminated jobs (one of them moves the alias);
+- ``test_job_failures.py``: bad input, killed and terminated jobs (none of them moves the alias);
 - ``test_job_registry.py``: promotion, retention (it prunes the first job's version) and races.
 """
 

@@ -17,7 +17,7 @@ runner = CliRunner()
 def test_summary_of_bundled_sample_by_default():
     result = runner.invoke(app, ["summary"])
     assert result.exit_code == 0, result.output
-    out = result.output  # the figures of pipelines/sample/README.md
+    out = result.output  # the figures of data/README.md
     assert "6,000 queries x 3 models" in out
     assert "best single model: gpt-4o (0.721)" in out
     assert "oracle: 0.842" in out
@@ -76,7 +76,8 @@ def test_every_command_takes_the_shared_log_options_and_names_a_bad_value():
         result = runner.invoke(app, [command, "--format", "nope", "--max-queries", "5"])
         assert result.exit_code == 2, (command, result.output)
         lines = result.output.strip().splitlines()
-        assert lines == [lines[0]] and "logs.format: Input should be 'auto', 'long', 'wide', 'pairwise' or 'decisions'" in lines[0]
+        expected = "logs.format: Input should be 'auto', 'long', 'wide', 'pairwise' or 'decisions'"
+        assert lines == [lines[0]] and expected in lines[0]
     result = runner.invoke(app, ["evaluate", "--routers", "ridge,nope"])
     assert result.exit_code == 2 and "routers.1.family" in result.output
 

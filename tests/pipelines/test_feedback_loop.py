@@ -182,3 +182,34 @@ def test_one_model_per_query_without_propensities_is_refused_naming_the_column(n
     data = replace(nq, scores=Yb, mask=mask, propensities=None)
     with pytest.raises(ValueError, match="no 'propensity' column"):
         run_experiment(data, nq_X, JobConfig(routers=[{"family": "ridge"}]))
+
+
+def test_a_little_explored_traffic_trains_without_nan(nq, nq_X, tmp_path):
+    """The documented loop on a small log (issue 24, B2): serving with epsilon 0.2 gives the other models a
+    handful of answers each, so a cross-validation fold sees some model never scored. Every family that learns
+    from the router's own traffic still fits, and the job (and `router evaluate --routers best_single`) runs."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+    from pipelines.config import JobConfig
+    from pipelines.experiment import run_experiment
+    from router.data.labels import build_routing_data
+    from router.data.scan import scan_logs
+    from tests.conftest import TEST_CACHE
+
+    rows = np.arange(80)
+    small = nq.subset(rows)
+    write_served_traffic(tmp_path / "decisions", small, favour=int(np.argmax(nq.scores.mean(axis=0))), epsilon=0.2,
+                         seed=1)
+    data = build_routing_data(scan_logs(tmp_path / "decisions"))
+    assert data.mask.sum(axis=0).min() <= 3  # some served model has only a few answers
+    X = nq_X[rows][[int(q.removeprefix("req-")) for q in data.query_ids]]  # write_served_traffic's request ids
+    for family in ("best_single", "knn", "ridge"):
+        fitted = make_router(family).fit(X, data.scores, data.costs, data.mask, propensities=data.propensities)
+        assert np.isfinite(fitted.predict_scores(X)).all(), family
+    exp = run_experiment(data, X, JobConfig(routers=[{"family": f} for f in ("knn", "ridge")]))
+    assert exp.exported in ("best_single", "knn", "ridge")
+    (tmp_path / "job.yaml").write_text(f"embedder: {{cache_dir: '{TEST_CACHE}'}}\n")
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "decisions"), "--routers", "best_single",
+                                      "--config", str(tmp_path / "job.yaml")])
+    assert result.exit_code == 0, result.output

@@ -35,7 +35,8 @@ def _source_tree_files() -> set[str]:
 def installed(tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+    purelib = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", purelib],
                                capture_output=True, text=True, check=True).stdout.strip())
     # The test environment's packages, but not its editable install of this repository.
     (site / "test-env-deps.pth").write_text(sysconfig.get_path("purelib") + "\n")
@@ -64,7 +65,7 @@ def test_installed_job_writes_only_under_the_working_directory(installed, tmp_pa
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "6,000 queries x 3 models" in proc.stdout  # the bundled sample, found as package data
     assert "promoted to @champion" in proc.stdout
-    assert (work / "mlruns.db").is_file() and (work / "mlruns").is_dir()
+    assert (work / "mlflow.db").is_file() and (work / "mlruns").is_dir()
     assert any((work / ".cache" / "embeddings").rglob("shard-*.npy"))
     assert (work / "models" / "installed-router" / "champion" / "MLmodel").is_file()
     assert _files(site) == before_site  # nothing written into site-packages

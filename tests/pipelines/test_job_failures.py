@@ -78,14 +78,20 @@ def test_job_killed_during_export_leaves_champion(first_job, store):
 
 
 def test_job_killed_while_writing_the_local_folder_is_healed_by_the_next(first_job, store):
-    """Killed after the alias moved, mid-download of the local version folder: the next job removes
-    the staging it left, and points the local champion link at the version the alias names."""
+    """Killed mid-download of the local version folder, which comes before the alias moves: the alias and the
+    local link still agree on the old champion, the new version is tagged pending (it never served), and the
+    next job removes the staging it left."""
+    from pipelines.publish.registry import PENDING
+
     root = first_job[0].champion_path.parent
+    before, link = champion_version(), os.readlink(root / "champion")
+    assert link == f"v{before}"
     launched_ms = int(time.time() * 1000)
     _winning_job_killed_after(store, "mlflow.artifacts.download_artifacts")  # files in staging, not renamed
-    moved = champion_version()
-    assert os.readlink(root / "champion") != f"v{moved}"  # the link lags the alias...
-    assert [p for p in root.glob(".staging-*") if any(p.rglob("*.onnx"))]  # ...and staging was left behind
+    assert champion_version() == before and os.readlink(root / "champion") == link  # nothing moved
+    newest = max(MlflowClient().search_model_versions(f"name='{NAME}'"), key=lambda v: int(v.version))
+    assert newest.version != before and newest.tags["promotion"] == PENDING
+    assert [p for p in root.glob(".staging-*") if any(p.rglob("*.onnx"))]  # staging was left behind
     killed = [r for r in mlflow.search_runs(filter_string=f"attributes.start_time >= {launched_ms}",
                                             output_format="list") if "mlflow.parentRunId" not in r.data.tags]
     assert [r.info.status for r in killed] == ["RUNNING"]  # SIGKILL: nothing could close it
@@ -93,8 +99,8 @@ def test_job_killed_while_writing_the_local_folder_is_healed_by_the_next(first_j
     for run in killed:  # the next job closes the run whose process is gone
         after = MlflowClient().get_run(run.info.run_id)
         assert after.info.status == "FAILED" and "is gone" in after.data.tags["stale"]
-    assert not result.promotion.promoted and champion_version() == moved
-    assert os.readlink(root / "champion") == f"v{moved}" and not list(root.glob(".staging-*"))
+    assert not result.promotion.promoted and champion_version() == before
+    assert os.readlink(root / "champion") == f"v{before}" and not list(root.glob(".staging-*"))
     assert router.load(root / "champion").route(PROMPTS) == router.load(f"models:/{NAME}@champion").route(PROMPTS)
 
 

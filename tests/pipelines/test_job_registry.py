@@ -141,3 +141,75 @@ def test_the_champion_is_scored_on_the_jobs_own_vectors_when_it_shares_the_embed
     assert reused == pytest.approx(embedded, abs=2e-3) and 0 < reused < 1
     with pytest.raises(AssertionError, match="embedded prompts"):  # another embedder id: its own embedder runs
         champion_value(str(same), job, exp, nq_X, embedder.id + "|other")
+
+
+def test_a_router_over_other_models_never_replaces_the_champion_unless_allowed(first_job, store, tmp_path, nq,
+                                                                              nq_X):
+    """`router train otherlogs.csv --name <the same name>`: the job refuses to replace a champion that routes to
+    other models (its services have no upstream for them), naming both model sets and the two ways out; the
+    alias and the local champion folder do not move. With allow_model_change the champion cannot be scored on
+    these logs and the challenger may take its place."""
+    import json
+
+    from pipelines.config import JobConfig
+    from pipelines.experiment import run_experiment
+    from pipelines.publish.champion import champion_value
+    from tests.conftest import NQ_SAMPLE
+
+    rows = [json.loads(line) for line in NQ_SAMPLE.read_text().splitlines()]
+    dropped = rows[0]["model"]
+    five = tmp_path / "five_models.jsonl"
+    five.write_text("\n".join(json.dumps(r) for r in rows if r["model"] != dropped))
+    before, link = champion_version(), Path(store["root"]) / "models" / NAME / "champion"
+    target = link.resolve()
+    with pytest.raises(ValueError, match=rf"refused: models:/{NAME}/{before} \({NAME}'s champion\) routes to "
+                                         rf".*{dropped}.*--name.*--allow-model-change"):
+        run_job(job_config(store, routers=("ridge",), logs=five), echo=lambda line: None)
+    assert champion_version() == before and link.resolve() == target
+    job = JobConfig(routers=[{"family": "ridge", "params": {"cv": 3}}], export_router="ridge", objective="quality",
+                    registry={"allow_model_change": True})
+    exp = run_experiment(nq.select_models([m for m in nq.models if m != dropped]), nq_X, job)
+    assert champion_value(f"models:/{NAME}@champion", job, exp) is None
+    with pytest.raises(ValueError, match="refused: .*--allow-model-change"):
+        champion_value(f"models:/{NAME}@champion", JobConfig(routers=job.routers, objective="quality"), exp)
+
+
+def test_the_alias_moves_only_once_the_local_copy_is_in_place(first_job, store, monkeypatch):
+    """The local copy is written before the alias moves (a read-only folder leaves the alias alone, and the tag
+    says why); a local link that cannot follow a moved alias moves it back; a job stopped between registering
+    and deciding leaves a version tagged pending, never one that looks promoted."""
+    from pipelines.publish import registry
+    from pipelines.publish.registry import PENDING, current_champion, decide, register, restore_alias
+
+    name, uri, score = "nq-stage-router", first_job[0].model_uri, (lambda champion_uri: 0.0)
+
+    def read_only(version):
+        raise OSError(f"[Errno 30] Read-only file system: 'models/{name}/v{version}'")
+
+    with pytest.raises(RuntimeError, match=rf"registered {name} v1 but did not promote it: its local copy could not "
+                                           rf"be written .*Read-only.*; {name} has no @champion yet"):
+        register(uri, name, decide(name, "champion", 1.0, score, min_improvement=0.0), score, alias="champion",
+                 min_improvement=0.0, stage=read_only)
+    client = MlflowClient()
+    assert current_champion(name, "champion") is None
+    assert client.get_model_version(name, "1").tags["promotion"].startswith("not promoted: its local copy")
+    staged: list[str] = []
+    first = register(uri, name, decide(name, "champion", 1.0, score, min_improvement=0.0), score, alias="champion",
+                     min_improvement=0.0, stage=staged.append)
+    assert staged == [first.version] == [current_champion(name, "champion")]
+    second = register(uri, name, decide(name, "champion", 2.0, score, min_improvement=0.0), score, alias="champion",
+                      min_improvement=0.0, stage=staged.append)
+    assert second.promoted and current_champion(name, "champion") == second.version
+    error = restore_alias(name, "champion", second, OSError("cannot link"))
+    assert current_champion(name, "champion") == first.version
+    assert f"@champion was moved back to v{first.version}" in str(error)
+    assert client.get_model_version(name, second.version).tags["promotion"].startswith("not promoted: the local")
+
+    def killed(*args):
+        raise KeyboardInterrupt  # the job is stopped right after registering
+
+    monkeypatch.setattr(registry, "current_champion", killed)
+    with pytest.raises(KeyboardInterrupt):
+        register(uri, name, second, score, alias="champion", min_improvement=0.0, stage=staged.append)
+    newest = max(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    assert newest.tags["promotion"] == PENDING and PENDING.startswith("pending")

@@ -32,11 +32,16 @@ SMALL = {
     "ensemble": {"routers": [("ridge", make_router("ridge", alpha=30.0)), ("lgbm", make_router("lgbm", **LGBM))],
                  "cv": 3, "shrink": (0.0, 0.5)},
 }
-# An ensemble whose second member has weight 0: fitted as None in routers_.
+# Ensembles with fixed weights: which members a fit keeps must not depend on the machine (weights searched by
+# CV may drop a member on one CPU and not on another). "ensemble-dropped": its second member has weight 0 and
+# is fitted as None in routers_; "ensemble-both": both members kept, the second with LightGBM boosters.
 DROPPED = ("ensemble", {"routers": [("ridge", make_router("ridge", alpha=30.0)),
                                     ("knn", make_router("knn", n_neighbors=20, weighting="uniform"))],
                         "weights": (1.0, 0.0), "shrink": 0.25})
-CASES = sorted(ROUTERS) + ["ensemble-dropped"]
+BOTH = ("ensemble", {"routers": [("ridge", make_router("ridge", alpha=30.0)), ("lgbm", make_router("lgbm", **LGBM))],
+                     "weights": (0.5, 0.5), "shrink": 0.25})
+FIXED = {"ensemble-dropped": DROPPED, "ensemble-both": BOTH}
+CASES = sorted(ROUTERS) + sorted(FIXED)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -62,7 +67,7 @@ def fitted(data):
 
     def get(case):
         if case not in cache:
-            family, params = DROPPED if case == "ensemble-dropped" else (case, SMALL.get(case, {}))
+            family, params = FIXED.get(case, (case, SMALL.get(case, {})))
             cache[case] = make_router(family, **params).fit(X[tr], d.scores[tr], d.costs[tr], d.mask[tr])
         return cache[case]
 
@@ -117,7 +122,7 @@ def test_planted_pickles_are_never_opened(fitted, tmp_path):
     trap = tmp_path / "trap-works"
     pickle.loads(pickle.dumps(Trap(trap)))
     assert trap.exists()  # the plant is live: unpickling it would leave a marker
-    head = save_head(fitted("ensemble"), tmp_path / "head")
+    head = save_head(fitted("ensemble-both"), tmp_path / "head")
     marker = tmp_path / "unpickled"
     for folder in (head, head / "member-0", head / "member-1"):
         for name in ("head.pkl", "arrays.pkl", "model.pkl"):
@@ -206,7 +211,7 @@ def test_missing_or_broken_arrays(ridge_head):
 
 
 def test_broken_booster_and_member(fitted, tmp_path):
-    head = save_head(fitted("ensemble"), tmp_path / "head")
+    head = save_head(fitted("ensemble-both"), tmp_path / "head")
     booster = sorted((head / "member-1").glob("booster-*.txt"))[0]
     booster.write_text("tree\nnot a model\n")
     with pytest.raises(ArtifactError, match=f"member-1/{booster.name}: not a LightGBM text model"):
