@@ -4,6 +4,7 @@ of the committed data, and helpers the tests of several packages use (an exporte
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,7 @@ MMLU_SPEC = WideSpec(
 # The tests embed a few hundred prompts; a cache under the repo keeps re-runs fast and is
 # itself what the cache tests exercise. Override with ROUTER_TEST_CACHE.
 TEST_CACHE = Path(os.environ.get("ROUTER_TEST_CACHE", ROOT / ".cache" / "test-embeddings"))
-# ROUTER_TEST_PERTURB=1e-3: every embedding in this process moves by that much noise (fixed per prompt text), as
+# ROUTER_TEST_PERTURB=1e-3: every embedding in this process moves by that much noise (fixed per vector), as
 # on another CPU, whose int8 kernels give slightly other vectors. A suite that passes with it asserts behaviour,
 # not one machine's fit outcome. The perturbed vectors go to their own cache, never to TEST_CACHE.
 PERTURB = float(os.environ.get("ROUTER_TEST_PERTURB") or 0.0)
@@ -36,6 +37,9 @@ if PERTURB:
     import tempfile
 
     TEST_CACHE = Path(tempfile.mkdtemp(prefix="router-test-perturbed-"))
+
+
+_EXACT = {"on": False}  # inside a test that compares vectors themselves (marked exact_vectors): no noise
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -49,14 +53,37 @@ def _perturbed_embeddings():
 
     def encode(self, texts):
         X = original(self, texts)
-        seeds = [int.from_bytes(hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little")
-                 for t in texts]
-        noise = np.stack([np.random.default_rng(s).standard_normal(X.shape[1]) for s in seeds]) if seeds else 0.0
-        return (X + PERTURB * noise).astype(X.dtype)
+        if _EXACT["on"] or not len(X):
+            return X
+        # Noise seeded by the vector itself: what embeds the same (a prompt and its truncated prefix) moves the same.
+        seeds = [int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little") for row in X]
+        X = X + PERTURB * np.stack([np.random.default_rng(s).standard_normal(X.shape[1]) for s in seeds])
+        if self.normalize:  # unit vectors stay unit vectors, as another CPU's would
+            X /= np.linalg.norm(X, axis=1, keepdims=True)
+        return X.astype(np.float32)
 
     Embedder.encode = encode
     yield
     Embedder.encode = original
+
+
+@contextmanager
+def unperturbed():
+    """Embeddings made inside are the embedder's own (a reference computed once, then compared exactly)."""
+    before, _EXACT["on"] = _EXACT["on"], True
+    try:
+        yield
+    finally:
+        _EXACT["on"] = before
+
+
+@pytest.fixture(autouse=True)
+def _exact_vectors(request):
+    """Tests that compare vectors from two backends, or from this process and another (marked
+    ``exact_vectors``), see the unperturbed vectors: they test the vectors, not what is built on them."""
+    _EXACT["on"] = bool(request.node.get_closest_marker("exact_vectors"))
+    yield
+    _EXACT["on"] = False
 
 
 @pytest.fixture(scope="session")

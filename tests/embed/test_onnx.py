@@ -13,7 +13,7 @@ from router.embed import onnx as onnx_embed
 from router.embed.model_spec import RECIPE_VERSION, ModelSpec
 from router.embed import onnx_build
 from router.embed import BACKENDS, DEFAULT_BACKEND, Embedder, EmbeddingCache, embed_with_cache
-from tests.conftest import TEST_CACHE
+from tests.conftest import PERTURB, TEST_CACHE, unperturbed
 
 FAST = ("onnx", "onnx-int8")
 
@@ -48,10 +48,14 @@ def prompts(mmlu_small) -> list[str]:
 @pytest.fixture(scope="session")
 def torch_X(prompts) -> np.ndarray:
     """The reference: sentence-transformers (torch fp32) vectors, from the shared test cache."""
+    if PERTURB:  # the shared cache holds perturbed vectors then: the reference is computed afresh
+        with unperturbed():
+            return Embedder(backend="torch").encode(prompts)
     X, _ = embed_with_cache(Embedder(backend="torch"), prompts, EmbeddingCache(TEST_CACHE))
     return X
 
 
+@pytest.mark.exact_vectors  # two backends' vectors, compared
 @pytest.mark.parametrize("backend", FAST)
 def test_onnx_vectors_match_torch(backend, fast_embedders, torch_X, prompts):
     ref = torch_X
@@ -64,6 +68,7 @@ def test_onnx_vectors_match_torch(backend, fast_embedders, torch_X, prompts):
     assert cos.min() > floor, (backend, cos.min())
 
 
+@pytest.mark.exact_vectors  # two backends' vectors, compared
 def test_onnx_truncation_matches_torch(onnx_cache, fast_embedders, prompts):
     """max_seq_length truncates exactly as sentence-transformers does (same tokens in, same vector out)."""
     short_torch = Embedder(backend="torch", max_seq_length=16).encode(prompts[:10])
@@ -172,6 +177,7 @@ def test_unsupported_models_name_the_torch_backend(tmp_path):
         Embedder(backend="onnx-int8", device="cuda")
 
 
+@pytest.mark.exact_vectors  # two backends' vectors, compared
 def test_default_truncates_at_128_tokens_for_the_packaged_model_only(fast_embedders, prompts):
     """max_seq_length "auto": 128 for the default model (prompts longer than that change, shorter ones
     do not), the model's own limit for any other model; None still means the model's own limit."""

@@ -71,6 +71,7 @@ def test_a_50_mb_prompt_embeds_as_its_prefix(embedder):
     np.testing.assert_array_equal(embedder.encode([huge]), embedder.encode([head]))
 
 
+@pytest.mark.exact_vectors  # equal to 1e-6, not to the bit: compared unperturbed
 def test_torch_backend_truncates_the_same_way():
     torch_embedder = Embedder(backend="torch", threads=1)
     huge = "routing queries to language models " * 400_000  # 14 MB

@@ -56,6 +56,7 @@ def _one_blas_thread():
 # ------------------------------------------------------------------------------- embedding
 
 
+@pytest.mark.exact_vectors  # the workers (other processes) embed unperturbed
 def test_cluster_embedder_gives_the_local_vectors_and_fills_the_cache(client, embedder, mmlu_small, tmp_path):
     prompts = list(dict.fromkeys(mmlu_small.prompts))[:60]
     remote = ClusterEmbedder(embedder, client, partition_size=16)  # 4 tasks, the last one short

@@ -40,6 +40,7 @@ PROMPTS = ["who wrote the declaration of independence", "what is the boiling poi
            "name the longest river in africa"]
 
 
+@pytest.mark.exact_vectors  # routes in a subprocess (unperturbed) and compares with this process
 def test_base_install_loads_and_routes_without_the_training_stack(slim, nq_export, tmp_path):
     code = f"""
 import importlib.util, json, sys
