@@ -14,6 +14,8 @@ it can never be scored again, so the challenger replaces it and the version's ta
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -82,7 +84,8 @@ def register(model_uri: str, name: str, decision: Promotion, champion_value: Cha
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    version = str(mlflow.register_model(model_uri, name, tags={"promotion": PENDING}).version)
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints its own two lines; the job's [register] says it
+        version = str(mlflow.register_model(model_uri, name, tags={"promotion": PENDING}).version)
     previous, promoted, reason, value = (decision.champion_version, decision.promoted, decision.reason,
                                          decision.champion_value)
     for _ in range(_MAX_RACES):

@@ -153,3 +153,21 @@ def test_the_bundled_data_ships_with_the_package():
 
     assert load_prices(prices)["gpt-4o"] == (5.0, 15.0)
     assert json.loads(json.dumps(load_prices(prices))) and np.isfinite(list(load_prices(prices).values())).all()
+
+
+@pytest.mark.slow
+def test_quiet_is_quiet_in_a_fresh_process(tmp_path):
+    """`router train --quiet` in a new process on a new MLflow store (whose set-up MLflow logs at INFO): one line
+    on stdout, nothing on stderr."""
+    from tests.conftest import TEST_CACHE
+
+    (tmp_path / "job.yaml").write_text(json.dumps({
+        "embedder": {"cache_dir": str(TEST_CACHE)}, "export_dir": str(tmp_path / "models"),
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'fresh.db'}", "artifact_root": str(tmp_path / "art")}}))
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_LOGGING_LEVEL")}
+    proc = subprocess.run([str(Path(sys.executable).with_name("router")), "train", str(NQ_SAMPLE), "--routers",
+                           "best_single", "--config", str(tmp_path / "job.yaml"), "--quiet"],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(proc.stdout.strip().splitlines()) == 1 and "nq-sample-router" in proc.stdout
+    assert proc.stderr.strip() == "", proc.stderr[-2000:]
