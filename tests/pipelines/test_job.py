@@ -31,7 +31,8 @@ def test_job_trains_logs_exports_and_registers(first_job, store):
     assert exp.selected == max(exp.selection.oof, key=exp.selection.oof.get)
     assert exp.exported in (exp.selected, "best_single") and exp.decision in out
     assert out.splitlines()[-1].startswith(f"exported {exp.exported} router to ") and "promoted to @champion" in out
-    export, register = (next(line for line in out.splitlines() if line.startswith(s)) for s in ("[export]", "[register]"))
+    export, register = (next(line for line in out.splitlines() if line.startswith(step))
+                        for step in ("[export]", "[register]"))
     assert f"{exp.exported} router logged" in export and "models:/m-" not in export  # no internal model id
     assert f"{NAME} v1: no champion yet" in register
     use = out.splitlines()[-2]  # how to use what it made, before the last line
