@@ -285,8 +285,8 @@ def probe(job, model: Annotated[str, typer.Option("--model", help="the new model
           n: Annotated[int, typer.Option("--n", min=1, help="how many queries it should answer")] = 200,
           out: Annotated[Path, typer.Option("--out", help="where to write them (JSONL)")] = Path("probe.jsonl"),
           seed: Annotated[int, typer.Option("--seed", help="seed of the clustering")] = 0) -> None:
-    """Choose the N queries a new model should answer first: spread over the logs' embeddings, where the
-    current models disagree. Run the model on them, fill score (and cost), and add the file to the logs."""
+    """Choose the N queries a new model should answer first: a sample spread over the logs' embeddings in
+    proportion. Run the model on them, fill score (and cost), and add the file to the logs."""
     from pipelines.prepare import prepare
     from pipelines.probe import answered_by, choose_probes, disagreement, write_probes
 
@@ -300,9 +300,9 @@ def probe(job, model: Annotated[str, typer.Option("--model", help="the new model
     rows = choose_probes(prep.X, prep.data, n, exclude=known, seed=seed)
     write_probes(out, prep.data, rows, model)
     spread = disagreement(prep.data)
-    typer.echo(f"wrote {len(rows):,} of {prep.data.n_queries:,} queries for {model} to {out}: one per cluster of "
-               f"the logs' embeddings, where the current models disagree most (mean score variance "
-               f"{spread[rows].mean():.3f}, logs {spread.mean():.3f})")
+    typer.echo(f"wrote {len(rows):,} of {prep.data.n_queries:,} queries for {model} to {out}: a sample stratified "
+               f"over the logs' embeddings (the current models' score variance on them {spread[rows].mean():.3f}, "
+               f"on all {spread.mean():.3f})")
     typer.echo(f"next: run {model} on them, fill each row's score (and cost), add {out} to the logs and run "
                f"router train with --allow-model-change (the champion routes to the current models only)")
 

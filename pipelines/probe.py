@@ -1,11 +1,12 @@
 """``router probe``: the queries a new model should answer first, so that the next job learns the most about it.
 
 A new model joins with no answers. Running it on the whole history costs as much as the history; a few hundred
-well-chosen queries may do. ``choose_probes`` spreads N queries over the embedding space (k-means into N
-clusters) and, inside each cluster, takes the query on which the current models disagree most: where every
-model scores the same, a new model's answer changes no routing decision. ``random_probes`` is the baseline a
-benchmark compares it with. The chosen queries are written as canonical rows without a score; the user runs the
-new model on them, fills ``score`` (and ``cost``) and adds the file to the logs.
+well-chosen queries may do. ``choose_probes`` spreads N queries over the embedding space: a sample stratified
+by k-means clusters, each cluster giving its share. A first design took, per cluster, the query the current
+models disagree on most; measured (benchmarks/bench_probe.py), such queries are not representative and the
+fit misjudged the new model's level, so the sample stays representative. ``random_probes`` is the baseline.
+The chosen queries are written as canonical rows without a score; the user runs the new model on them, fills
+``score`` (and ``cost``) and adds the file to the logs.
 """
 
 from __future__ import annotations
@@ -28,24 +29,26 @@ def disagreement(data: RoutingData) -> np.ndarray:
 
 
 def choose_probes(X: np.ndarray, data: RoutingData, n: int, *, exclude: np.ndarray | None = None,
-                  seed: int = 0) -> np.ndarray:
-    """Sorted indices of ``n`` queries (not ``exclude``): one per k-means cluster of their embeddings, the one
-    the current models disagree on most (ties: the one nearest its cluster's centre)."""
+                  seed: int = 0, strata: int = 50) -> np.ndarray:
+    """Sorted indices of ``n`` queries (not ``exclude``), a stratified sample: the queries' embeddings cut into
+    ``strata`` k-means clusters, each giving its share of the ``n`` (by its size, largest remainders first),
+    drawn at random inside it. Every region of the logs is covered in proportion, as a random sample covers it
+    on average, without a random sample's chance of missing one; the sample stays representative, so a fit
+    on the new model's answers learns its level as well as its differences."""
     from sklearn.cluster import KMeans
 
     pool = np.flatnonzero(~exclude) if exclude is not None else np.arange(data.n_queries)
     if n >= len(pool):
         return pool
-    km = KMeans(n_clusters=n, n_init=1, random_state=seed).fit(X[pool])
-    spread = disagreement(data)[pool]
-    distance = np.linalg.norm(X[pool] - km.cluster_centers_[km.labels_], axis=1)
-    order = np.lexsort((distance, -spread, km.labels_))  # per cluster: most disagreement, then nearest
-    first = order[np.r_[True, km.labels_[order][1:] != km.labels_[order][:-1]]]
-    chosen = set(pool[first].tolist())
-    if len(chosen) < n:  # a cluster k-means left empty: the most disputed queries left fill in
-        rest = [i for i in pool[np.argsort(-spread, kind="stable")] if i not in chosen]
-        chosen.update(rest[: n - len(chosen)])
-    return np.array(sorted(chosen))
+    k = max(1, min(strata, n, len(pool)))
+    labels = KMeans(n_clusters=k, n_init=1, random_state=seed).fit(X[pool]).labels_
+    sizes = np.bincount(labels, minlength=k)
+    quota = sizes * n / len(pool)
+    take = np.floor(quota).astype(int)
+    take[np.argsort(-(quota - take), kind="stable")[: n - take.sum()]] += 1  # largest remainders
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(labels == c), size=t, replace=False) for c, t in enumerate(take) if t]
+    return np.sort(pool[np.concatenate(chosen)])
 
 
 def random_probes(n: int, data: RoutingData, *, exclude: np.ndarray | None = None, seed: int = 0) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""`router probe` (issue 25, in progress): the queries a new model should answer first, chosen over the logs'
-embeddings where the current models disagree; a model withheld from the NQ sample and re-added with its
+"""`router probe` (issue 25, in progress): the queries a new model should answer first, a sample stratified over
+the logs' embeddings; a model withheld from the NQ sample and re-added with its
 answers on them joins the next job's data as a sparse model."""
 
 from __future__ import annotations
@@ -15,14 +15,19 @@ from pipelines.probe import answered_by, choose_probes, disagreement, random_pro
 from tests.conftest import NQ_SAMPLE, TEST_CACHE
 
 
-def test_probes_spread_over_the_embeddings_where_models_disagree(nq, nq_X):
+def test_probes_are_a_sample_stratified_over_the_embeddings(nq, nq_X):
+    from sklearn.cluster import KMeans
+
     exclude = np.zeros(nq.n_queries, dtype=bool)
     exclude[:100] = True  # queries the new model already answered
-    rows = choose_probes(nq_X, nq, 40, exclude=exclude, seed=0)
+    rows = choose_probes(nq_X, nq, 40, exclude=exclude, seed=0, strata=8)
     assert len(rows) == len(set(rows)) == 40 and (rows >= 100).all() and (np.diff(rows) > 0).all()
-    assert (choose_probes(nq_X, nq, 40, exclude=exclude, seed=0) == rows).all()  # seeded
-    spread = disagreement(nq)
-    assert spread.min() >= 0 and spread[rows].mean() > spread[100:].mean()  # the disputed ones, per cluster
+    assert (choose_probes(nq_X, nq, 40, exclude=exclude, seed=0, strata=8) == rows).all()  # seeded
+    labels = KMeans(n_clusters=8, n_init=1, random_state=0).fit(nq_X[100:]).labels_
+    share = np.bincount(labels, minlength=8) * 40 / 400  # each cluster's proportional share of the 40
+    taken = np.bincount(labels[rows - 100], minlength=8)
+    assert (np.abs(taken - share) < 1).all() and taken.sum() == 40
+    assert disagreement(nq).min() >= 0
     baseline = random_probes(40, nq, exclude=exclude, seed=0)
     assert len(baseline) == 40 and (baseline >= 100).all()
     assert len(choose_probes(nq_X, nq, 10_000, exclude=exclude)) == 400  # asking for more: every candidate
