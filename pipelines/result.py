@@ -122,7 +122,25 @@ class Experiment:
         lines.append("time per family (its searches, final fit, selection and operating-point folds, cross-fit): "
                      + ", ".join(f"{k} {f.seconds:.1f}s" for k, f in self.fitted.items()))
         budget = [self.budget_line(job)] if job.budget is not None and self.budget_line(job) else []
-        return lines + budget + [self.decision] + ([self.share_line(job)] if job.share is not None else [])
+        partial = [self.partial_line()] if self.partial_line() else []
+        return lines + partial + budget + [self.decision] + ([self.share_line(job)] if job.share is not None else [])
+
+    def partial_line(self) -> str | None:
+        """Models that answered only part of the training queries (a new model's probe answers): how many
+        answers each has, its mean score with a standard error, and how many held-out queries evaluation
+        scores (those every model answered)."""
+        counts = self.train.mask.sum(axis=0)
+        partial = np.flatnonzero(counts < self.train.n_queries)
+        if not len(partial):
+            return None
+        parts = []
+        for j in partial:
+            y = self.train.scores[self.train.mask[:, j], j]
+            se = y.std(ddof=1) / np.sqrt(len(y)) if len(y) > 1 else float("nan")
+            parts.append(f"{self.train.models[j]} {len(y):,} of {self.train.n_queries:,} "
+                         f"({len(y) / self.train.n_queries:.0%}), mean score {y.mean():.3f} +- {se:.3f}")
+        return (f"models with part of the answers (training split): {'; '.join(parts)}. The held-out evaluation "
+                f"scores the {len(self.eval_rows):,} of {self.test.n_queries:,} held-out queries every model answered")
 
     def budget_line(self, job: JobConfig) -> str | None:
         """A word when the budget does not bind (at or above every model's mean cost); one below every routing's

@@ -33,7 +33,7 @@ def test_probes_are_a_sample_stratified_over_the_embeddings(nq, nq_X):
     assert len(choose_probes(nq_X, nq, 10_000, exclude=exclude)) == 400  # asking for more: every candidate
 
 
-def test_a_withheld_model_comes_back_through_router_probe(nq, tmp_path):
+def test_a_withheld_model_comes_back_through_router_probe(nq, nq_X, tmp_path):
     new = "meta/llama-3.1-70b-instruct"
     rows = pl.read_ndjson(NQ_SAMPLE)
     rows.filter(pl.col("model") != new).write_ndjson(tmp_path / "logs.jsonl")
@@ -52,6 +52,16 @@ def test_a_withheld_model_comes_back_through_router_probe(nq, tmp_path):
 
     data = build_routing_data(scan_logs([tmp_path / "logs.jsonl", tmp_path / "probe.jsonl"]))
     assert new in data.models and answered_by(data, new).sum() == 30 and data.n_queries == 500
+    from pipelines.config import JobConfig
+    from pipelines.experiment import run_experiment
+
+    assert list(data.query_ids) == list(nq.query_ids)  # the rows of nq_X
+    job = JobConfig(routers=[{"family": "ridge"}], objective="quality")
+    exp = run_experiment(data, nq_X, job)  # the re-added model is sparse: said, with its evidence
+    (line,) = [x for x in exp.outcome_lines(job) if x.startswith("models with part of the answers")]
+    n_train = int(exp.train.mask[:, exp.train.models.index(new)].sum())
+    assert f"{new} {n_train} of {exp.train.n_queries}" in line and "+- " in line
+    assert f"scores the {len(exp.eval_rows)} of {exp.test.n_queries} held-out queries every model answered" in line
     result = CliRunner().invoke(app, ["probe", str(NQ_SAMPLE), "--model", "google/gemma-2-27b-it",
                                       "--config", str(tmp_path / "job.yaml")])
     assert result.exit_code == 2 and "already has a score on every query" in result.output
