@@ -42,7 +42,7 @@ CANONICAL: dict[str, str] = {**REQUIRED, **OPTIONAL}
 SPLIT_VALUES = ("train", "test", "ood")
 
 # The gateway's decision log (``router.serve.decision_log`` writes it, ``router.data.readers.decision_logs``
-# reads it): decisions-<time>-<pid>-<n>.jsonl and feedback-<time>-<pid>-<n>.jsonl (feedback-cli-<pid>.jsonl
+# reads it): decisions-<time>-<pid>-<n>.jsonl and feedback-<time>-<pid>-<n>.jsonl (feedback-cli-<yyyymmdd>.jsonl
 # from ``router feedback``), one JSON object per line.
 DECISIONS_PREFIX = "decisions-"
 FEEDBACK_PREFIX = "feedback-"

@@ -3,7 +3,7 @@
 The gateway writes ``decisions-*.jsonl`` (one line per routed request) and ``feedback-*.jsonl``
 (outcomes, also from ``router feedback``); ``router.serve.decision_log`` writes them. Each decision with
 feedback becomes one canonical row: query_id = request_id, the prompt, model = the chosen model,
-score and cost from its latest feedback, the decision's timestamp, task and propensity (the chance
+score and cost from its feedback (one outcome per request), the decision's timestamp, task and propensity (the chance
 the serving policy drew that model; null when unknown: older logs, or a fallback served). Only the
 chosen model's score is known, so the query's other models are simply absent (masked, as in any log
 with gaps). Decisions without feedback are left out and counted in a log line.
