@@ -3,7 +3,8 @@ router's own traffic with a small exploration share), where a rarely served mode
 
 ``fit_scored`` fits the router on the models with answers; ``Unscored`` stands in for all of them. A model
 without an answer has no evidence there: on each query it is predicted below every scored model and costs the
-most, so no decision rule setting ever picks it. A final fit sees every model (validation refuses a model never scored).
+most, so the rule never picks it at any lam. The job's final fit sees every model (it refuses a model with no
+training answer).
 """
 
 from __future__ import annotations
