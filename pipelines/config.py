@@ -311,7 +311,9 @@ def load_config(path: str | Path | None, logs: dict | None = None) -> JobConfig:
         if not isinstance(raw, dict):
             raise ValueError(f"config {path}: expected a mapping of settings, got {type(raw).__name__}")
     if logs:
-        section = raw.get("logs") if isinstance(raw.get("logs"), dict) else {}
+        section = raw.get("logs") or {}
+        if not isinstance(section, dict):
+            raise ValueError(f"config {path}: logs: expected a mapping such as {{path: logs/}}, got {section!r}")
         raw = {**raw, "logs": {**section, **logs}}
     return parse_config(raw, f"config {path}" if path is not None else "command line")
 

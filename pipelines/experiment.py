@@ -150,13 +150,16 @@ def usable_candidates(train: RoutingData, job: JobConfig) -> dict[str, RouterSpe
                          f"{train.n_queries:,} training queries (only on held-out ones): log scores for "
                          f"{'it' if one else 'them'} on more queries, or drop {'it' if one else 'them'} from the logs")
     tagged = train.tasks is not None and len(np.unique(train.tasks)) > 1
-    bandit_only = bool(train.is_bandit.all())
+    full = ~train.is_bandit  # the rows families without inverse-propensity weights fit on
+    # on the router's own traffic alone, or with a model scored only there, only weighted families can fit
+    weighted_only = not full.any() or not train.mask[full].any(axis=0).all()
     specs = {spec.label: spec for spec in job.candidates()
              if (tagged or not getattr(ROUTERS[spec.family], "needs_tasks", False))
-             and (not bandit_only or ROUTERS[spec.family].supports_weights)}
+             and (not weighted_only or ROUTERS[spec.family].supports_weights)}
     if job.export_router != "auto" and job.export_router not in specs:
-        why = ("learns from partial feedback (the logs are the router's own traffic only); families that do: "
-               + ", ".join(sorted(f for f, c in ROUTERS.items() if c.supports_weights))) if bandit_only else \
+        why = ("learns from partial feedback (the logs are the router's own traffic, or some model is scored only "
+               "there); families that do: " + ", ".join(sorted(f for f, c in ROUTERS.items() if c.supports_weights))
+               ) if weighted_only else \
             "needs a task column with at least two tasks in the logs' training split"
         raise ValueError(f"export_router {job.export_router!r} is not a candidate here: the family {why}")
     return specs

@@ -106,6 +106,11 @@ def register(model_uri: str, name: str, decision: Promotion, champion_value: Cha
             kept = f"@{alias} still names v{previous}" if previous else f"{name} has no @{alias} yet"
             raise RuntimeError(f"registered {name} v{version} but did not promote it: its local copy could not be "
                                f"written ({exc}); {kept}, and the local champion is unchanged") from exc
+        now = current_champion(name, alias)  # staging downloads the model: another job may have moved it
+        if now != previous:
+            previous = now
+            promoted, reason, value = _decide(name, previous, decision.challenger_value, champion_value,
+                                              min_improvement)
     if promoted:
         client.set_registered_model_alias(name, alias, version)
     client.set_model_version_tag(name, version, "promotion", reason)

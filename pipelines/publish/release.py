@@ -58,16 +58,20 @@ def release(job: JobConfig, prep: Prepared, exp: Experiment, card: str, run_labe
         _tag(promotion)
         MlflowClient().update_model_version(job.name, promotion.version,
                                             description=f"{card}\n## Registry\n- {promotion.reason}\n")
-        if job.registry.keep_versions is not None:
-            deleted = prune_versions(job.name, job.registry.alias, job.registry.keep_versions)
-            if deleted:
-                mlflow.set_tag("registry.pruned_versions", ",".join(deleted))
-        try:
+        try:  # the local link follows the alias first: until it does, the alias can move back
             mirror_champion(root, job.name, job.registry.alias, job.registry.keep_versions)
         except Exception as exc:
             if promotion.promoted:
-                raise restore_alias(job.name, job.registry.alias, promotion, exc) from exc
+                error = restore_alias(job.name, job.registry.alias, promotion, exc)
+                if promotion.champion_version and (root / f"v{promotion.champion_version}").is_dir():
+                    point_champion(root, f"v{promotion.champion_version}")  # the link follows the alias back
+                raise error from exc
             raise
+        if job.registry.keep_versions is not None:  # only now: the champion it replaced is no longer needed
+            deleted = prune_versions(job.name, job.registry.alias, job.registry.keep_versions)
+            if deleted:
+                mlflow.set_tag("registry.pruned_versions", ",".join(deleted))
+                mirror_champion(root, job.name, job.registry.alias, job.registry.keep_versions)  # their folders too
         info["detail"] = f"{job.name} v{promotion.version}: {promotion.reason}"
     folder = root / f"v{promotion.version}"
     return promotion, model_info.model_uri, folder if folder.is_dir() else None

@@ -51,7 +51,7 @@ def load(uri: str | Path, *, threads: int | None = None) -> RouterService:
     except ImportError as exc:
         raise RuntimeError(f"loading {text!r} needs MLflow (pip install 'learned-router[mlflow]'); or pass an "
                            f"exported folder, which needs only the base install") from exc
-    store = existing_store(text, mlflow.get_tracking_uri())
+    store = existing_store(text, mlflow.get_tracking_uri()) if text.startswith(("models:/", "runs:/")) else text
     tmp = tempfile.mkdtemp(prefix="router-load-")
     try:
         service = load_folder(mlflow.artifacts.download_artifacts(artifact_uri=text, dst_path=tmp), threads)

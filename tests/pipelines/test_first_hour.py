@@ -171,3 +171,28 @@ def test_quiet_is_quiet_in_a_fresh_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(proc.stdout.strip().splitlines()) == 1 and "nq-sample-router" in proc.stdout
     assert proc.stderr.strip() == "", proc.stderr[-2000:]
+
+
+def test_a_logs_setting_that_is_not_a_mapping_is_refused_with_a_command_line_option(tmp_path):
+    (tmp_path / "job.yaml").write_text("logs: mylogs.csv\n")
+    with pytest.raises(ValueError, match=r"config .*job.yaml: logs: expected a mapping such as \{path: logs/\}"):
+        load_config(tmp_path / "job.yaml", {"format": "long"})
+
+
+def test_a_model_scored_only_in_served_traffic_leaves_only_weighted_families(nq):
+    """Full logs for five models plus the router's own traffic for a sixth: families that fit on fully logged
+    rows only would never see the sixth, so only the families that learn from propensities are candidates."""
+    from dataclasses import replace
+
+    from pipelines.experiment import usable_candidates
+
+    mask = nq.mask.copy()
+    mask[:, 5] = False
+    served = np.arange(100)  # one scored model per served query: the sixth, drawn with propensity 0.5
+    mask[served] = False
+    mask[served, 5] = True
+    propensities = np.full(mask.shape, np.nan)
+    propensities[served, 5] = 0.5
+    data = replace(nq, mask=mask, scores=np.where(mask, nq.scores, np.nan), propensities=propensities)
+    specs = usable_candidates(data, JobConfig())
+    assert set(specs) == {"best_single", "knn", "ridge"}
