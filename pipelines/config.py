@@ -254,6 +254,9 @@ class JobConfig(_Strict):
                                                         "a slice of the training queries")
     share: ShareConfig | None = Field(None, description="a share of calls to one model, calibrated on the training "
                                                         "split (instead of a budget)")
+    min_answers: int = Field(100, ge=2, description="a model scored on under half of the training queries (a new "
+                             "model's probe answers) is routed to only with at least this many of them; below, "
+                             "the job holds it back (it takes no traffic) and says so")
     tracking: TrackingConfig = TrackingConfig()
     registry: RegistryConfig = RegistryConfig()
     task_at_serving: bool = Field(

@@ -19,7 +19,8 @@ decides on all of them plus the held-out queries. Each procedure learns from par
 only, so it tends to understate what the shipped router does, never to overstate it. Reusing the selection
 folds' predictions instead (their fits and searches saw every fold) made a planted null pass the gate far
 too often; ``benchmarks/bench_gate.py`` measures the error rates. Queries of the router's own traffic (one
-scored model each) are left out: grading them needs a reward model per fold.
+scored model each) are left out: grading them needs a reward model per fold. So are logs with a model that
+answered part of the queries: the routers learn its estimated scores, which would grade them by their targets.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def cross_fitted(specs: dict[str, RouterSpec], X: np.ndarray, train: RoutingData
                  calibrate_router, seconds: dict[str, float] | None = None) -> Outcomes | None:
     """Per training query (those scored by every model), the outcome of the job's routing procedure run
     without its outer fold, beside the best single router's (at its operating point there: under savings
-    the best single model); None when it is switched off, the training queries hold bandit feedback, or
+    the best single model); None when it is switched off, the training queries hold bandit feedback or
+    estimated scores, or
     they are too few for the procedure's smallest fit to get ``MIN_FIT_QUERIES``.
 
     ``specs``: label -> the candidate as configured (its search runs again on every outer training part);
@@ -51,8 +53,8 @@ def cross_fitted(specs: dict[str, RouterSpec], X: np.ndarray, train: RoutingData
     so that both run the same one; ``seconds``: label -> seconds, each candidate's fitting time added to it.
     """
     n_folds, inner = job.registry.cross_fit_folds, job.selection.folds
-    if n_folds < 2 or train.is_bandit.any():
-        return None
+    if n_folds < 2 or train.is_bandit.any() or (train.estimated is not None and train.estimated.any()):
+        return None  # estimated scores (a model with part of the answers) would grade routers by their own targets
     if train.n_queries * (n_folds - 1) / n_folds * (inner - 1) / inner < MIN_FIT_QUERIES:
         return None
     complete = train.mask.all(axis=1)

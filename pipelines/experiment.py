@@ -3,13 +3,15 @@
 ``run_experiment`` runs named stages, in order:
 
 1. ``split_data``: train and test queries (a user's split, else a hash of the query id);
-2. ``usable_candidates``: the configured families that can fit these logs (a task column, bandit feedback);
-3. ``held_out_values``: bandit rows of the test split graded by doubly robust pseudo-outcomes;
-4. ``fit_candidates``: each family's search (on the selection sample above its cap) and final fit;
-5. ``calibrate_candidates``: out-of-fold predictions on the sample -> each router's ``Calibration``;
-6. ``select_router``: the best out-of-fold objective on the training split (``pipelines.selection``);
-7. ``evaluate_candidates``: every candidate on the held-out split (losers included) and the report;
-8. ``gate_router``: does the selected router beat always calling the best single model (``pipelines.gate``)?
+2. ``sparse_values``: a model with part of the answers (a new model's probe answers) held back below
+   ``min_answers``, else its missing scores estimated (``router.evaluation.sparse``);
+3. ``usable_candidates``: the configured families that can fit these logs (a task column, bandit feedback);
+4. ``held_out_values``: bandit rows of the test split graded by doubly robust pseudo-outcomes;
+5. ``fit_candidates``: each family's search (on the selection sample above its cap) and final fit;
+6. ``calibrate_candidates``: out-of-fold predictions on the sample -> each router's ``Calibration``;
+7. ``select_router``: the best out-of-fold objective on the training split (``pipelines.selection``);
+8. ``evaluate_candidates``: every candidate on the held-out split (losers included) and the report;
+9. ``gate_router``: does the selected router beat always calling the best single model (``pipelines.gate``)?
 
 Pure: arrays and configs in, fitted routers, the selection, the gate and an ``EvaluationReport`` out;
 no MLflow, no files. The held-out split is used once: for the report and the gate.
@@ -27,13 +29,14 @@ from threadpoolctl import threadpool_limits
 from pipelines.config import JobConfig, RouterSpec
 from pipelines.evidence import cross_fitted
 from pipelines.gate import BASELINE, Goal, gate, goal_for, savings_gate
-from pipelines.result import Experiment, FittedRouter
+from pipelines.result import Experiment, FittedRouter, SparseModels
 from pipelines.selection import (Selection, fit_router, frozen_params, out_of_fold, select, selection_sample,
                                  serving_tags)
 from router.data.labels import RoutingData
 from router.evaluation.metrics import best_single_index, complete_rows, evaluate_router
 from router.evaluation.offpolicy import estimates_by_router, with_dr_values
 from router.evaluation.report import build_report
+from router.evaluation.sparse import dr_estimates, fill_estimates, fit_imputer, sparse_models
 from router.evaluation.splits import Split, given_split, has_given_split, split_queries
 from router.policy.operating_point import Calibration, calibrate
 from router.routers import ROUTERS, BaseRouter, make_router
@@ -107,6 +110,7 @@ class _Fits:
 def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client) -> Experiment:
     train, test = data.subset(split.train), data.subset(split.test)
     X_train, X_test = X[split.train], X[split.test]
+    train, test, sparse = sparse_values(train, test, X_train, X_test, job.min_answers)
     specs = usable_candidates(train, job)
     goal, reference = goal_for(job, train), best_single_index(train)
     logged_test = test
@@ -130,8 +134,33 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
         f.seconds = fits.seconds[label]
     exp = Experiment(split=split, train=train, test=test, fitted=fitted, report=report, goal=goal,
                      reference=reference, evidence=evidence, selection=selection, selected=selected, gate=None,
-                     exported=selected)
+                     exported=selected, sparse=sparse)
     return gate_router(exp)
+
+
+def sparse_values(train: RoutingData, test: RoutingData, X_train: np.ndarray, X_test: np.ndarray,
+                  min_answers: int) -> tuple[RoutingData, RoutingData, SparseModels | None]:
+    """Train and test with their sparse models (``router.evaluation.sparse``) settled: one with under
+    ``min_answers`` training answers is dropped (held back: it takes no traffic); the others' missing
+    training scores estimated for the routers to learn from, their held-out scores doubly robust values
+    for evaluation and the gate. None for the third when no model is sparse."""
+    cols = sparse_models(train)
+    if not len(cols):
+        return train, test, None
+    answers = (train.mask & ~train.is_bandit[:, None]).sum(axis=0)
+    held = {train.models[j]: int(answers[j]) for j in cols if answers[j] < min_answers}
+    keep = [m for m in train.models if m not in held]
+    if len(keep) < 2:
+        raise ValueError(f"too few answers to route: {', '.join(f'{m} has {n}' for m, n in held.items())} of the "
+                         f"{train.n_queries:,} training queries, under min_answers ({min_answers}); log more of "
+                         "their answers (router probe picks which) or lower min_answers")
+    if held:
+        train, test = train.select_models(keep), test.select_models(keep)
+    imputer = fit_imputer(train, X_train)
+    train = fill_estimates(train, imputer.predict(train, X_train), imputer.columns)
+    test = dr_estimates(test, imputer.predict(test, X_test), imputer.columns)
+    return train, test, SparseModels(imputer=imputer, models=tuple(train.models[j] for j in imputer.columns),
+                                     held_back=held, min_answers=min_answers)
 
 
 def usable_candidates(train: RoutingData, job: JobConfig) -> dict[str, RouterSpec]:

@@ -14,6 +14,7 @@ from pipelines.selection import Selection
 from router.data.labels import RoutingData
 from router.evaluation.metrics import RouterResult, complete_rows, json_number, mean_model_costs
 from router.evaluation.report import EvaluationReport
+from router.evaluation.sparse import Imputer
 from router.evaluation.splits import Split
 from router.policy.operating_point import Calibration, OperatingPoint
 from router.policy.propensity import IPS_CLIP
@@ -41,6 +42,32 @@ class FittedRouter:
         return self.point.lam
 
 
+@dataclass(frozen=True)
+class SparseModels:
+    """Models that answered under half of the training queries: those routed to (``models``, their missing scores
+    estimated by ``imputer``) and those held back (``held_back``: name -> training answers, under ``min_answers``)."""
+
+    imputer: Imputer
+    models: tuple[str, ...]
+    held_back: dict[str, int]
+    min_answers: int
+
+    def lines(self, n_train: int) -> list[str]:
+        """Per sparse model, its evidence; per held-back one, why it takes no traffic and what to do."""
+        imp, out = self.imputer, []
+        for k, name in enumerate(self.models):
+            out.append(f"{name} answered {imp.answers[k]:,} of {n_train:,} training queries: mean score "
+                       f"{imp.mean[k]:.3f} +- {imp.se[k]:.3f}, per-query estimate error {imp.rmse[k]:.3f} "
+                       "(leave-one-out; from the other models' scores and the embedding). The routers learn its "
+                       "estimated scores; the held-out evaluation and the gate use doubly robust values, so its "
+                       "uncertainty widens their intervals")
+        for name, n in self.held_back.items():
+            out.append(f"held back: {name} answered {n:,} training queries, under the {self.min_answers:,} the job "
+                       f"trusts (min_answers): it takes no traffic. Log more of its answers (router probe LOGS "
+                       f"--model {name} picks which) or serve it a share (router serve --explore-new {name}:0.05)")
+        return out
+
+
 @dataclass
 class Experiment:
     split: Split
@@ -55,6 +82,7 @@ class Experiment:
     selected: str  # chosen by selection on train, or named by the config
     gate: Gate | None  # None when the selected router is the baseline itself
     exported: str  # what the job exports: the selected router if it passed the gate, else the baseline
+    sparse: SparseModels | None = None  # models with part of the answers; None: every model answered (nearly) all
 
     @property
     def eval_rows(self) -> np.ndarray:
@@ -99,8 +127,9 @@ class Experiment:
                          f"{IPS_CLIP:g}), the other families fit on the fully logged queries only")
         estimated = self.test.estimated
         if estimated is not None and estimated.any():
+            why = "bandit feedback" if self.sparse is None else "models with part of the answers"
             lines.append(f"held-out values: doubly robust estimates on {int(estimated.sum()):,} of "
-                         f"{self.test.n_queries:,} held-out queries (bandit feedback); selection and the gate "
+                         f"{self.test.n_queries:,} held-out queries ({why}); selection and the gate "
                          "used them; the oracle is not estimable there")
         return lines
 
@@ -122,25 +151,8 @@ class Experiment:
         lines.append("time per family (its searches, final fit, selection and operating-point folds, cross-fit): "
                      + ", ".join(f"{k} {f.seconds:.1f}s" for k, f in self.fitted.items()))
         budget = [self.budget_line(job)] if job.budget is not None and self.budget_line(job) else []
-        partial = [self.partial_line()] if self.partial_line() else []
+        partial = self.sparse.lines(self.train.n_queries) if self.sparse is not None else []
         return lines + partial + budget + [self.decision] + ([self.share_line(job)] if job.share is not None else [])
-
-    def partial_line(self) -> str | None:
-        """Models that answered only part of the training queries (a new model's probe answers): how many
-        answers each has, its mean score with a standard error, and how many held-out queries evaluation
-        scores (those every model answered)."""
-        counts = self.train.mask.sum(axis=0)
-        partial = np.flatnonzero(counts < self.train.n_queries)
-        if not len(partial):
-            return None
-        parts = []
-        for j in partial:
-            y = self.train.scores[self.train.mask[:, j], j]
-            se = y.std(ddof=1) / np.sqrt(len(y)) if len(y) > 1 else float("nan")
-            parts.append(f"{self.train.models[j]} {len(y):,} of {self.train.n_queries:,} "
-                         f"({len(y) / self.train.n_queries:.0%}), mean score {y.mean():.3f} +- {se:.3f}")
-        return (f"models with part of the answers (training split): {'; '.join(parts)}. The held-out evaluation "
-                f"scores the {len(self.eval_rows):,} of {self.test.n_queries:,} held-out queries every model answered")
 
     def budget_line(self, job: JobConfig) -> str | None:
         """A word when the budget does not bind (at or above every model's mean cost); one below every routing's

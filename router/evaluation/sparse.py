@@ -1,0 +1,134 @@
+"""Models that answered only part of the queries (a new model's probe answers): their missing scores estimated by
+borrowing strength, and how much evidence each has.
+
+A sparse model's score on a query is predicted by a ridge regression (alpha by leave-one-out), fitted on the
+queries it answered, from two kinds of feature:
+
+- the other models' scores on that query: how hard the query is (the item-response view: a query most models
+  miss is one a new model likely misses too); the logs hold them for every query;
+- the query's embedding: what it is about (its neighbours among the queries the model answered).
+
+Ridge shrinks both towards the model's mean score. Training queries get the estimate where the answer is
+missing (``fill_estimates``: a direct estimate the routers learn from). Held-out queries get doubly robust
+values (``dr_estimates``): the estimate, plus the residual of each answered query weighted by the inverse of
+the share answered. The evaluation of a router that sends queries to the model then stays unbiased when the
+answered queries are a uniform sample (``router probe``'s stratified sample, proportional in every stratum, is
+one), and its variance, hence the gate's interval, grows as the answers get fewer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from router.data.labels import RoutingData
+
+SPARSE_SHARE = 0.5  # a model scored on fewer of the (non-bandit) queries than this share is a sparse model
+ALPHAS = np.logspace(-2, 4, 13)
+
+
+def sparse_models(data: RoutingData) -> np.ndarray:
+    """Indices of the models scored on some, but under ``SPARSE_SHARE``, of the queries that are not bandit
+    feedback (models with a few missing answers stay as they are: their incomplete queries are left out)."""
+    full = ~data.is_bandit
+    if not full.any():
+        return np.zeros(0, dtype=np.int64)
+    share = data.mask[full].mean(axis=0)
+    return np.flatnonzero((share > 0) & (share < SPARSE_SHARE))
+
+
+@dataclass(frozen=True)
+class Imputer:
+    """Per sparse model (``columns``), a fitted ridge of its score on the other models' scores and the embedding.
+
+    ``answers``: its scored queries in the fitting data; ``mean``/``se``: its mean score and that mean's standard
+    error; ``rmse``: the leave-one-out error of the per-query estimate."""
+
+    columns: np.ndarray
+    features: np.ndarray  # the models whose scores are features (the others than the sparse ones)
+    fill: np.ndarray  # per feature model, the value of a missing score (its mean)
+    fits: tuple  # per sparse model, a fitted sklearn pipeline
+    answers: np.ndarray
+    mean: np.ndarray
+    se: np.ndarray
+    rmse: np.ndarray
+
+    def _design(self, data: RoutingData, X: np.ndarray) -> np.ndarray:
+        F = np.where(data.mask[:, self.features], data.scores[:, self.features], self.fill)
+        return np.hstack([F, np.asarray(X, dtype=np.float64)])
+
+    def predict(self, data: RoutingData, X: np.ndarray) -> np.ndarray:
+        """(n_queries, len(columns)) estimated scores of the sparse models on ``data``'s queries."""
+        if not len(self.columns):
+            return np.zeros((data.n_queries, 0))
+        D = self._design(data, X)
+        return np.column_stack([fit.predict(D) for fit in self.fits])
+
+
+def fit_imputer(data: RoutingData, X: np.ndarray) -> Imputer:
+    """The ``Imputer`` of ``data``'s sparse models, fitted on the queries each answered (never bandit rows)."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    cols = sparse_models(data)
+    features = np.setdiff1d(np.arange(data.n_models), cols)
+    full = ~data.is_bandit
+    fill = np.array([np.mean(data.scores[full & data.mask[:, j], j]) if (full & data.mask[:, j]).any() else 0.0
+                     for j in features])
+    imp = Imputer(cols, features, fill, (), np.zeros(0, int), np.zeros(0), np.zeros(0), np.zeros(0))
+    D = imp._design(data, X)
+    fits, answers, mean, se, rmse = [], [], [], [], []
+    for j in cols:
+        rows = np.flatnonzero(full & data.mask[:, j])
+        y = data.scores[rows, j]
+        fit = make_pipeline(StandardScaler(), RidgeCV(alphas=ALPHAS)).fit(D[rows], y)
+        fits.append(fit)
+        answers.append(len(rows))
+        mean.append(float(y.mean()))
+        se.append(float(y.std(ddof=1) / np.sqrt(len(y))) if len(y) > 1 else float("nan"))
+        rmse.append(float(np.sqrt(max(-fit[-1].best_score_, 0.0))))  # RidgeCV's leave-one-out mean squared error
+    return replace(imp, fits=tuple(fits), answers=np.array(answers, dtype=np.int64), mean=np.array(mean),
+                   se=np.array(se), rmse=np.array(rmse))
+
+
+def _flag(data: RoutingData, rows: np.ndarray) -> np.ndarray:
+    return rows if data.estimated is None else data.estimated | rows
+
+
+def fill_estimates(data: RoutingData, q_hat: np.ndarray, columns: np.ndarray) -> RoutingData:
+    """``data`` with the missing scores of ``columns`` (on rows that are not bandit feedback) set to ``q_hat``
+    (n, len(columns)), clipped to the model's observed range, marked scored; those rows are flagged
+    ``estimated``. The direct estimate: for the routers to learn from."""
+    if not len(columns):
+        return data
+    full = ~data.is_bandit
+    scores, mask = data.scores.copy(), data.mask.copy()
+    touched = np.zeros(data.n_queries, dtype=bool)
+    for k, j in enumerate(columns):
+        missing = full & ~mask[:, j]
+        seen = scores[mask[:, j], j]
+        scores[missing, j] = np.clip(q_hat[missing, k], seen.min(), seen.max())
+        mask[missing, j] = True
+        touched |= missing
+    return replace(data, scores=scores, mask=mask, estimated=_flag(data, touched))
+
+
+def dr_estimates(data: RoutingData, q_hat: np.ndarray, columns: np.ndarray) -> RoutingData:
+    """``data`` with every score of ``columns`` (on rows that are not bandit feedback) set to its doubly robust
+    value ``q + answered / share * (score - q)``, ``share`` the share of those rows the model answered; all
+    marked scored and flagged ``estimated``. For evaluation: unbiased when the answered rows are a uniform
+    sample, whatever the estimate's error."""
+    if not len(columns):
+        return data
+    full = ~data.is_bandit
+    scores, mask = data.scores.copy(), data.mask.copy()
+    for k, j in enumerate(columns):
+        seen = full & mask[:, j]
+        share = seen.sum() / max(full.sum(), 1)
+        q = q_hat[:, k]
+        resid = np.where(seen, np.nan_to_num(scores[:, j] - q), 0.0)
+        value = q + resid / share if share > 0 else q
+        scores[full, j], mask[full, j] = value[full], True
+    return replace(data, scores=scores, mask=mask, estimated=_flag(data, full))
