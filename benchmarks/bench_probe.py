@@ -35,11 +35,10 @@ from benchmarks.bench_routers import CACHE, load  # noqa: E402
 from benchmarks.bench_selection import load_set  # noqa: E402
 from benchmarks.results import machine, publish  # noqa: E402
 from pipelines.config import JobConfig  # noqa: E402
-from pipelines.experiment import run_experiment  # noqa: E402
+from pipelines.experiment import run_experiment, split_data  # noqa: E402
 from pipelines.probe import choose_probes, random_probes  # noqa: E402
 from router.data.labels import RoutingData  # noqa: E402
 from router.embed import Embedder, embed_with_cache  # noqa: E402
-from router.evaluation.splits import split_queries  # noqa: E402
 from router.routers import RidgeRouter  # noqa: E402
 
 SIZES = (50, 100, 200, 500)
@@ -95,7 +94,7 @@ def run_set(name: str, args, embedder: Embedder) -> dict:
     data = load_complete(name, args.max_queries)
     X, _ = embed_with_cache(embedder, data.prompts, CACHE)
     job = JobConfig(routers=[{"family": f} for f in args.routers.split(",")], objective="quality")
-    split = split_queries(data, test_size=job.split.test_size, seed=job.split.seed)
+    split = split_data(data, job)  # the job's own (RouterBench's logs carry a split column)
     test = np.sort(split.test)
     t0 = time.perf_counter()
     full = held_out_scores(data, X, job, test)
@@ -143,7 +142,8 @@ def table(results: list[dict], args) -> str:
         f"Command: `OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_probe.py --sets {args.sets} --seeds "
         f"{args.seeds} --routers {args.routers} --max-queries {args.max_queries}` on {machine()}. The job "
         "(`run_experiment`: selection, the sparse-model estimates, `min_answers` 100 and the gate; objective "
-        "quality; those candidate families) on queries every model answered, split seed 0 (30% held out). "
+        "quality; those candidate families) on queries every model answered, the job's split (seed 0, 30% held out; "
+        "RouterBench's logs carry their own). "
         "Each model that may change routing withheld in turn (on pools over "
         f"{args.screen_above} models, those a ridge router gains >= {MIN_GAIN} from, and the best single model); "
         f"those whose full knowledge raises the exported router's held-out quality by >= {MIN_GAIN} get N of "

@@ -330,6 +330,10 @@ def serve(
                               "probabilities and log the propensity, for off-policy evaluation (default off)")] = None,
     exploration_seed: Annotated[Optional[int], typer.Option("--exploration-seed", help="seed of the "
                                                             "exploration draws (default: fresh)")] = None,
+    explore_new: Annotated[Optional[str], typer.Option(
+        "--explore-new", help="NAME:SHARE[,...]: serve a new model the router does not route to yet this share of "
+                              "the chat traffic (propensity logged), until a router that routes to it is loaded")]
+        = None,
     api_key: Annotated[Optional[str], typer.Option(
         "--api-key", envvar="ROUTER_API_KEY", show_envvar=True,
         help="clients of /v1/ must send Authorization: Bearer <key> (prefer the variable: arguments show in ps)")]
@@ -341,7 +345,8 @@ def serve(
 
     given = {"upstreams": upstreams, "host": host, "port": port, "decision_log": decision_log,
              "log_prompts": log_prompts, "reload_seconds": reload_seconds, "max_body_bytes": max_body_bytes,
-             "threads": threads, "exploration": exploration, "exploration_seed": exploration_seed, "api_key": api_key}
+             "threads": threads, "exploration": exploration, "exploration_seed": exploration_seed, "api_key": api_key,
+             "explore_new": explore_new}
     try:  # defaults live in ServeConfig: pass only what was given
         server = build_server(source, ServeConfig(**{k: v for k, v in given.items() if v is not None}))
     except (ValueError, OSError, RuntimeError) as exc:

@@ -36,7 +36,7 @@ from router.data.labels import RoutingData
 from router.evaluation.metrics import best_single_index, complete_rows, evaluate_router
 from router.evaluation.offpolicy import estimates_by_router, with_dr_values
 from router.evaluation.report import build_report
-from router.evaluation.sparse import dr_estimates, fill_estimates, fit_imputer, sparse_models
+from router.evaluation.sparse import dr_estimates, fill_estimates, fit_imputer, partial_models
 from router.evaluation.splits import Split, given_split, has_given_split, split_queries
 from router.policy.operating_point import Calibration, calibrate
 from router.routers import ROUTERS, BaseRouter, make_router
@@ -140,14 +140,14 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
 
 def sparse_values(train: RoutingData, test: RoutingData, X_train: np.ndarray, X_test: np.ndarray,
                   min_answers: int) -> tuple[RoutingData, RoutingData, SparseModels | None]:
-    """Train and test with their sparse models (``router.evaluation.sparse``) settled: one with under
-    ``min_answers`` training answers is dropped (held back: it takes no traffic); the others' missing
-    training scores estimated for the routers to learn from, their held-out scores doubly robust values
-    for evaluation and the gate. None for the third when no model is sparse."""
-    cols = sparse_models(train)
+    """Train and test with their partial models (``router.evaluation.sparse``) settled: one with under
+    ``min_answers`` training answers (its own traffic included) is dropped (held back: it takes no traffic);
+    the sparse ones' missing training scores are estimated for the routers to learn from, their held-out
+    scores doubly robust values for evaluation and the gate. None for the third when no model is partial."""
+    cols = partial_models(train)
     if not len(cols):
         return train, test, None
-    answers = (train.mask & ~train.is_bandit[:, None]).sum(axis=0)
+    answers = train.mask.sum(axis=0)
     held = {train.models[j]: int(answers[j]) for j in cols if answers[j] < min_answers}
     keep = [m for m in train.models if m not in held]
     if len(keep) < 2:

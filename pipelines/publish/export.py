@@ -58,10 +58,11 @@ def embedder_artifact(embedder: Embedder, staging: Path) -> Path:
 
 
 def router_meta(prep: Prepared, exp: Experiment) -> RouterMeta:
-    """What the exported router needs beside its head and embedder files."""
+    """What the exported router needs beside its head and embedder files (its models: those the job routed
+    to, without any it held back)."""
     fitted = exp.fitted[exp.exported]
     return RouterMeta(
-        models=list(prep.data.models), model_costs=[float(c) for c in fitted.router.model_costs_],
+        models=list(exp.train.models), model_costs=[float(c) for c in fitted.router.model_costs_],
         embedder=prep.embedder.settings(), router=fitted.spec.family, calibration=fitted.calibration,
         embedder_id=prep.embedder.id,
     )

@@ -31,7 +31,7 @@ from starlette.routing import Route
 from router.policy.exploration import Exploration
 from router.policy.operating_point import Setting
 from router.serve.decision_log import PROMPT_MODES, DecisionLogConfig
-from router.serve.explore import Explorer
+from router.serve.explore import Explorer, check_new, parse_new
 from router.serve.forward import UpstreamsFailed, forward_chat
 from router.serve.prometheus import GatewayMetrics, MetricsMiddleware
 from router.serve.protocol import (ROUTER_MODEL, ApiError, check_chat, is_number, parse_feedback,
@@ -59,6 +59,7 @@ class ServeConfig:
     threads: int | None = None  # CPU threads of one embedding; None: every core (1: most requests/s)
     exploration: Exploration = Exploration()  # off: the router's pick; epsilon:0.05 / softmax:0.1 draw it
     exploration_seed: int | None = None  # of the exploration draws; None: fresh entropy
+    explore_new: dict = field(default_factory=dict)  # model -> share of chat traffic while the router lacks it
     api_key: str | None = field(default=None, repr=False)  # /v1/ endpoints need "Bearer <key>"; None: open
 
     def __post_init__(self) -> None:
@@ -78,6 +79,8 @@ class ServeConfig:
         need(self.api_key is None or isinstance(self.api_key, str) and bool(self.api_key.strip()), "api_key",
              "a non-empty string or None")
         object.__setattr__(self, "exploration", Exploration.parse(self.exploration))  # also "epsilon:0.05"
+        object.__setattr__(self, "explore_new", parse_new(self.explore_new) if isinstance(self.explore_new, str)
+                           else check_new(dict(self.explore_new)))  # also "name:0.05"
         for name in ("upstreams", "decision_log"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)))
@@ -135,6 +138,10 @@ def create_app(holder: RouterHolder, *, upstreams: UpstreamMap | None = None, de
                         ", ".join(sorted(routed - set(upstreams.models))))
         if hasattr(holder, "accept"):
             holder.accept = functools.partial(_reachable, upstreams)
+    unserved = set(config.explore_new) - set(upstreams.models)
+    if unserved:
+        raise ValueError(f"explore_new: no upstream for {', '.join(sorted(unserved))}"
+                         + (f" in {upstreams.source}" if upstreams.models else " (start with --upstreams FILE)"))
     metrics = GatewayMetrics()
     gw = _Gateway(holder, upstreams, keys, decision_log, config, metrics)
 
@@ -187,7 +194,7 @@ class _Gateway:
         self.holder, self.upstreams, self.keys = holder, upstreams, keys
         self.decision_log, self.config, self.metrics = decision_log, config, metrics
         self.client: httpx.AsyncClient | None = None  # opened by the app's lifespan
-        self.explorer = Explorer(config.exploration, config.exploration_seed)
+        self.explorer = Explorer(config.exploration, config.exploration_seed, config.explore_new)
 
     async def _rank_models(self, loaded: LoadedRouter, prompts: list[str], tasks, setting: Setting):
         """(lam, scores, order, propensities, routing ms) for prompts at the requested setting;
@@ -236,8 +243,8 @@ class _Gateway:
         loaded = self.holder.current()
         lam, scores, ranked, propensities, ms = await self._rank_models(loaded, [text], None, setting)
         names = loaded.service.models
-        order = [names[i] for i in ranked[0]]
-        chosen, drawn = order[0], float(propensities[0])
+        order, drawn = self.explorer.with_new([names[i] for i in ranked[0]], float(propensities[0]))
+        chosen = order[0]
         self.metrics.routed.labels(model=chosen).inc()
         candidates = [m for m in order if m in self.upstreams.models][:self.upstreams.retries + 1]
         if not candidates:  # possible after a reload to a router with other model names

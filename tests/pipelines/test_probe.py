@@ -1,17 +1,18 @@
-"""`router probe` (issue 25, in progress): the queries a new model should answer first, a sample stratified over
-the logs' embeddings; a model withheld from the NQ sample and re-added with its
-answers on them joins the next job's data as a sparse model."""
+"""`router probe` (issue 25): the queries a new model should answer first, a sample stratified over the logs'
+embeddings; a model withheld from the NQ sample and re-added with its answers on them is held back by the next
+job below min_answers, routed to above it."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import polars as pl
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.probe import answered_by, choose_probes, disagreement, random_probes
+from pipelines.probe import choose_probes, disagreement, random_probes
 from tests.conftest import NQ_SAMPLE, TEST_CACHE
 
 
@@ -33,35 +34,57 @@ def test_probes_are_a_sample_stratified_over_the_embeddings(nq, nq_X):
     assert len(choose_probes(nq_X, nq, 10_000, exclude=exclude)) == 400  # asking for more: every candidate
 
 
-def test_a_withheld_model_comes_back_through_router_probe(nq, nq_X, tmp_path):
-    new = "meta/llama-3.1-70b-instruct"
-    rows = pl.read_ndjson(NQ_SAMPLE)
-    rows.filter(pl.col("model") != new).write_ndjson(tmp_path / "logs.jsonl")
-    (tmp_path / "job.yaml").write_text(f"embedder: {{cache_dir: '{TEST_CACHE}'}}\n")
-    result = CliRunner().invoke(app, ["probe", str(tmp_path / "logs.jsonl"), "--model", new, "--n", "30",
-                                      "--out", str(tmp_path / "probe.jsonl"), "--config", str(tmp_path / "job.yaml")])
+def _probe(logs, new: str, n: int, out, config) -> list[dict]:
+    """``router probe`` for ``new``, then the user's part: its answers (from the full sample) filled in."""
+    result = CliRunner().invoke(app, ["probe", str(logs), "--model", new, "--n", str(n), "--out", str(out),
+                                      "--config", str(config)])
     assert result.exit_code == 0, result.output
-    assert f"wrote 30 of 500 queries for {new} to " in result.output and "--allow-model-change" in result.output
-    probes = [json.loads(line) for line in (tmp_path / "probe.jsonl").read_text().splitlines()]
-    assert len(probes) == 30 and {p["model"] for p in probes} == {new} and all(p["score"] is None for p in probes)
-    answers = rows.filter(pl.col("model") == new).select("query_id", "score", "cost")
-    filled = pl.DataFrame(probes).drop("score", "cost").join(answers, on="query_id")  # the user scores them
-    filled.write_ndjson(tmp_path / "probe.jsonl")
-    from router.data.labels import build_routing_data
-    from router.data.scan import scan_logs
+    assert f"wrote {n} of 500 queries for {new} to " in result.output and "--allow-model-change" in result.output
+    probes = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(probes) == n and {p["model"] for p in probes} == {new} and all(p["score"] is None for p in probes)
+    answers = pl.read_ndjson(NQ_SAMPLE).filter(pl.col("model") == new).select("query_id", "score", "cost")
+    pl.DataFrame(probes).drop("score", "cost").join(answers, on="query_id").write_ndjson(out)
+    return probes
 
-    data = build_routing_data(scan_logs([tmp_path / "logs.jsonl", tmp_path / "probe.jsonl"]))
-    assert new in data.models and answered_by(data, new).sum() == 30 and data.n_queries == 500
-    from pipelines.config import JobConfig
-    from pipelines.experiment import run_experiment
 
-    assert list(data.query_ids) == list(nq.query_ids)  # the rows of nq_X
-    job = JobConfig(routers=[{"family": "ridge"}], objective="quality")
-    exp = run_experiment(data, nq_X, job)  # the re-added model is sparse: said, with its evidence
-    (line,) = [x for x in exp.outcome_lines(job) if x.startswith("models with part of the answers")]
-    n_train = int(exp.train.mask[:, exp.train.models.index(new)].sum())
-    assert f"{new} {n_train} of {exp.train.n_queries}" in line and "+- " in line
-    assert f"scores the {len(exp.eval_rows)} of {exp.test.n_queries} held-out queries every model answered" in line
+def test_a_withheld_model_comes_back_through_router_probe_and_train(tmp_path):
+    """The best model of the NQ sample withheld, then re-added from the command line: with 30 probe answers the
+    job holds it back (it takes no traffic); with 180 it routes to it, saying how certain its estimate is."""
+    new = "google/gemma-2-27b-it"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    pl.read_ndjson(NQ_SAMPLE).filter(pl.col("model") != new).write_ndjson(logs / "nq.jsonl")
+    config = tmp_path / "job.yaml"
+    config.write_text(json.dumps({
+        "name": "nq-router", "embedder": {"cache_dir": str(TEST_CACHE)}, "objective": "quality",
+        "routers": [{"family": "best_single"}, {"family": "ridge"}],
+        "tracking": {"uri": f"sqlite:///{tmp_path / 'mlruns.db'}", "artifact_root": str(tmp_path / "art")},
+        "export_dir": str(tmp_path / "models")}))
+    first = _probe(logs / "nq.jsonl", new, 30, logs / "probe-1.jsonl", config)
+    train = ["train", str(logs), "--config", str(config), "--allow-model-change"]
+    result = CliRunner().invoke(app, train)
+    assert result.exit_code == 0, result.output
+    assert f"held back: {new} answered " in result.output and "it takes no traffic" in result.output
+    assert f"--explore-new {new}:0.05" in result.output
+    import router
+
+    assert new not in router.load(str(tmp_path / "models" / "nq-router" / "v1")).models
+    # more answers, on queries it has not answered yet
+    second = _probe(logs, new, 150, logs / "probe-2.jsonl", config)
+    assert not {p["query_id"] for p in first} & {p["query_id"] for p in second}
+    result = CliRunner().invoke(app, train)
+    assert result.exit_code == 0, result.output
+    (line,) = [x for x in result.output.splitlines() if x.startswith(f"{new} answered ")]
+    answered, n_train = map(int, re.match(r".* answered (\d+) of (\d+) training queries: mean score ", line).groups())
+    assert 100 <= answered <= 180 and n_train < 500 and "+- " in line and "estimate error" in line
+    assert "held back" not in result.output
+    assert f"doubly robust estimates on {500 - n_train} of {500 - n_train} held-out" in result.output
+    exported = sorted((tmp_path / "models" / "nq-router").glob("v*"))[-1]
+    assert new in router.load(str(exported)).models
+
+
+def test_probe_refuses_a_model_that_answered_everything(tmp_path):
+    (tmp_path / "job.yaml").write_text(f"embedder: {{cache_dir: '{TEST_CACHE}'}}\n")
     result = CliRunner().invoke(app, ["probe", str(NQ_SAMPLE), "--model", "google/gemma-2-27b-it",
                                       "--config", str(tmp_path / "job.yaml")])
     assert result.exit_code == 2 and "already has a score on every query" in result.output
