@@ -288,7 +288,7 @@ def probe(job, model: Annotated[str, typer.Option("--model", help="the new model
     """Choose the N queries a new model should answer first: a sample spread over the logs' embeddings in
     proportion. Run the model on them, fill score (and cost), and add the file to the logs."""
     from pipelines.prepare import prepare
-    from pipelines.probe import answered_by, choose_probes, disagreement, write_probes
+    from pipelines.probe import answered_by, choose_probes, disagreement, expectation, write_probes
 
     try:
         prep = prepare(job.logs, job.embedder)
@@ -303,6 +303,7 @@ def probe(job, model: Annotated[str, typer.Option("--model", help="the new model
     typer.echo(f"wrote {len(rows):,} of {prep.data.n_queries:,} queries for {model} to {out}: a sample stratified "
                f"over the logs' embeddings (the current models' score variance on them {spread[rows].mean():.3f}, "
                f"on all {spread.mean():.3f})")
+    typer.echo(expectation(int(known.sum()) + len(rows), job.split.test_size, job.min_answers))
     typer.echo(f"next: run {model} on them, fill each row's score (and cost), add {out} to the logs and run "
                f"router train with --allow-model-change (the champion routes to the current models only)")
 

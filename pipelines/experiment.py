@@ -36,7 +36,7 @@ from router.data.labels import RoutingData
 from router.evaluation.metrics import best_single_index, complete_rows, evaluate_router
 from router.evaluation.offpolicy import estimates_by_router, with_dr_values
 from router.evaluation.report import build_report
-from router.evaluation.sparse import dr_estimates, fill_estimates, fit_imputer, partial_models
+from router.evaluation.sparse import dr_estimates, fill_estimates, fit_imputer, paired_gain, partial_models
 from router.evaluation.splits import Split, given_split, has_given_split, split_queries
 from router.policy.operating_point import Calibration, calibrate
 from router.routers import ROUTERS, BaseRouter, make_router
@@ -110,9 +110,10 @@ class _Fits:
 def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client) -> Experiment:
     train, test = data.subset(split.train), data.subset(split.test)
     X_train, X_test = X[split.train], X[split.test]
-    train, test, sparse = sparse_values(train, test, X_train, X_test, job.min_answers)
-    specs = usable_candidates(train, job)
-    goal, reference = goal_for(job, train), best_single_index(train)
+    train, test, sparse = sparse_values(train, test, X_train, X_test, job.min_answers, job.registry.confidence)
+    exclude = [train.models.index(m) for m in sparse.unproven] if sparse is not None else []
+    specs = usable_candidates(train, job, exclude)
+    goal, reference = goal_for(job, train), best_single_index(train, exclude=exclude)
     logged_test = test
     test, q_hat = held_out_values(test, X_test, train, X_train)
     sample = selection_sample(train.n_queries, job.selection.max_queries, job.split.seed)
@@ -121,12 +122,13 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
     calibrate_candidates(fits, X_sel, train_sel, job, goal, reference)
     selection = select_router(specs, fits, X_sel, train_sel, job, goal, reference)
     selected = selection.label if selection is not None else job.export_router
-    fitted = evaluate_candidates(specs, fits, X_test, test, train, job)
+    fitted = evaluate_candidates(specs, fits, X_test, test, train, job, exclude)
     offpolicy = None
     if q_hat is not None:  # the held-out logs hold the router's own traffic: IPS, SNIPS, DR side by side
         offpolicy = estimates_by_router(logged_test, q_hat, _choices_by_row(fitted, test), seed=job.split.seed)
     report = build_report({k: f.result for k, f in fitted.items()}, train, test,
-                          fitted[selected].router.model_costs_, split=split.how, budget=job.budget, offpolicy=offpolicy)
+                          fitted[selected].router.model_costs_, split=split.how, budget=job.budget, offpolicy=offpolicy,
+                          exclude=exclude)
     evidence = None
     if selected != BASELINE:
         evidence = cross_fitted(specs, X_sel, train_sel, job, goal, calibrate_router, fits.seconds)
@@ -139,11 +141,13 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
 
 
 def sparse_values(train: RoutingData, test: RoutingData, X_train: np.ndarray, X_test: np.ndarray,
-                  min_answers: int) -> tuple[RoutingData, RoutingData, SparseModels | None]:
+                  min_answers: int, confidence: float = 0.9) -> tuple[RoutingData, RoutingData, SparseModels | None]:
     """Train and test with their partial models (``router.evaluation.sparse``) settled: one with under
     ``min_answers`` training answers (its own traffic included) is dropped (held back: it takes no traffic);
     the sparse ones' missing training scores are estimated for the routers to learn from, their held-out
-    scores doubly robust values for evaluation and the gate. None for the third when no model is partial."""
+    scores doubly robust values for evaluation and the gate. A sparse model is the best single model only if,
+    on the queries it answered, it beats the best other model with ``confidence`` (``paired_gain``); else it
+    is ``unproven``. None for the third when no model is partial."""
     cols = partial_models(train)
     if not len(cols):
         return train, test, None
@@ -157,18 +161,19 @@ def sparse_values(train: RoutingData, test: RoutingData, X_train: np.ndarray, X_
     if held:
         train, test = train.select_models(keep), test.select_models(keep)
     imputer = fit_imputer(train, X_train)
+    gains = {train.models[j]: paired_gain(train, j, confidence) for j in imputer.columns}
     train = fill_estimates(train, imputer.predict(train, X_train), imputer.columns)
     test = dr_estimates(test, imputer.predict(test, X_test), imputer.columns)
     return train, test, SparseModels(imputer=imputer, models=tuple(train.models[j] for j in imputer.columns),
-                                     held_back=held, min_answers=min_answers)
+                                     held_back=held, min_answers=min_answers, gains=gains)
 
 
-def usable_candidates(train: RoutingData, job: JobConfig) -> dict[str, RouterSpec]:
+def usable_candidates(train: RoutingData, job: JobConfig, exclude: list[int] | None = None) -> dict[str, RouterSpec]:
     """The configured routers that can fit these logs, by label; a ValueError for a config they cannot meet.
 
     Families that learn from the task column (``needs_tasks``) sit out when the logs have none, or one task;
     on the router's own traffic alone (one scored model per query), only families that learn from
-    inverse-propensity weights can fit at all.
+    inverse-propensity weights can fit at all. ``exclude``: models the best single router may not pick.
     """
     if job.share is not None and job.share.model not in train.models:
         raise ValueError(f"share.model {job.share.model!r} is not a model of these logs: {list(train.models)}")
@@ -185,6 +190,9 @@ def usable_candidates(train: RoutingData, job: JobConfig) -> dict[str, RouterSpe
     specs = {spec.label: spec for spec in job.candidates()
              if (tagged or not getattr(ROUTERS[spec.family], "needs_tasks", False))
              and (not weighted_only or ROUTERS[spec.family].supports_weights)}
+    if exclude and BASELINE in specs:
+        specs[BASELINE] = specs[BASELINE].model_copy(update={"params": {**specs[BASELINE].params,
+                                                                        "exclude": list(exclude)}})
     if job.export_router != "auto" and job.export_router not in specs:
         why = ("learns from partial feedback (the logs are the router's own traffic, or some model is scored only "
                "there); families that do: " + ", ".join(sorted(f for f, c in ROUTERS.items() if c.supports_weights))
@@ -261,7 +269,8 @@ def select_router(specs: dict[str, RouterSpec], fits: _Fits, X_sel: np.ndarray, 
 
 
 def evaluate_candidates(specs: dict[str, RouterSpec], fits: _Fits, X_test: np.ndarray, test: RoutingData,
-                        train: RoutingData, job: JobConfig) -> dict[str, FittedRouter]:
+                        train: RoutingData, job: JobConfig, exclude: list[int] | None = None
+                        ) -> dict[str, FittedRouter]:
     """Every candidate's held-out predictions, evaluated at its own operating point."""
     out = {}
     for label, (router, fit_s) in fits.routers.items():
@@ -271,7 +280,8 @@ def evaluate_candidates(specs: dict[str, RouterSpec], fits: _Fits, X_test: np.nd
         # A share bias shifts one model's scores: evaluating the shifted scores is the decision rule with it.
         point = fits.calibrations[label].default
         shifted = pred if point.bias is None else pred + np.asarray(point.bias)
-        result = evaluate_router(shifted, test, train, router.model_costs_, point.lam, budget=job.budget)
+        result = evaluate_router(shifted, test, train, router.model_costs_, point.lam, budget=job.budget,
+                                 exclude=exclude)
         out[label] = FittedRouter(specs[label], router, result, fit_s, pred_s, pred, fits.calibrations[label])
     return out
 

@@ -64,6 +64,25 @@ def answered_by(data: RoutingData, model: str) -> np.ndarray:
     return data.mask[:, data.models.index(model)].copy()
 
 
+# Share of the full-knowledge gain the job recovered with N answers (probe-chosen; mean over the withheld models
+# whose answers change routing on the research sets): benchmarks/RESULTS.md, section "probe".
+MEASURED: dict[int, str] = {}
+
+
+def expectation(n: int, test_size: float, min_answers: int) -> str:
+    """What the next job will do with ``n`` answers of the model: about ``n * (1 - test_size)`` land in the
+    training split, against ``min_answers``; and what the benchmark measured at the largest N up to ``n``."""
+    k = int(round(n * (1 - test_size)))
+    need = int(np.ceil(min_answers / (1 - test_size)))
+    verdict = (f"under min_answers ({min_answers}): the next job will hold it back (it takes no traffic); "
+               f"{need} answers would do" if k < min_answers else f"enough to route to it (min_answers {min_answers})")
+    near = [m for m in sorted(MEASURED) if m <= n]
+    measured = (f". On the research sets, {near[-1]} answers recovered {MEASURED[near[-1]]} of what knowing every "
+                "answer gained (benchmarks/RESULTS.md, section probe)") if near else ""
+    return (f"with them it has {n} answers, about {k} in the training split (test_size {test_size:g}): "
+            f"{verdict}{measured}")
+
+
 def write_probes(path, data: RoutingData, rows: np.ndarray, model: str) -> None:
     """Canonical rows for ``model`` on ``rows``, ``score`` and ``cost`` empty for the user to fill (JSONL)."""
     lines = []

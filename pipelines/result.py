@@ -51,6 +51,12 @@ class SparseModels:
     models: tuple[str, ...]
     held_back: dict[str, int]
     min_answers: int
+    gains: dict = field(default_factory=dict)  # per sparse model, ``paired_gain``'s (model, gain, lower, n) or None
+
+    @property
+    def unproven(self) -> tuple[str, ...]:
+        """Sparse models that may not be the best single model: not shown better than the best other one."""
+        return tuple(m for m in self.models if self.gains.get(m) is None or self.gains[m][2] <= 0)
 
     def lines(self, n_train: int) -> list[str]:
         """Per sparse model, its evidence; per held-back one, why it takes no traffic and what to do."""
@@ -61,6 +67,12 @@ class SparseModels:
                        "(leave-one-out; from the other models' scores and the embedding). The routers learn its "
                        "estimated scores; the held-out evaluation and the gate use doubly robust values, so its "
                        "uncertainty widens their intervals")
+            gain = self.gains.get(name)
+            if gain is not None:
+                best, mean, lower, n = gain
+                out[-1] += (f". Against {best} on the {n:,} queries both answered: {mean:+.3f} (lower bound "
+                            f"{lower:+.3f}): " + ("it may be the best single model" if lower > 0 else
+                                                  "not shown better, so never the best single model"))
         for name, n in self.held_back.items():
             out.append(f"held back: {name} answered {n:,} training queries, under the {self.min_answers:,} the job "
                        f"trusts (min_answers): it takes no traffic. Log more of its answers (router probe LOGS "

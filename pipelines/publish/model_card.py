@@ -63,6 +63,7 @@ def model_card(job: JobConfig, prep: Prepared, exp: Experiment, data_sha256: str
         f"- split: {exp.split.how}; train {len(exp.split.train):,}, held out {len(exp.split.test):,}",
         f"- embedder: `{prep.embedder.id}`",
         *(f"- {line}" for line in exp.feedback_lines()),
+        *(f"- {line}" for line in (exp.sparse.lines(exp.train.n_queries) if exp.sparse is not None else [])),
         "",
         "## The router",
         f"- family `{f.spec.family}`, operating lambda {f.lam:g} ({f.point.target}; calibrated on out-of-fold "

@@ -230,6 +230,9 @@ def log_job_run(job, prep, exp, summary, plots_dir: Path, workers: int | None = 
     mlflow.set_tags({"job": job.name, "exported_router": exported, "selected_router": exp.selected,
                      "split": exp.split.how, "decision": exp.decision, "verdict": exp.verdict,
                      "objective": exp.goal.kind, "operating_point": exp.fitted[exported].point.target})
+    if exp.sparse is not None:  # which models a data scientist comparing runs should know were thin
+        mlflow.set_tags({"models.sparse": ", ".join(exp.sparse.models) or "none",
+                         "models.held_back": ", ".join(exp.sparse.held_back) or "none"})
     cluster = {}
     if job.cluster is not None:
         mlflow.set_tag("cluster.address", job.cluster.address)

@@ -28,6 +28,7 @@ from router.data.labels import RoutingData, best_model_labels, model_means
 from router.evaluation.curves import aiq, apgr, cpt, strong_share_curve
 from router.policy.rule import choose, lambda_grid
 from router.policy.propensity import partial_feedback, weighted_means
+from router.routers.baselines import exclude_models
 
 # --------------------------------------------------------------------------- basic metrics
 
@@ -75,14 +76,17 @@ def gap_closed(router: float, best_single: float, oracle: float) -> float:
     return float((router - best_single) / gap) if abs(gap) > 1e-12 else math.nan
 
 
-def best_single_index(train: RoutingData, model_costs: np.ndarray | None = None, budget: float | None = None) -> int:
+def best_single_index(train: RoutingData, model_costs: np.ndarray | None = None, budget: float | None = None,
+                      exclude: list[int] | None = None) -> int:
     """Model with the best training mean; ties to the cheaper model, then the lower index. Under a
-    ``budget`` ($/query) only models whose mean cost fits it compete (none fits: the cheapest)."""
+    ``budget`` ($/query) only models whose mean cost fits it compete (none fits: the cheapest); the
+    ``exclude`` models never do (``BestSingleRouter``'s)."""
     costs = mean_model_costs(train) if model_costs is None else np.asarray(model_costs, dtype=np.float64)
     means = model_means(train.scores, train.mask)
     feedback = None if train.propensities is None else partial_feedback(train.scores, train.mask, train.propensities)
     if feedback is not None:  # the router's own traffic: plain means carry the deployed router's bias
         means = weighted_means(train.scores, feedback.weights)
+    means = exclude_models(means, exclude)
     if budget is not None:
         fits = costs <= budget
         if not fits.any():
@@ -154,9 +158,9 @@ def _resolve_costs(train: RoutingData, test: RoutingData, model_costs) -> tuple[
 
 
 def baselines(train: RoutingData, test: RoutingData, model_costs: np.ndarray | None = None,
-              budget: float | None = None) -> Baselines:
-    """Best single (train-chosen, within ``budget`` if given; and hindsight), oracle and random on the
-    complete test queries."""
+              budget: float | None = None, exclude: list[int] | None = None) -> Baselines:
+    """Best single (train-chosen, within ``budget`` if given, never an ``exclude`` model; and hindsight),
+    oracle and random on the complete test queries."""
     costs, has_cost = _resolve_costs(train, test, model_costs)
     ev = _eval_set(test, costs, has_cost)
     single_q = ev.scores.mean(axis=0)
@@ -169,7 +173,8 @@ def baselines(train: RoutingData, test: RoutingData, model_costs: np.ndarray | N
     return Baselines(
         models=tuple(test.models), n_train=train.n_queries, n_test=test.n_queries, n_eval=len(ev.rows),
         n_dropped_incomplete=test.n_queries - len(ev.rows), has_cost=has_cost,
-        best_single=best_single_index(train, costs, budget), reference=best_single_index(train, costs),
+        best_single=best_single_index(train, costs, budget, exclude),
+        reference=best_single_index(train, costs, exclude=exclude),
         hindsight_best=_best_index(single_q, costs),
         single_quality=single_q, single_cost=single_c, oracle_quality=oracle_q, oracle_cost=oracle_c,
         random_quality=float(single_q.mean()), random_cost=float(single_c.mean()), model_costs=costs,
@@ -299,16 +304,17 @@ def evaluate_router(
     level: float = 0.95,
     seed: int = 0,
     budget: float | None = None,
+    exclude: list[int] | None = None,
 ) -> RouterResult:
     """Score one router's predictions on the test queries (rows of ``pred_scores_test`` align with
     ``test``; incomplete queries are dropped here). ``model_costs`` defaults to the mean training
     cost per model (``BaseRouter.model_costs_``). Under a ``budget`` gap closed is measured from the
-    best single model that fits it."""
+    best single model that fits it; ``exclude``: models that may not be the best single one."""
     pred = np.asarray(pred_scores_test, dtype=np.float64)
     if pred.shape != test.scores.shape:
         raise ValueError(f"pred_scores_test must have shape {test.scores.shape} (test queries x models), "
                          f"got {pred.shape}")
-    base = baselines(train, test, model_costs, budget)
+    base = baselines(train, test, model_costs, budget, exclude)
     costs = base.model_costs
     ev = _eval_set(test, costs, base.has_cost)
     pred = pred[ev.rows]

@@ -202,9 +202,11 @@ def build_report(
     split: str | None = None,
     budget: float | None = None,
     offpolicy: dict | None = None,
+    exclude: list[int] | None = None,
 ) -> EvaluationReport:
-    """Collect router results with the baselines computed on the same train/test queries."""
-    base = baselines(train, test, model_costs, budget)
+    """Collect router results with the baselines computed on the same train/test queries (``exclude``: models
+    that may not be the best single one)."""
+    base = baselines(train, test, model_costs, budget, exclude)
     for name, r in results.items():
         if r.baselines.n_eval != base.n_eval or r.baselines.models != base.models:
             raise ValueError(f"router {name!r} was evaluated on other queries or models than this report")

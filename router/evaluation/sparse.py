@@ -114,6 +114,27 @@ def fit_imputer(data: RoutingData, X: np.ndarray) -> Imputer:
                    se=np.array(se), rmse=np.array(rmse))
 
 
+def paired_gain(data: RoutingData, j: int, confidence: float) -> tuple[str, float, float, int] | None:
+    """Model ``j`` against the best of the models that are not sparse (by mean), on the fully logged queries
+    both answered: ``(that model, mean gain, its one-sided lower bound at confidence, queries)``; None when
+    there is no such model or fewer than two such queries."""
+    from statistics import NormalDist
+
+    from router.data.labels import model_means
+
+    others = np.setdiff1d(np.arange(data.n_models), sparse_models(data))
+    others = others[others != j]
+    if not len(others):
+        return None
+    best = int(others[np.nanargmax(model_means(data.scores[:, others], data.mask[:, others]))])
+    rows = ~data.is_bandit & data.mask[:, j] & data.mask[:, best]
+    if rows.sum() < 2:
+        return None
+    diff = data.scores[rows, j] - data.scores[rows, best]
+    lower = diff.mean() - NormalDist().inv_cdf(confidence) * diff.std(ddof=1) / np.sqrt(rows.sum())
+    return data.models[best], float(diff.mean()), float(lower), int(rows.sum())
+
+
 def _flag(data: RoutingData, rows: np.ndarray) -> np.ndarray:
     return rows if data.estimated is None else data.estimated | rows
 

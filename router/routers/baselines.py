@@ -13,15 +13,33 @@ from router.routers.base import BaseRouter
 
 class BestSingleRouter(BaseRouter):
     """Predicts each model's training mean for every query: what a user deploys without a router.
-    On partial feedback, the means are inverse-propensity weighted."""
+    On partial feedback, the means are inverse-propensity weighted.
+
+    ``exclude``: models that may not be the best single model (a new model whose few answers do not show it
+    better than the others, ``router.evaluation.sparse.unproven``): predicted one below the lowest other mean.
+    """
 
     supports_weights = True
 
+    def __init__(self, exclude: list[int] | None = None):
+        self.exclude = exclude
+
     def _fit(self, X, Y, C, mask, feedback=None) -> None:
-        self.means_ = column_means(Y, mask) if feedback is None else weighted_means(Y, feedback.weights)
+        means = column_means(Y, mask) if feedback is None else weighted_means(Y, feedback.weights)
+        self.means_ = exclude_models(means, self.exclude)
 
     def _predict_scores(self, X) -> np.ndarray:
         return np.broadcast_to(self.means_, (X.shape[0], self.n_models_)).copy()
+
+
+def exclude_models(means: np.ndarray, exclude: list[int] | None) -> np.ndarray:
+    """``means`` with the ``exclude`` models one below the lowest of the others (so never the argmax)."""
+    if not exclude:
+        return means
+    out = np.asarray(means, dtype=np.float64).copy()
+    others = np.delete(out, exclude)
+    out[list(exclude)] = (np.nanmin(others) if len(others) else 0.0) - 1.0
+    return out
 
 
 class RandomRouter(BaseRouter):

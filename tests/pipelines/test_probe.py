@@ -5,6 +5,7 @@ job below min_answers, routed to above it."""
 from __future__ import annotations
 
 import json
+import pathlib
 import re
 
 import numpy as np
@@ -34,8 +35,9 @@ def test_probes_are_a_sample_stratified_over_the_embeddings(nq, nq_X):
     assert len(choose_probes(nq_X, nq, 10_000, exclude=exclude)) == 400  # asking for more: every candidate
 
 
-def _probe(logs, new: str, n: int, out, config) -> list[dict]:
-    """``router probe`` for ``new``, then the user's part: its answers (from the full sample) filled in."""
+def _probe(logs, new: str, n: int, out, config) -> tuple[list[dict], str]:
+    """``router probe`` for ``new``, then the user's part: its answers (from the full sample) filled in; the
+    probes and what the command printed."""
     result = CliRunner().invoke(app, ["probe", str(logs), "--model", new, "--n", str(n), "--out", str(out),
                                       "--config", str(config)])
     assert result.exit_code == 0, result.output
@@ -44,7 +46,7 @@ def _probe(logs, new: str, n: int, out, config) -> list[dict]:
     assert len(probes) == n and {p["model"] for p in probes} == {new} and all(p["score"] is None for p in probes)
     answers = pl.read_ndjson(NQ_SAMPLE).filter(pl.col("model") == new).select("query_id", "score", "cost")
     pl.DataFrame(probes).drop("score", "cost").join(answers, on="query_id").write_ndjson(out)
-    return probes
+    return probes, result.output
 
 
 def test_a_withheld_model_comes_back_through_router_probe_and_train(tmp_path):
@@ -60,7 +62,9 @@ def test_a_withheld_model_comes_back_through_router_probe_and_train(tmp_path):
         "routers": [{"family": "best_single"}, {"family": "ridge"}],
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlruns.db'}", "artifact_root": str(tmp_path / "art")},
         "export_dir": str(tmp_path / "models")}))
-    first = _probe(logs / "nq.jsonl", new, 30, logs / "probe-1.jsonl", config)
+    first, said = _probe(logs / "nq.jsonl", new, 30, logs / "probe-1.jsonl", config)
+    assert "with them it has 30 answers, about 21 in the training split" in said
+    assert "the next job will hold it back (it takes no traffic); 143 answers would do" in said
     train = ["train", str(logs), "--config", str(config), "--allow-model-change"]
     result = CliRunner().invoke(app, train)
     assert result.exit_code == 0, result.output
@@ -69,14 +73,24 @@ def test_a_withheld_model_comes_back_through_router_probe_and_train(tmp_path):
     import router
 
     assert new not in router.load(str(tmp_path / "models" / "nq-router" / "v1")).models
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}")
+    run = client.get_run(client.get_model_version("nq-router", "1").run_id)
+    assert run.data.tags["models.held_back"] == new and run.data.tags["models.sparse"] == "none"
+    card = pathlib.Path(client.download_artifacts(run.info.run_id, "model_card.md", str(tmp_path)))
+    assert f"- held back: {new} answered " in card.read_text()
     # more answers, on queries it has not answered yet
-    second = _probe(logs, new, 150, logs / "probe-2.jsonl", config)
+    second, said = _probe(logs, new, 150, logs / "probe-2.jsonl", config)
     assert not {p["query_id"] for p in first} & {p["query_id"] for p in second}
+    assert "with them it has 180 answers, about 126 in the training split" in said
+    assert "enough to route to it (min_answers 100)" in said
     result = CliRunner().invoke(app, train)
     assert result.exit_code == 0, result.output
     (line,) = [x for x in result.output.splitlines() if x.startswith(f"{new} answered ")]
     answered, n_train = map(int, re.match(r".* answered (\d+) of (\d+) training queries: mean score ", line).groups())
     assert 100 <= answered <= 180 and n_train < 500 and "+- " in line and "estimate error" in line
+    assert line.endswith("it may be the best single model")  # it beats the runner-up by far on its answers
     assert "held back" not in result.output
     assert f"doubly robust estimates on {500 - n_train} of {500 - n_train} held-out" in result.output
     exported = sorted((tmp_path / "models" / "nq-router").glob("v*"))[-1]
