@@ -29,14 +29,24 @@ SPARSE_SHARE = 0.5  # a model scored on fewer of the (non-bandit) queries than t
 ALPHAS = np.logspace(-2, 4, 13)
 
 
+def logged_rows(data: RoutingData) -> np.ndarray:
+    """(n,) bool: the queries that are not the router's own traffic (bandit feedback, with propensities)."""
+    return ~data.is_bandit
+
+
 def _full_share(data: RoutingData) -> np.ndarray | None:
-    """Per model, the share of the fully logged (not bandit) queries it is scored on; None without such queries."""
-    full = ~data.is_bandit
-    return data.mask[full].mean(axis=0) if full.any() else None
+    """Per model, the share of the ``logged_rows`` it is scored on; None when no such query has two scored models
+    (a router's traffic logged without propensities, refused later by name), or no model is scored on
+    ``SPARSE_SHARE`` of them (no pool to measure a new model against)."""
+    full = logged_rows(data)
+    if not (data.mask[full].sum(axis=1) >= 2).any():
+        return None
+    share = data.mask[full].mean(axis=0)
+    return share if share.max() >= SPARSE_SHARE else None
 
 
 def partial_models(data: RoutingData) -> np.ndarray:
-    """Indices of the models with an answer, scored on under ``SPARSE_SHARE`` of the fully logged queries: the
+    """Indices of the models with an answer, scored on under ``SPARSE_SHARE`` of the ``logged_rows``: the
     sparse models, and those scored only in the router's own traffic (a new model served a share of it). None
     on logs of the router's own traffic alone (every model there is partial: that is the off-policy path)."""
     share = _full_share(data)
@@ -46,8 +56,8 @@ def partial_models(data: RoutingData) -> np.ndarray:
 
 
 def sparse_models(data: RoutingData) -> np.ndarray:
-    """Indices of the models scored on some, but under ``SPARSE_SHARE``, of the queries that are not bandit
-    feedback (models with a few missing answers stay as they are: their incomplete queries are left out)."""
+    """Indices of the models scored on some, but under ``SPARSE_SHARE``, of the ``logged_rows`` (models with a
+    few missing answers stay as they are: their incomplete queries are left out)."""
     share = _full_share(data)
     if share is None:
         return np.zeros(0, dtype=np.int64)
@@ -93,7 +103,7 @@ def fit_imputer(data: RoutingData, X: np.ndarray) -> Imputer:
 
     cols = sparse_models(data)
     features = np.setdiff1d(np.arange(data.n_models), cols)
-    full = ~data.is_bandit
+    full = logged_rows(data)
     fill = np.array([np.mean(data.scores[full & data.mask[:, j], j]) if (full & data.mask[:, j]).any() else 0.0
                      for j in features])
     imp = Imputer(cols, features, fill, (), np.zeros(0, int), np.zeros(0), np.zeros(0), np.zeros(0))
@@ -115,7 +125,7 @@ def fit_imputer(data: RoutingData, X: np.ndarray) -> Imputer:
 
 
 def paired_gain(data: RoutingData, j: int, confidence: float) -> tuple[str, float, float, int] | None:
-    """Model ``j`` against the best of the models that are not sparse (by mean), on the fully logged queries
+    """Model ``j`` against the best of the models that are not sparse (by mean), on the ``logged_rows``
     both answered: ``(that model, mean gain, its one-sided lower bound at confidence, queries)``; None when
     there is no such model or fewer than two such queries."""
     from statistics import NormalDist
@@ -127,7 +137,7 @@ def paired_gain(data: RoutingData, j: int, confidence: float) -> tuple[str, floa
     if not len(others):
         return None
     best = int(others[np.nanargmax(model_means(data.scores[:, others], data.mask[:, others]))])
-    rows = ~data.is_bandit & data.mask[:, j] & data.mask[:, best]
+    rows = logged_rows(data) & data.mask[:, j] & data.mask[:, best]
     if rows.sum() < 2:
         return None
     diff = data.scores[rows, j] - data.scores[rows, best]
@@ -140,12 +150,12 @@ def _flag(data: RoutingData, rows: np.ndarray) -> np.ndarray:
 
 
 def fill_estimates(data: RoutingData, q_hat: np.ndarray, columns: np.ndarray) -> RoutingData:
-    """``data`` with the missing scores of ``columns`` (on rows that are not bandit feedback) set to ``q_hat``
+    """``data`` with the missing scores of ``columns`` (on the ``logged_rows``) set to ``q_hat``
     (n, len(columns)), clipped to the model's observed range, marked scored; those rows are flagged
     ``estimated``. The direct estimate: for the routers to learn from."""
     if not len(columns):
         return data
-    full = ~data.is_bandit
+    full = logged_rows(data)
     scores, mask = data.scores.copy(), data.mask.copy()
     touched = np.zeros(data.n_queries, dtype=bool)
     for k, j in enumerate(columns):
@@ -158,13 +168,13 @@ def fill_estimates(data: RoutingData, q_hat: np.ndarray, columns: np.ndarray) ->
 
 
 def dr_estimates(data: RoutingData, q_hat: np.ndarray, columns: np.ndarray) -> RoutingData:
-    """``data`` with every score of ``columns`` (on rows that are not bandit feedback) set to its doubly robust
+    """``data`` with every score of ``columns`` (on the ``logged_rows``) set to its doubly robust
     value ``q + answered / share * (score - q)``, ``share`` the share of those rows the model answered; all
     marked scored and flagged ``estimated``. For evaluation: unbiased when the answered rows are a uniform
     sample, whatever the estimate's error."""
     if not len(columns):
         return data
-    full = ~data.is_bandit
+    full = logged_rows(data)
     scores, mask = data.scores.copy(), data.mask.copy()
     for k, j in enumerate(columns):
         seen = full & mask[:, j]

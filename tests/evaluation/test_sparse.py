@@ -79,6 +79,10 @@ def test_only_models_scored_on_under_half_the_queries_are_sparse(nq):
     assert not len(sparse_models(data)) and not len(partial_models(data))
     data = answered_only(nq, 2, np.arange(200))
     assert sparse_models(data).tolist() == partial_models(data).tolist() == [2]
+    pair = answered_only(nq.select_models(nq.models[:2]), 1, np.arange(100))  # one incumbent and a new model
+    assert sparse_models(pair).tolist() == [1]
+    one_each = nq.mask & (np.arange(6)[None, :] == (np.arange(500) % 6)[:, None])  # traffic, no propensities
+    assert not len(partial_models(replace(nq, mask=one_each, scores=np.where(one_each, nq.scores, np.nan))))
 
 
 def test_the_job_holds_back_a_model_under_min_answers(nq, nq_X):
