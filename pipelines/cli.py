@@ -289,6 +289,7 @@ def probe(job, model: Annotated[str, typer.Option("--model", help="the new model
     proportion. Run the model on them, fill score (and cost), and add the file to the logs."""
     from pipelines.prepare import prepare
     from pipelines.probe import answered_by, choose_probes, disagreement, expectation, write_probes
+    from router.evaluation.sparse import logged_rows
 
     try:
         prep = prepare(job.logs, job.embedder)
@@ -297,7 +298,12 @@ def probe(job, model: Annotated[str, typer.Option("--model", help="the new model
     known = answered_by(prep.data, model)
     if known.all():
         _fail(ValueError(f"{model} already has a score on every query of these logs: nothing to probe"))
-    rows = choose_probes(prep.X, prep.data, n, exclude=known, seed=seed)
+    # only queries the pool answered together: the router's own traffic holds one model's answer per query
+    out_of_pool = known | ~logged_rows(prep.data)
+    if out_of_pool.all():
+        _fail(ValueError(f"no query of these logs that {model} has not answered was answered by two models or "
+                         "more (the router's own traffic is not probed): nothing to compare it with"))
+    rows = choose_probes(prep.X, prep.data, n, exclude=out_of_pool, seed=seed)
     write_probes(out, prep.data, rows, model)
     spread = disagreement(prep.data)
     typer.echo(f"wrote {len(rows):,} of {prep.data.n_queries:,} queries for {model} to {out}: a sample stratified "
@@ -333,7 +339,7 @@ def serve(
                                                             "exploration draws (default: fresh)")] = None,
     explore_new: Annotated[Optional[str], typer.Option(
         "--explore-new", help="NAME:SHARE[,...]: serve a new model the router does not route to yet this share of "
-                              "the chat traffic (propensity logged), until a router that routes to it is loaded")]
+                              "the chat traffic (propensity logged), until a router that lists it is loaded")]
         = None,
     api_key: Annotated[Optional[str], typer.Option(
         "--api-key", envvar="ROUTER_API_KEY", show_envvar=True,

@@ -36,7 +36,8 @@ from router.data.labels import RoutingData
 from router.evaluation.metrics import best_single_index, complete_rows, evaluate_router
 from router.evaluation.offpolicy import estimates_by_router, with_dr_values
 from router.evaluation.report import build_report
-from router.evaluation.sparse import dr_estimates, fill_estimates, fit_imputer, paired_gain, partial_models
+from router.evaluation.sparse import (dr_estimates, fill_estimates, fit_imputer, held_back, paired_gain,
+                                      partial_models)
 from router.evaluation.splits import Split, given_split, has_given_split, split_queries
 from router.policy.operating_point import Calibration, calibrate
 from router.routers import ROUTERS, BaseRouter, make_router
@@ -112,6 +113,9 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
     X_train, X_test = X[split.train], X[split.test]
     train, test, sparse = sparse_values(train, test, X_train, X_test, job.min_answers, job.registry.confidence)
     exclude = [train.models.index(m) for m in sparse.unproven] if sparse is not None else []
+    if sparse is not None and job.share is not None and job.share.model in sparse.held_back:
+        raise ValueError(f"share.model {job.share.model!r} is held back: {job.share.model} "
+                         f"{sparse.held_back[job.share.model]}")
     specs = usable_candidates(train, job, exclude)
     goal, reference = goal_for(job, train), best_single_index(train, exclude=exclude)
     logged_test = test
@@ -142,26 +146,23 @@ def _run(data: RoutingData, X: np.ndarray, job: JobConfig, split: Split, client)
 
 def sparse_values(train: RoutingData, test: RoutingData, X_train: np.ndarray, X_test: np.ndarray,
                   min_answers: int, confidence: float = 0.9) -> tuple[RoutingData, RoutingData, SparseModels | None]:
-    """Train and test with their partial models (``router.evaluation.sparse``) settled: one with under
-    ``min_answers`` training answers (its own traffic included) is dropped (held back: it takes no traffic);
-    the sparse ones' missing training scores are estimated for the routers to learn from, their held-out
-    scores doubly robust values for evaluation and the gate. A sparse model is the best single model only if,
-    on the queries it answered, it beats the best other model with ``confidence`` (``paired_gain``); else it
-    is ``unproven``. None for the third when no model is partial."""
-    cols = partial_models(train)
-    if not len(cols):
+    """Train and test with their partial models (``router.evaluation.sparse``) settled: those ``held_back`` are
+    dropped (they take no traffic); the sparse ones' missing training scores are estimated for the routers to
+    learn from, their held-out scores doubly robust values for evaluation and the gate. A sparse model is the
+    best single model only if, on the queries it answered, it beats the best other model with ``confidence``
+    (``paired_gain``); one scored only in the router's own traffic never is. None for the third when no model
+    is partial."""
+    if not len(partial_models(train)):
         return train, test, None
-    answers = train.mask.sum(axis=0)
-    held = {train.models[j]: int(answers[j]) for j in cols if answers[j] < min_answers}
+    held = held_back(train, test, min_answers)
     keep = [m for m in train.models if m not in held]
     if len(keep) < 2:
-        raise ValueError(f"too few answers to route: {', '.join(f'{m} has {n}' for m, n in held.items())} of the "
-                         f"{train.n_queries:,} training queries, under min_answers ({min_answers}); log more of "
-                         "their answers (router probe picks which) or lower min_answers")
+        raise ValueError("too few answers to route: " + "; ".join(f"{m} {why}" for m, why in held.items())
+                         + ": log more of their answers (router probe picks which queries) or lower min_answers")
     if held:
         train, test = train.select_models(keep), test.select_models(keep)
     imputer = fit_imputer(train, X_train)
-    gains = {train.models[j]: paired_gain(train, j, confidence) for j in imputer.columns}
+    gains = {train.models[j]: paired_gain(train, j, confidence) for j in partial_models(train)}
     train = fill_estimates(train, imputer.predict(train, X_train), imputer.columns)
     test = dr_estimates(test, imputer.predict(test, X_test), imputer.columns)
     return train, test, SparseModels(imputer=imputer, models=tuple(train.models[j] for j in imputer.columns),

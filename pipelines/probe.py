@@ -31,10 +31,11 @@ def disagreement(data: RoutingData) -> np.ndarray:
 def choose_probes(X: np.ndarray, data: RoutingData, n: int, *, exclude: np.ndarray | None = None,
                   seed: int = 0, strata: int = 50) -> np.ndarray:
     """Sorted indices of ``n`` queries (not ``exclude``), a stratified sample: the queries' embeddings cut into
-    ``strata`` k-means clusters, each giving its share of the ``n`` (by its size, largest remainders first),
-    drawn at random inside it. Every region of the logs is covered in proportion, as a random sample covers it
-    on average, without a random sample's chance of missing one; the sample stays representative, so a fit
-    on the new model's answers learns its level as well as its differences."""
+    ``strata`` k-means clusters, each giving its share of the ``n`` (by its size; the fractions rounded at
+    random so that each query's chance is ``n`` over the pool's size), drawn at random inside it. Every region
+    of the logs is covered in proportion, as a random sample covers it on average, without a random sample's
+    chance of missing one; the sample stays representative, so a fit on the new model's answers learns its
+    level as well as its differences."""
     from sklearn.cluster import KMeans
 
     pool = np.flatnonzero(~exclude) if exclude is not None else np.arange(data.n_queries)
@@ -45,8 +46,13 @@ def choose_probes(X: np.ndarray, data: RoutingData, n: int, *, exclude: np.ndarr
     sizes = np.bincount(labels, minlength=k)
     quota = sizes * n / len(pool)
     take = np.floor(quota).astype(int)
-    take[np.argsort(-(quota - take), kind="stable")[: n - take.sum()]] += 1  # largest remainders
     rng = np.random.default_rng(seed)
+    # Systematic rounding of the remainders: each cluster's expected take is its quota, so every query has the
+    # chance n / len(pool), as in a uniform sample (the doubly robust evaluation relies on it).
+    order = rng.permutation(k)
+    edges = np.cumsum((quota - take)[order])
+    u = rng.random()
+    take[order] += (np.floor(edges - u + 1e-12) - np.floor(np.r_[0.0, edges[:-1]] - u + 1e-12)).astype(int)
     chosen = [rng.choice(np.flatnonzero(labels == c), size=t, replace=False) for c, t in enumerate(take) if t]
     return np.sort(pool[np.concatenate(chosen)])
 

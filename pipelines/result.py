@@ -45,18 +45,28 @@ class FittedRouter:
 @dataclass(frozen=True)
 class SparseModels:
     """Models that answered under half of the training queries: those routed to (``models``, their missing scores
-    estimated by ``imputer``) and those held back (``held_back``: name -> training answers, under ``min_answers``)."""
+    estimated by ``imputer``) and those held back (``held_back``: name -> why, ``router.evaluation.sparse``)."""
 
     imputer: Imputer
     models: tuple[str, ...]
-    held_back: dict[str, int]
+    held_back: dict[str, str]
     min_answers: int
-    gains: dict = field(default_factory=dict)  # per sparse model, ``paired_gain``'s (model, gain, lower, n) or None
+    gains: dict = field(default_factory=dict)  # per partial model kept, ``paired_gain``'s (model, gain, lower, n)
 
     @property
     def unproven(self) -> tuple[str, ...]:
-        """Sparse models that may not be the best single model: not shown better than the best other one."""
-        return tuple(m for m in self.models if self.gains.get(m) is None or self.gains[m][2] <= 0)
+        """Partial models that may not be the best single model: not shown better than the best other one on the
+        queries both answered (one scored only in the router's own traffic never is)."""
+        return tuple(m for m, g in self.gains.items() if g is None or g[2] <= 0)
+
+    def to_dict(self) -> dict:
+        """Per sparse model its evidence, per held-back one why (``report.json``'s ``sparse``)."""
+        imp = self.imputer
+        return {"models": {m: {"answers": int(imp.answers[k]), "mean": json_number(imp.mean[k]),
+                               "se": json_number(imp.se[k]), "estimate_rmse": json_number(imp.rmse[k]),
+                               "best_single_allowed": m not in self.unproven}
+                           for k, m in enumerate(self.models)},
+                "held_back": dict(self.held_back), "min_answers": self.min_answers}
 
     def lines(self, n_train: int) -> list[str]:
         """Per sparse model, its evidence; per held-back one, why it takes no traffic and what to do."""
@@ -73,10 +83,8 @@ class SparseModels:
                 out[-1] += (f". Against {best} on the {n:,} queries both answered: {mean:+.3f} (lower bound "
                             f"{lower:+.3f}): " + ("it may be the best single model" if lower > 0 else
                                                   "not shown better, so never the best single model"))
-        for name, n in self.held_back.items():
-            out.append(f"held back: {name} answered {n:,} training queries, under the {self.min_answers:,} the job "
-                       f"trusts (min_answers): it takes no traffic. Log more of its answers (router probe LOGS "
-                       f"--model {name} picks which) or serve it a share (router serve --explore-new {name}:0.05)")
+        for name, why in self.held_back.items():
+            out.append(f"held back (it takes no traffic): {name} {why}")
         return out
 
 
@@ -139,9 +147,10 @@ class Experiment:
                          f"{IPS_CLIP:g}), the other families fit on the fully logged queries only")
         estimated = self.test.estimated
         if estimated is not None and estimated.any():
-            why = "bandit feedback" if self.sparse is None else "models with part of the answers"
+            why = "bandit feedback" if self.sparse is None or not self.sparse.models else \
+                "models with part of the answers"
             lines.append(f"held-out values: doubly robust estimates on {int(estimated.sum()):,} of "
-                         f"{self.test.n_queries:,} held-out queries ({why}); selection and the gate "
+                         f"{self.test.n_queries:,} held-out queries ({why}); the report and the gate "
                          "used them; the oracle is not estimable there")
         return lines
 
@@ -233,4 +242,5 @@ class Experiment:
         return {"objective": {"kind": goal.kind, "margin": goal.margin, "min_savings": goal.min_savings,
                               "lam": goal.lam, "min_gain": goal.min_gain, "confidence": goal.confidence},
                 "selected": self.selected, "exported": self.exported, "baseline_model": self.baseline_model,
-                "operating_point": f.point.to_dict(), "gate": gate, "decision": self.decision, "verdict": self.verdict}
+                "operating_point": f.point.to_dict(), "gate": gate, "decision": self.decision, "verdict": self.verdict,
+                "sparse": None if self.sparse is None else self.sparse.to_dict()}

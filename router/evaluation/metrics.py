@@ -28,7 +28,6 @@ from router.data.labels import RoutingData, best_model_labels, model_means
 from router.evaluation.curves import aiq, apgr, cpt, strong_share_curve
 from router.policy.rule import choose, lambda_grid
 from router.policy.propensity import partial_feedback, weighted_means
-from router.routers.baselines import exclude_models
 
 # --------------------------------------------------------------------------- basic metrics
 
@@ -86,7 +85,9 @@ def best_single_index(train: RoutingData, model_costs: np.ndarray | None = None,
     feedback = None if train.propensities is None else partial_feedback(train.scores, train.mask, train.propensities)
     if feedback is not None:  # the router's own traffic: plain means carry the deployed router's bias
         means = weighted_means(train.scores, feedback.weights)
-    means = exclude_models(means, exclude)
+    if exclude:  # never the best single model, under any budget
+        means = np.where(np.isin(np.arange(len(means)), exclude), -np.inf, means)
+        costs = np.where(np.isin(np.arange(len(costs)), exclude), np.inf, costs)
     if budget is not None:
         fits = costs <= budget
         if not fits.any():

@@ -25,21 +25,21 @@ import numpy as np
 
 from router.data.labels import RoutingData
 
-SPARSE_SHARE = 0.5  # a model scored on fewer of the (non-bandit) queries than this share is a sparse model
+SPARSE_SHARE = 0.5  # a model scored on fewer of the logged queries than this share is a sparse model
 ALPHAS = np.logspace(-2, 4, 13)
 
 
 def logged_rows(data: RoutingData) -> np.ndarray:
-    """(n,) bool: the queries that are not the router's own traffic (bandit feedback, with propensities)."""
-    return ~data.is_bandit
+    """(n,) bool: the queries logged for several models, not the router's own traffic (one scored model, with
+    or without its propensity): a model's share of answers is counted on them, and probes drawn from them."""
+    return ~data.is_bandit & (data.mask.sum(axis=1) >= 2)
 
 
 def _full_share(data: RoutingData) -> np.ndarray | None:
-    """Per model, the share of the ``logged_rows`` it is scored on; None when no such query has two scored models
-    (a router's traffic logged without propensities, refused later by name), or no model is scored on
-    ``SPARSE_SHARE`` of them (no pool to measure a new model against)."""
+    """Per model, the share of the ``logged_rows`` it is scored on; None without such queries, or when no model
+    is scored on ``SPARSE_SHARE`` of them (no pool to measure a new model against)."""
     full = logged_rows(data)
-    if not (data.mask[full].sum(axis=1) >= 2).any():
+    if not full.any():
         return None
     share = data.mask[full].mean(axis=0)
     return share if share.max() >= SPARSE_SHARE else None
@@ -62,6 +62,35 @@ def sparse_models(data: RoutingData) -> np.ndarray:
     if share is None:
         return np.zeros(0, dtype=np.int64)
     return np.flatnonzero((share > 0) & (share < SPARSE_SHARE))
+
+
+MIN_HELD_OUT = 20  # a sparse model's answers in the held-out split below which its evaluation checks nothing
+
+
+def held_back(train: RoutingData, test: RoutingData, min_answers: int) -> dict[str, str]:
+    """The partial models the job must not route to, each with why: under ``min_answers`` answers in the training
+    split (answers on ``logged_rows``, the probes; a model without any counts the router's own traffic), or a
+    sparse model with under ``MIN_HELD_OUT`` answers in the held-out split (its doubly robust values would be
+    the estimate alone)."""
+    cols = partial_models(train)
+    probes = (train.mask & logged_rows(train)[:, None]).sum(axis=0)
+    served = train.mask.sum(axis=0)
+    checked = (test.mask & logged_rows(test)[:, None]).sum(axis=0)
+    out = {}
+    for j in cols:
+        name = train.models[j]
+        probe = f"log more of its answers (router probe LOGS --model {name} picks which queries)"
+        if probes[j] and probes[j] < min_answers:
+            out[name] = (f"answered {probes[j]:,} training queries, under the {min_answers:,} the job trusts "
+                         f"(min_answers): {probe}")
+        elif not probes[j] and served[j] < min_answers:
+            out[name] = (f"answered {served[j]:,} training queries of the router's own traffic, under the "
+                         f"{min_answers:,} the job trusts (min_answers): serve it longer (router serve "
+                         f"--explore-new {name}:0.05), or {probe}")
+        elif probes[j] and checked[j] < MIN_HELD_OUT:
+            out[name] = (f"has {checked[j]:,} answers in the held-out split, under the {MIN_HELD_OUT} its "
+                         f"evaluation needs: {probe}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -168,19 +197,20 @@ def fill_estimates(data: RoutingData, q_hat: np.ndarray, columns: np.ndarray) ->
 
 
 def dr_estimates(data: RoutingData, q_hat: np.ndarray, columns: np.ndarray) -> RoutingData:
-    """``data`` with every score of ``columns`` (on the ``logged_rows``) set to its doubly robust
-    value ``q + answered / share * (score - q)``, ``share`` the share of those rows the model answered; all
-    marked scored and flagged ``estimated``. For evaluation: unbiased when the answered rows are a uniform
-    sample, whatever the estimate's error."""
+    """``data`` with every score of ``columns`` set to its doubly robust value ``q + answered / share * (score -
+    q)`` on the rows evaluation scores (``logged_rows`` every other model answered), ``share`` the share of
+    those the model answered; marked scored, the rows flagged ``estimated``. Unbiased when the answered rows
+    are a uniform sample of them, whatever the estimate's error. The caller makes sure ``share > 0``."""
     if not len(columns):
         return data
-    full = logged_rows(data)
+    dense = np.setdiff1d(np.arange(data.n_models), columns)
+    rows = logged_rows(data) & data.mask[:, dense].all(axis=1)
     scores, mask = data.scores.copy(), data.mask.copy()
     for k, j in enumerate(columns):
-        seen = full & mask[:, j]
-        share = seen.sum() / max(full.sum(), 1)
+        seen = rows & mask[:, j]
+        share = seen.sum() / max(rows.sum(), 1)
         q = q_hat[:, k]
         resid = np.where(seen, np.nan_to_num(scores[:, j] - q), 0.0)
         value = q + resid / share if share > 0 else q
-        scores[full, j], mask[full, j] = value[full], True
-    return replace(data, scores=scores, mask=mask, estimated=_flag(data, full))
+        scores[rows, j], mask[rows, j] = value[rows], True
+    return replace(data, scores=scores, mask=mask, estimated=_flag(data, rows))

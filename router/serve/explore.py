@@ -9,8 +9,8 @@ propensity: what off-policy evaluation of the logs needs.
 A new model the router does not route to yet (the job holds it back below ``min_answers``, or it joined after
 the router was trained) can be given a fixed share of the traffic (``new``: ``router serve --explore-new
 NAME:0.05``): with that probability it serves the prompt, the router's ranking as its fallbacks, and its
-answers reach the next job's logs with their propensity. Once a router that routes to it is loaded (the job
-trusted its answers), its share stops.
+answers reach the next job's logs with their propensity. Once a router that lists it is loaded (the job trusted
+its answers), its share stops.
 """
 
 from __future__ import annotations
@@ -37,14 +37,18 @@ class Explorer:
 
     @property
     def on(self) -> bool:
-        """Whether served models are drawn (their propensities then below 1)."""
-        return self.exploration.mode != "off" or bool(self.new)
+        """Whether the router's pick is drawn (``exploration``; new models' shares are the chat's alone)."""
+        return self.exploration.mode != "off"
 
     @property
     def policy(self) -> str:
-        """The policy as the decision log names it: ``off``, ``epsilon:0.05``, ``softmax:0.1``, followed by
-        ``+new:NAME:0.05`` per new model explored."""
-        return str(self.exploration) + "".join(f"+new:{m}:{s!r}" for m, s in self.new.items())
+        """The policy as the decision log names it: ``off``, ``epsilon:0.05``, ``softmax:0.1``."""
+        return str(self.exploration)
+
+    @property
+    def chat_policy(self) -> str:
+        """The chat endpoint's policy: ``policy`` followed by ``+new:NAME:0.05`` per new model explored."""
+        return self.policy + "".join(f"+new:{m}:{s!r}" for m, s in self.new.items())
 
     def with_new(self, order: list[str], propensity: float) -> tuple[list[str], float]:
         """``order`` (model names, the served one first) and its propensity after the new models' draw: with

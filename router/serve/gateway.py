@@ -211,14 +211,15 @@ class _Gateway:
         return point.lam, scores, order, propensities, seconds * 1e3
 
     def _record(self, rid: str, prompt: str, task, model: str, scores, names, lam: float, setting: Setting,
-                version: str, ms: float, propensity: float | None) -> None:
+                version: str, ms: float, propensity: float | None, policy: str | None = None) -> None:
         if self.decision_log is None:
             return
         try:  # the log must never fail a request that was answered
             self.decision_log.record(request_id=rid, prompt=prompt, task=task, model=model,
                                      scores={n: float(s) for n, s in zip(names, scores)}, lam=lam,
                                      budget=setting.budget, share=setting.share, router_version=version,
-                                     latency_ms=ms, propensity=propensity, policy=self.explorer.policy)
+                                     latency_ms=ms, propensity=propensity,
+                                     policy=policy or self.explorer.policy)
         except Exception:
             log.exception("decision log: record failed")
 
@@ -254,15 +255,17 @@ class _Gateway:
         try:
             served = await self._forward(candidates, body, stream, headers)
         except UpstreamsFailed:
-            self._record(rid, text, None, chosen, scores[0], names, lam, setting, loaded.version, ms, drawn)
+            self._record(rid, text, None, chosen, scores[0], names, lam, setting, loaded.version, ms, drawn,
+                         self.explorer.chat_policy)
             raise
         # A fallback's outcome is not the policy's draw: its propensity is unknown.
         propensity = drawn if served.model == chosen else None
         if served.model != chosen:
             served.response.headers["x-router-fallback-from"] = chosen
-        elif self.explorer.on:
+        elif self.explorer.on or self.explorer.new:
             served.response.headers["x-router-propensity"] = repr(drawn)
-        self._record(rid, text, None, served.model, scores[0], names, lam, setting, loaded.version, ms, propensity)
+        self._record(rid, text, None, served.model, scores[0], names, lam, setting, loaded.version, ms, propensity,
+                     self.explorer.chat_policy)
         return served.response
 
     async def _forward(self, candidates, body, stream, headers):

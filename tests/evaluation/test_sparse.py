@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pytest
 
 from pipelines.config import JobConfig
 from pipelines.evidence import cross_fitted
@@ -79,8 +78,8 @@ def test_only_models_scored_on_under_half_the_queries_are_sparse(nq):
     assert not len(sparse_models(data)) and not len(partial_models(data))
     data = answered_only(nq, 2, np.arange(200))
     assert sparse_models(data).tolist() == partial_models(data).tolist() == [2]
-    pair = answered_only(nq.select_models(nq.models[:2]), 1, np.arange(100))  # one incumbent and a new model
-    assert sparse_models(pair).tolist() == [1]
+    pair = answered_only(nq.select_models(nq.models[:3]), 2, np.arange(100))  # two incumbents and a new model
+    assert sparse_models(pair).tolist() == [2]
     one_each = nq.mask & (np.arange(6)[None, :] == (np.arange(500) % 6)[:, None])  # traffic, no propensities
     assert not len(partial_models(replace(nq, mask=one_each, scores=np.where(one_each, nq.scores, np.nan))))
 
@@ -90,17 +89,20 @@ def test_the_job_holds_back_a_model_under_min_answers(nq, nq_X):
     train, test = data.subset(np.arange(350)), data.subset(np.arange(350, 500))
     kept, held_out, sparse = sparse_values(train, test, nq_X[:350], nq_X[350:], min_answers=100)
     assert nq.models[0] not in kept.models and nq.models[0] not in held_out.models
-    assert sparse.held_back == {nq.models[0]: 70} and sparse.models == ()
+    assert list(sparse.held_back) == [nq.models[0]] and sparse.models == ()
     (line,) = sparse.lines(350)
-    assert line.startswith(f"held back: {nq.models[0]} answered 70 training queries, under the 100")
+    assert line.startswith(f"held back (it takes no traffic): {nq.models[0]} answered 70 training queries, under "
+                           "the 100 the job trusts (min_answers): log more of its answers (router probe")
     kept, held_out, sparse = sparse_values(train, test, nq_X[:350], nq_X[350:], min_answers=50)
     assert kept.models == nq.models and sparse.models == (nq.models[0],) and not sparse.held_back
     assert kept.mask.all() and held_out.mask.all() and held_out.estimated.all()
     job = JobConfig(routers=[{"family": "ridge"}])
     assert cross_fitted({}, nq_X[:350], kept, job, goal_for(job, kept), calibrate_router) is None  # no gate evidence
-    with pytest.raises(ValueError, match="too few answers to route"):
-        sparse_values(train.select_models(nq.models[:2]), test.select_models(nq.models[:2]), nq_X[:350],
-                      nq_X[350:], min_answers=100)
+    few = answered_only(nq, 0, np.r_[0:350:3, 350:500:30])  # 117 training answers, 5 held out
+    kept, _, sparse = sparse_values(few.subset(np.arange(350)), few.subset(np.arange(350, 500)), nq_X[:350],
+                                    nq_X[350:], min_answers=100)
+    assert nq.models[0] not in kept.models
+    assert sparse.held_back[nq.models[0]].startswith("has 5 answers in the held-out split, under the 20")
 
 
 def test_a_new_model_served_a_share_is_held_back_until_it_has_enough_answers(nq, nq_X):
@@ -116,9 +118,14 @@ def test_a_new_model_served_a_share_is_held_back_until_it_has_enough_answers(nq,
     assert partial_models(data).tolist() == [5] and not len(sparse_models(data))  # no fully logged answer
     train, test = data.subset(np.arange(350)), data.subset(np.arange(350, 500))
     kept, _, sparse = sparse_values(train, test, nq_X[:350], nq_X[350:], min_answers=100)
-    assert nq.models[5] not in kept.models and sparse.held_back == {nq.models[5]: int(mask[:350, 5].sum())}
+    n = int(mask[:350, 5].sum())
+    assert nq.models[5] not in kept.models and sparse.held_back == {nq.models[5]: (
+        f"answered {n} training queries of the router's own traffic, under the 100 the job trusts (min_answers): "
+        f"serve it longer (router serve --explore-new {nq.models[5]}:0.05), or log more of its answers (router "
+        f"probe LOGS --model {nq.models[5]} picks which queries)")}
     kept, _, sparse = sparse_values(train, test, nq_X[:350], nq_X[350:], min_answers=20)
     assert kept.models == nq.models and not sparse.held_back  # enough: the weighted families learn from it
+    assert sparse.unproven == (nq.models[5],)  # but it is never the best single model on served answers alone
 
 
 def test_a_sparse_model_is_the_best_single_model_only_when_its_answers_show_it(nq, nq_X):
@@ -143,3 +150,8 @@ def test_a_sparse_model_is_the_best_single_model_only_when_its_answers_show_it(n
     picks = BestSingleRouter(exclude=[j]).fit(nq_X, nq.scores, nq.costs, nq.mask).route(nq_X)
     assert j not in picks and (BestSingleRouter().fit(nq_X, nq.scores, nq.costs, nq.mask).route(nq_X) == j).all()
     assert best_single_index(nq) == j and best_single_index(nq, exclude=[j]) == runner_up
+    costs = np.nanmean(nq.costs, axis=0)
+    cheapest = int(np.argmin(costs))
+    only = float(np.sort(costs)[0] * 1.0001)  # a budget that only the cheapest model fits
+    assert best_single_index(nq, budget=only) == cheapest and best_single_index(nq, budget=only, exclude=[cheapest])\
+        != cheapest

@@ -68,8 +68,8 @@ def test_a_withheld_model_comes_back_through_router_probe_and_train(tmp_path):
     train = ["train", str(logs), "--config", str(config), "--allow-model-change"]
     result = CliRunner().invoke(app, train)
     assert result.exit_code == 0, result.output
-    assert f"held back: {new} answered " in result.output and "it takes no traffic" in result.output
-    assert f"--explore-new {new}:0.05" in result.output
+    assert f"held back (it takes no traffic): {new} answered " in result.output
+    assert f"router probe LOGS --model {new}" in result.output
     import router
 
     assert new not in router.load(str(tmp_path / "models" / "nq-router" / "v1")).models
@@ -79,7 +79,7 @@ def test_a_withheld_model_comes_back_through_router_probe_and_train(tmp_path):
     run = client.get_run(client.get_model_version("nq-router", "1").run_id)
     assert run.data.tags["models.held_back"] == new and run.data.tags["models.sparse"] == "none"
     card = pathlib.Path(client.download_artifacts(run.info.run_id, "model_card.md", str(tmp_path)))
-    assert f"- held back: {new} answered " in card.read_text()
+    assert f"- held back (it takes no traffic): {new} answered " in card.read_text()
     # more answers, on queries it has not answered yet
     second, said = _probe(logs, new, 150, logs / "probe-2.jsonl", config)
     assert not {p["query_id"] for p in first} & {p["query_id"] for p in second}

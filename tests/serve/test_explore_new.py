@@ -67,3 +67,24 @@ def test_bad_new_model_settings_are_refused(svc, nq_export):
 
     result = CliRunner().invoke(app, ["serve", str(nq_export), "--explore-new", f"{NEW}:0.9"])
     assert result.exit_code == 2 and result.output.startswith("error: explore_new"), result.output
+
+
+def test_route_requests_are_not_explored_and_epsilon_multiplies_with_the_share(svc, tmp_path):
+    from tests.serve.test_explore import probs_at
+
+    up = Upstreams([*svc.models, NEW])
+    log = DecisionLog(DecisionLogConfig(tmp_path, prompts="text"))
+    try:
+        with gateway(svc, log, up, explore_new={NEW: 0.25}, exploration="epsilon:0.2", exploration_seed=2) as client:
+            r = client.post("/v1/route", json={"prompts": PROMPTS})
+            assert NEW not in r.json()["models"]
+            served = [chat(client) for _ in range(60)]
+    finally:
+        log.close()
+    probs = probs_at(svc, PROMPTS[:1], "epsilon:0.2")[0]
+    for r in served:
+        model, p = r.headers["x-router-model"], float(r.headers["x-router-propensity"])
+        assert p == (0.25 if model == NEW else pytest.approx(0.75 * probs[svc.models.index(model)]))
+    recs = records(tmp_path)
+    assert {r["policy"] for r in recs[:len(PROMPTS)]} == {"epsilon:0.2"}  # the route requests
+    assert {r["policy"] for r in recs[len(PROMPTS):]} == {f"epsilon:0.2+new:{NEW}:0.25"}
