@@ -72,7 +72,8 @@ def answered_by(data: RoutingData, model: str) -> np.ndarray:
 
 # Share of the full-knowledge gain the job recovered with N answers (probe-chosen; mean over the withheld models
 # whose answers change routing on the research sets): benchmarks/RESULTS.md, section "probe".
-MEASURED: dict[int, str] = {}
+MEASURED: dict[int, str] = {50: "none (it held the model back)", 100: "none (it held the model back)",
+                             200: "100%", 500: "99%"}
 
 
 def expectation(n: int, test_size: float, min_answers: int) -> str:
@@ -83,8 +84,8 @@ def expectation(n: int, test_size: float, min_answers: int) -> str:
     verdict = (f"under min_answers ({min_answers}): the next job will hold it back (it takes no traffic); "
                f"{need} answers would do" if k < min_answers else f"enough to route to it (min_answers {min_answers})")
     near = [m for m in sorted(MEASURED) if m <= n]
-    measured = (f". On the research sets, {near[-1]} answers recovered {MEASURED[near[-1]]} of what knowing every "
-                "answer gained (benchmarks/RESULTS.md, section probe)") if near else ""
+    measured = (f". On the research sets, with {near[-1]} answers the job recovered {MEASURED[near[-1]]} of what "
+                "knowing every answer gained (benchmarks/RESULTS.md, section probe)") if near else ""
     return (f"with them it has {n} answers, about {k} in the training split (test_size {test_size:g}): "
             f"{verdict}{measured}")
 
