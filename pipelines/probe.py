@@ -70,24 +70,21 @@ def answered_by(data: RoutingData, model: str) -> np.ndarray:
     return data.mask[:, data.models.index(model)].copy()
 
 
-# Share of the full-knowledge gain the job recovered with N answers (probe-chosen; mean over the withheld models
-# whose answers change routing on the research sets): benchmarks/RESULTS.md, section "probe".
-MEASURED: dict[int, str] = {50: "none (it held the model back)", 100: "none (it held the model back)",
-                             200: "100%", 500: "99%"}
+# What the job recovered of the gain of knowing every answer of a withheld model, with N of them (the models
+# whose answers change routing on four research sets): benchmarks/RESULTS.md, section "probe".
+MEASURED = "none with 50 or 100 answers (it held the model back), 100% with 200, 99% with 500"
 
 
 def expectation(n: int, test_size: float, min_answers: int) -> str:
     """What the next job will do with ``n`` answers of the model: about ``n * (1 - test_size)`` land in the
-    training split, against ``min_answers``; and what the benchmark measured at the largest N up to ``n``."""
+    training split, against ``min_answers``; and what the benchmark measured."""
     k = int(round(n * (1 - test_size)))
     need = int(np.ceil(min_answers / (1 - test_size)))
     verdict = (f"under min_answers ({min_answers}): the next job will hold it back (it takes no traffic); "
                f"{need} answers would do" if k < min_answers else f"enough to route to it (min_answers {min_answers})")
-    near = [m for m in sorted(MEASURED) if m <= n]
-    measured = (f". On the research sets, with {near[-1]} answers the job recovered {MEASURED[near[-1]]} of what "
-                "knowing every answer gained (benchmarks/RESULTS.md, section probe)") if near else ""
-    return (f"with them it has {n} answers, about {k} in the training split (test_size {test_size:g}): "
-            f"{verdict}{measured}")
+    return (f"with them it has {n} answers, about {k} in the training split (test_size {test_size:g}): {verdict}. "
+            f"On the research sets, of what knowing every answer gained, the job recovered {MEASURED} "
+            "(benchmarks/RESULTS.md, section probe)")
 
 
 def write_probes(path, data: RoutingData, rows: np.ndarray, model: str) -> None:

@@ -84,7 +84,7 @@ def test_a_withheld_model_comes_back_through_router_probe_and_train(tmp_path):
     second, said = _probe(logs, new, 150, logs / "probe-2.jsonl", config)
     assert not {p["query_id"] for p in first} & {p["query_id"] for p in second}
     assert "with them it has 180 answers, about 126 in the training split" in said
-    assert "enough to route to it (min_answers 100). On the research sets, with 100 answers the job" in said
+    assert "enough to route to it (min_answers 100). On the research sets, of what knowing every" in said
     result = CliRunner().invoke(app, train)
     assert result.exit_code == 0, result.output
     (line,) = [x for x in result.output.splitlines() if x.startswith(f"{new} answered ")]
