@@ -36,7 +36,7 @@ from router.data.labels import RoutingData
 from router.evaluation.metrics import best_single_index, complete_rows, evaluate_router
 from router.evaluation.offpolicy import estimates_by_router, with_dr_values
 from router.evaluation.report import build_report
-from router.evaluation.sparse import (dr_estimates, fill_estimates, fit_imputer, held_back, paired_gain,
+from router.evaluation.sparse import (dr_estimates, fill_estimates, fit_imputer, held_back, versus_best_other,
                                       partial_models)
 from router.evaluation.splits import Split, given_split, has_given_split, split_queries
 from router.policy.operating_point import Calibration, calibrate
@@ -150,7 +150,7 @@ def sparse_values(train: RoutingData, test: RoutingData, X_train: np.ndarray, X_
     dropped (they take no traffic); the sparse ones' missing training scores are estimated for the routers to
     learn from, their held-out scores doubly robust values for evaluation and the gate. A sparse model is the
     best single model only if, on the queries it answered, it beats the best other model with ``confidence``
-    (``paired_gain``); one scored only in the router's own traffic never is. None for the third when no model
+    (``versus_best_other``); one scored only in the router's own traffic never is. None for the third when no model
     is partial."""
     if not len(partial_models(train)):
         return train, test, None
@@ -162,7 +162,7 @@ def sparse_values(train: RoutingData, test: RoutingData, X_train: np.ndarray, X_
     if held:
         train, test = train.select_models(keep), test.select_models(keep)
     imputer = fit_imputer(train, X_train)
-    gains = {train.models[j]: paired_gain(train, j, confidence) for j in partial_models(train)}
+    gains = {train.models[j]: versus_best_other(train, j, confidence) for j in partial_models(train)}
     train = fill_estimates(train, imputer.predict(train, X_train), imputer.columns)
     test = dr_estimates(test, imputer.predict(test, X_test), imputer.columns)
     return train, test, SparseModels(imputer=imputer, models=tuple(train.models[j] for j in imputer.columns),

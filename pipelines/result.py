@@ -51,7 +51,7 @@ class SparseModels:
     models: tuple[str, ...]
     held_back: dict[str, str]
     min_answers: int
-    gains: dict = field(default_factory=dict)  # per partial model kept, ``paired_gain``'s (model, gain, lower, n)
+    gains: dict = field(default_factory=dict)  # per partial model kept, ``versus_best_other``'s (model, gain, lower, n)
 
     @property
     def unproven(self) -> tuple[str, ...]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from router.data.labels import RoutingData
+from router.data.labels import RoutingData, model_means
 
 SPARSE_SHARE = 0.5  # a model scored on fewer of the logged queries than this share is a sparse model
 ALPHAS = np.logspace(-2, 4, 13)
@@ -133,8 +133,7 @@ def fit_imputer(data: RoutingData, X: np.ndarray) -> Imputer:
     cols = sparse_models(data)
     features = np.setdiff1d(np.arange(data.n_models), cols)
     full = logged_rows(data)
-    fill = np.array([np.mean(data.scores[full & data.mask[:, j], j]) if (full & data.mask[:, j]).any() else 0.0
-                     for j in features])
+    fill = np.nan_to_num(model_means(data.scores[full][:, features], data.mask[full][:, features]), nan=0.0)
     imp = Imputer(cols, features, fill, (), np.zeros(0, int), np.zeros(0), np.zeros(0), np.zeros(0))
     F, X = imp.scores_of(data), np.asarray(X, dtype=np.float64)
     fits, answers, mean, se, rmse = [], [], [], [], []
@@ -153,13 +152,11 @@ def fit_imputer(data: RoutingData, X: np.ndarray) -> Imputer:
                    se=np.array(se), rmse=np.array(rmse))
 
 
-def paired_gain(data: RoutingData, j: int, confidence: float) -> tuple[str, float, float, int] | None:
+def versus_best_other(data: RoutingData, j: int, confidence: float) -> tuple[str, float, float, int] | None:
     """Model ``j`` against the best of the models that are not sparse (by mean), on the ``logged_rows``
     both answered: ``(that model, mean gain, its one-sided lower bound at confidence, queries)``; None when
     there is no such model or fewer than two such queries."""
     from statistics import NormalDist
-
-    from router.data.labels import model_means
 
     others = np.setdiff1d(np.arange(data.n_models), sparse_models(data))
     others = others[others != j]

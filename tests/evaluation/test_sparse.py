@@ -134,16 +134,16 @@ def test_a_sparse_model_is_the_best_single_model_only_when_its_answers_show_it(n
     best single router and index pass over it."""
     from pipelines.experiment import usable_candidates
     from router.evaluation.metrics import best_single_index
-    from router.evaluation.sparse import paired_gain
+    from router.evaluation.sparse import versus_best_other
     from router.routers.baselines import BestSingleRouter
 
     j = int(np.argmax(nq.scores.mean(axis=0)))
     rows = np.random.default_rng(0).choice(nq.n_queries, 150, replace=False)
-    best, gain, lower, n = paired_gain(answered_only(nq, j, rows), j, 0.9)
+    best, gain, lower, n = versus_best_other(answered_only(nq, j, rows), j, 0.9)
     assert best != nq.models[j] and n == 150 and gain > lower > 0
     runner_up = nq.models.index(best)
     same = np.flatnonzero(nq.scores[:, j] == nq.scores[:, runner_up])[:150]
-    _, gain, lower, _ = paired_gain(answered_only(nq, j, same), j, 0.9)
+    _, gain, lower, _ = versus_best_other(answered_only(nq, j, same), j, 0.9)
     assert gain == 0 and lower <= 0
     specs = usable_candidates(nq, JobConfig(routers=[{"family": "best_single"}]), exclude=[j])
     assert specs["best_single"].params == {"exclude": [j]}
